@@ -1,0 +1,9 @@
+"""Viva Learning Sync: the Functions app only registers the blueprints of ``handlers/``."""
+
+import azure.functions as func
+
+from handlers import intake, worker
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(intake.bp)
+app.register_functions(worker.bp)

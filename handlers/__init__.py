@@ -1,0 +1,1 @@
+"""Trigger code: each blueprint binds a trigger and hands plain values to ``shared``."""

@@ -1,0 +1,26 @@
+"""POST /api/webhooks/{source}: signed LMS webhooks in, 202 with queued message ids out."""
+
+from __future__ import annotations
+
+import json
+
+import azure.functions as func
+
+from shared import intake
+from shared.runtime import command_queue
+from shared.settings import get_settings
+
+bp = func.Blueprint()
+
+
+@bp.route(route="webhooks/{source}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def receive_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    request = intake.make_request(req.route_params.get("source", ""), dict(req.headers), req.get_body())
+    result = intake.receive(request, get_settings(), command_queue)
+    return func.HttpResponse(
+        json.dumps(result.body),
+        status_code=result.status,
+        headers=result.headers,
+        mimetype=result.content_type,
+        charset="utf-8",
+    )

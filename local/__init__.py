@@ -1,0 +1,1 @@
+"""The local stack: Graph emulator, managed-identity endpoint, dev host. Never deployed."""

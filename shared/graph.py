@@ -1,0 +1,211 @@
+"""The one Microsoft Graph client of the product (worker now; CLI, backfill and replay later).
+
+It owns what every caller needs the same way: the managed-identity token, OData keys, Graph error
+bodies, and a bounded in-invocation retry that honours ``Retry-After``. What it cannot finish within
+its budget it raises as transient, so the queue (not this process) carries the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import httpx
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
+
+from shared import odata
+
+logger = logging.getLogger(__name__)
+
+Disposition = Literal["ok", "absent", "transient", "permanent"]
+TRANSIENT_STATUSES = frozenset({401, 408, 409, 429, 500, 502, 503, 504})
+BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0)
+_BODY_HINT = re.compile(r"retry after (\d+) (second|minute)", re.IGNORECASE)
+
+
+class AsyncTokenCredential(Protocol):
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken: ...
+
+
+@dataclass
+class GraphError(Exception):
+    """A Graph call that did not succeed, with Graph's own code, message and request id."""
+
+    status: int | None
+    code: str
+    message: str
+    request_id: str | None = None
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        where = f" (request-id {self.request_id})" if self.request_id else ""
+        return f"{self.status or 'no response'} {self.code}: {self.message}{where}"
+
+
+class GraphTransientError(GraphError):
+    """Worth retrying later: throttling, server errors, timeouts, lost connections, token trouble."""
+
+
+class GraphPermanentError(GraphError):
+    """Retrying the same request cannot succeed (bad request, forbidden, unknown registration)."""
+
+
+def classify(status: int, method: str) -> Disposition:
+    """What a Graph status means for a command; a 404 on DELETE means the goal is already reached."""
+    if 200 <= status < 300:
+        return "ok"
+    if status == 404 and method == "DELETE":
+        return "absent"
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return "transient"
+    return "permanent"
+
+
+def retry_after_seconds(headers: httpx.Headers, body_message: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds or an HTTP date, else the "Retry after N minutes" hint in the body."""
+    value = headers.get("retry-after")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is not None:
+            return max(0.0, parsed.timestamp() - (time.time() if now is None else now))
+    if body_message:
+        match = _BODY_HINT.search(body_message)
+        if match:
+            return float(match.group(1)) * (60 if match.group(2).lower() == "minute" else 1)
+    return None
+
+
+def next_delay(error: GraphTransientError, attempt: int) -> float:
+    """Wait before retry ``attempt`` (1-based): Graph's hint when given, else exponential back-off."""
+    if error.retry_after is not None:
+        return error.retry_after
+    return BACKOFF_SECONDS[min(attempt - 1, len(BACKOFF_SECONDS) - 1)]
+
+
+def _graph_error(response: httpx.Response) -> tuple[str, str]:
+    try:
+        body = response.json()
+        err = body.get("error", body) if isinstance(body, dict) else {}
+        return str(err.get("code") or response.reason_phrase), str(err.get("message") or response.text[:500])
+    except ValueError:
+        return response.reason_phrase or "Error", response.text[:500]
+
+
+class GraphClient:
+    """Async Graph client over one ``httpx.AsyncClient`` and one credential (both reused per process)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        credential: AsyncTokenCredential,
+        *,
+        root: str,
+        scope: str,
+        max_inline_retry_seconds: float = 10.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._http = http
+        self._credential = credential
+        self._root = root.rstrip("/")
+        self._scope = scope
+        self._budget = max_inline_retry_seconds
+        self._sleep = sleep
+
+    # -- learning content ---------------------------------------------------------------------
+
+    async def upsert_content(
+        self, registration_id: str, content: dict[str, Any], *, correlation_id: str | None = None
+    ) -> dict[str, Any]:
+        path = odata.content_by_external_id(registration_id, str(content["externalId"]))
+        response = await self.call("PATCH", path, json=content, correlation_id=correlation_id)
+        return response.json() if response.content else {}
+
+    async def delete_content(
+        self, registration_id: str, external_id: str, *, correlation_id: str | None = None
+    ) -> bool:
+        """Delete by external id; ``False`` when it was already gone (a repeat delivery)."""
+        path = odata.content_by_external_id(registration_id, external_id)
+        response = await self.call("DELETE", path, correlation_id=correlation_id)
+        return response.status_code != 404
+
+    async def get_content(
+        self, registration_id: str, external_id: str, *, correlation_id: str | None = None
+    ) -> dict[str, Any]:
+        response = await self.call(
+            "GET", odata.content_by_external_id(registration_id, external_id), correlation_id=correlation_id
+        )
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def list_contents(self, registration_id: str, *, top: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a registration, following ``@odata.nextLink`` to the end."""
+        url: str | None = odata.contents(registration_id) + (f"?$top={top}" if top else "")
+        while url:
+            page = (await self.call("GET", url)).json()
+            for item in page.get("value", []):
+                yield item
+            url = page.get("@odata.nextLink")
+
+    # -- transport ----------------------------------------------------------------------------
+
+    async def call(
+        self, method: str, path_or_url: str, *, json: Any = None, correlation_id: str | None = None
+    ) -> httpx.Response:
+        """One logical call: retried within the budget, then raised as transient or permanent."""
+        waited = 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._once(method, path_or_url, json, correlation_id)
+            except GraphTransientError as error:
+                delay = next_delay(error, attempt)
+                if waited + delay > self._budget:
+                    raise
+                logger.warning(
+                    "graph %s transient %s; retry %d in %.1fs correlation=%s",
+                    method,
+                    error,
+                    attempt,
+                    delay,
+                    correlation_id,
+                )
+                await self._sleep(delay)
+                waited += delay
+
+    async def _once(self, method: str, path_or_url: str, body: Any, correlation_id: str | None) -> httpx.Response:
+        url = path_or_url if path_or_url.startswith("http") else self._root + path_or_url
+        try:
+            token = await self._credential.get_token(self._scope)
+        except ClientAuthenticationError as exc:
+            # CredentialUnavailableError is a subclass: the identity endpoint failed or refused.
+            raise GraphTransientError(None, "TokenUnavailable", str(exc).splitlines()[0]) from exc
+        headers = {"Authorization": f"Bearer {token.token}"}
+        if correlation_id:
+            headers["client-request-id"] = correlation_id
+        try:
+            response = await self._http.request(method, httpx.URL(url), json=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise GraphTransientError(None, "Timeout", f"{method} timed out: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise GraphTransientError(None, "ConnectionError", f"{method} failed: {type(exc).__name__}: {exc}") from exc
+        disposition = classify(response.status_code, method)
+        if disposition in ("ok", "absent"):
+            return response
+        code, message = _graph_error(response)
+        request_id = response.headers.get("request-id")
+        if disposition == "transient":
+            raise GraphTransientError(
+                response.status_code, code, message, request_id, retry_after_seconds(response.headers, message)
+            )
+        raise GraphPermanentError(response.status_code, code, message, request_id)

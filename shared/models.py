@@ -1,0 +1,170 @@
+"""Graph learning types, as Microsoft's Graph metadata defines them, and the queue message.
+
+The property names and Edm types come from ``shared/graph_metadata/learning-schemas.v1.0.json``
+(the v1.0 CSDL; beta has the same names); a contract test fails if these models drift from it.
+Required properties follow the Graph docs (the CSDL marks them ``Nullable="false"``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+# ISO-8601 duration as Edm.Duration accepts it: PnDTnHnMnS with at least one component, and a 'T'
+# only when a time part follows (so the docs' typo "PDT1H" is rejected, as Graph rejects it).
+_DURATION = re.compile(
+    r"^-?P(?=\d|T\d)(?:(?P<d>\d+)D)?(?:T(?=\d)(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+# RFC 3339 date-time with an explicit offset; Graph misreads offset-less values (docs issue #299).
+_DATETIME_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,7})?(?:Z|[+-]\d{2}:\d{2})$")
+# Control characters have no business in ids or URLs and break logs and OData keys.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+MAX_EXTERNAL_ID_LENGTH = 512
+
+
+def _duration(value: str) -> str:
+    if not _DURATION.match(value):
+        raise ValueError("must be an ISO-8601 duration such as PT20M or P1DT2H")
+    return value
+
+
+def _datetime_offset(value: str) -> str:
+    if not _DATETIME_OFFSET.match(value):
+        raise ValueError("must be an RFC 3339 date-time with a time-zone offset, e.g. 2026-01-31T12:00:00Z")
+    seconds, _, rest = value.partition(".")
+    fraction = re.sub(r"^\d+", lambda m: m.group()[:6], rest)  # Python parses at most microseconds
+    try:
+        datetime.fromisoformat((f"{seconds}.{fraction}" if rest else seconds).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError("is not a real date-time") from exc
+    return value
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+EdmDuration = Annotated[str, AfterValidator(_duration)]
+EdmDateTimeOffset = Annotated[str, AfterValidator(_datetime_offset)]
+EdmInt32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX, strict=True)]
+NonEmptyString = Annotated[str, StringConstraints(min_length=1), AfterValidator(_no_control)]
+ExternalId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_EXTERNAL_ID_LENGTH),
+    AfterValidator(_no_control),
+]
+
+
+class Level(StrEnum):
+    """``graph.level``: member names are lower-case in the metadata (the beta docs capitalise them)."""
+
+    beginner = "beginner"
+    intermediate = "intermediate"
+    advanced = "advanced"
+    unknown_future_value = "unknownFutureValue"
+
+
+class GraphModel(BaseModel):
+    """Strict like Graph: unknown properties are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
+
+    def to_graph(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class LearningContent(GraphModel):
+    """``microsoft.graph.learningContent`` as the upsert body (no read-only ``id``)."""
+
+    external_id: ExternalId = Field(alias="externalId")
+    title: NonEmptyString
+    content_web_url: NonEmptyString = Field(alias="contentWebUrl")
+    language_tag: NonEmptyString = Field(alias="languageTag")
+    description: str | None = None
+    thumbnail_web_url: str | None = Field(default=None, alias="thumbnailWebUrl")
+    source_name: str | None = Field(default=None, alias="sourceName")
+    format: str | None = None
+    level: Level | None = None
+    duration: EdmDuration | None = None
+    number_of_pages: EdmInt32 | None = Field(default=None, alias="numberOfPages")
+    contributors: list[str] | None = None
+    additional_tags: list[str] | None = Field(default=None, alias="additionalTags")
+    skill_tags: list[str] | None = Field(default=None, alias="skillTags")
+    created_date_time: EdmDateTimeOffset | None = Field(default=None, alias="createdDateTime")
+    last_modified_date_time: EdmDateTimeOffset | None = Field(default=None, alias="lastModifiedDateTime")
+    is_active: bool | None = Field(default=None, alias="isActive")
+    is_premium: bool | None = Field(default=None, alias="isPremium")
+    is_searchable: bool | None = Field(default=None, alias="isSearchable")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level_is_string(cls, value: object) -> object:
+        # strict mode would accept a Level instance only; JSON gives strings.
+        if isinstance(value, str):
+            try:
+                return Level(value)
+            except ValueError:
+                allowed = ", ".join(m.value for m in Level)
+                raise ValueError(f"must be one of {allowed}") from None
+        return value
+
+
+class LearningProvider(GraphModel):
+    """``microsoft.graph.learningProvider`` as a create body (``id`` is server-generated)."""
+
+    display_name: NonEmptyString = Field(alias="displayName")
+    square_logo_web_url_for_dark_theme: NonEmptyString = Field(alias="squareLogoWebUrlForDarkTheme")
+    long_logo_web_url_for_dark_theme: NonEmptyString = Field(alias="longLogoWebUrlForDarkTheme")
+    square_logo_web_url_for_light_theme: NonEmptyString = Field(alias="squareLogoWebUrlForLightTheme")
+    long_logo_web_url_for_light_theme: NonEmptyString = Field(alias="longLogoWebUrlForLightTheme")
+    login_web_url: str | None = Field(default=None, alias="loginWebUrl")
+    is_course_activity_sync_enabled: bool | None = Field(default=None, alias="isCourseActivitySyncEnabled")
+
+
+class CommandError(BaseModel):
+    """Why a command was parked: enough to decide on a replay without reading logs."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    kind: Literal["permanent", "malformed"]
+    status: int | None = None
+    code: str | None = None
+    message: str
+    request_id: str | None = Field(default=None, alias="requestId")
+    at: datetime
+
+
+class ContentCommand(BaseModel):
+    """One queue message: upsert or delete one learningContent of one registration.
+
+    Versioned (``v``) so that a worker can refuse what it does not understand instead of guessing.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    v: Literal[1] = 1
+    op: Literal["upsert", "delete"]
+    registration_id: NonEmptyString = Field(alias="registrationId")
+    external_id: ExternalId = Field(alias="externalId")
+    content: LearningContent | None = None
+    source: NonEmptyString
+    source_event_id: NonEmptyString = Field(alias="sourceEventId")
+    event_time: datetime = Field(alias="eventTime")
+    correlation_id: NonEmptyString = Field(alias="correlationId")
+    last_error: CommandError | None = Field(default=None, alias="lastError")
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.op == "upsert" and self.content is None:
+            raise ValueError("an upsert carries its content")
+        if self.content is not None and self.content.external_id != self.external_id:
+            raise ValueError("content.externalId differs from externalId")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)

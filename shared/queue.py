@@ -1,0 +1,141 @@
+"""The queue port: content commands in and out of an Azure Storage queue.
+
+One encoding rule for the whole app: messages are Base64 text, because ``host.json`` keeps the
+queue extension's default ``messageEncoding: base64`` (a producer that sent raw text would see every
+message moved straight to the poison queue). A contract test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, QueueServiceClient, TextBase64EncodePolicy
+
+from shared.settings import STORAGE_CONNECTION, Settings
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_ENCODING = "base64"  # must equal host.json extensions.queues.messageEncoding
+MAX_MESSAGE_BYTES = 64 * 1024  # Azure Storage limit on the stored (encoded) message
+
+
+def encoded_size(text: str) -> int:
+    """Bytes the message occupies in the queue after Base64 encoding."""
+    return len(base64.b64encode(text.encode("utf-8")))
+
+
+class QueueUnavailable(Exception):
+    """Storage refused or failed a queue operation; the caller reports it, nothing is lost silently."""
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    message_id: str
+    pop_receipt: str
+
+
+class CommandQueue(Protocol):
+    def send_all(self, texts: Sequence[str]) -> list[str]: ...
+
+    def park(self, text: str) -> str: ...
+
+
+class StorageCommandQueue:
+    """Content-command queue and its poison queue on Azure Storage (Azurite locally)."""
+
+    def __init__(self, service: QueueServiceClient, queue_name: str, poison_name: str) -> None:
+        self._queue = self._client(service, queue_name)
+        self._poison = self._client(service, poison_name)
+        self._created: set[str] = set()
+
+    @staticmethod
+    def _client(service: QueueServiceClient, name: str) -> QueueClient:
+        return service.get_queue_client(
+            name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=BinaryBase64DecodePolicy()
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StorageCommandQueue:
+        return cls(service_client(settings), settings.content_queue_name, settings.poison_queue_name)
+
+    def _send(self, client: QueueClient, text: str) -> SentMessage:
+        try:
+            msg = client.send_message(text)
+        except ResourceNotFoundError:
+            self._ensure(client)
+            msg = client.send_message(text)
+        return SentMessage(msg.id, msg.pop_receipt or "")
+
+    def _ensure(self, client: QueueClient) -> None:
+        if client.queue_name not in self._created:
+            with contextlib.suppress(ResourceExistsError):
+                client.create_queue()
+            self._created.add(client.queue_name)
+
+    def send_all(self, texts: Sequence[str]) -> list[str]:
+        """Enqueue every message or none: on a failure, those already sent are deleted again."""
+        sent: list[SentMessage] = []
+        try:
+            for text in texts:
+                sent.append(self._send(self._queue, text))
+        except AzureError as exc:
+            self._compensate(sent)
+            raise QueueUnavailable(f"enqueue failed after {len(sent)} of {len(texts)} message(s): {exc}") from exc
+        return [s.message_id for s in sent]
+
+    def _compensate(self, sent: list[SentMessage]) -> None:
+        for message in sent:
+            try:
+                self._queue.delete_message(message.message_id, message.pop_receipt)
+            except AzureError:
+                # The worker will still apply it: a duplicate of an accepted-later retry, never a loss.
+                logger.exception("could not withdraw message %s after a partial enqueue", message.message_id)
+
+    def park(self, text: str) -> str:
+        """Put a command on the poison queue, where operators inspect and replay it."""
+        try:
+            return self._send(self._poison, text).message_id
+        except AzureError as exc:
+            raise QueueUnavailable(f"parking failed: {exc}") from exc
+
+    def ensure_queues(self) -> None:
+        for client in (self._queue, self._poison):
+            self._ensure(client)
+
+
+def service_client(settings: Settings) -> QueueServiceClient:
+    """The queue service of the ``LearningSyncStorage`` connection: a connection string locally,
+    an identity-based connection (``__queueServiceUri`` + managed identity) in Azure."""
+    if settings.storage_queue_service_uri:
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+        credential = (
+            ManagedIdentityCredential(client_id=settings.storage_client_id)
+            if (settings.storage_credential or "").lower() == "managedidentity"
+            else DefaultAzureCredential()
+        )
+        return QueueServiceClient(settings.storage_queue_service_uri, credential=credential)
+    if settings.storage_connection_string:
+        return QueueServiceClient.from_connection_string(_expand_dev_storage(settings.storage_connection_string))
+    raise QueueUnavailable(
+        f"no queue connection: set {STORAGE_CONNECTION} (connection string) or {STORAGE_CONNECTION}__queueServiceUri"
+    )
+
+
+# Azurite's well-known development account and default ports (public values, not a secret); the
+# queue SDK, unlike the Functions host, does not understand ``UseDevelopmentStorage=true``.
+DEV_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+)
+
+
+def _expand_dev_storage(value: str) -> str:
+    return DEV_STORAGE if value.strip().rstrip(";").lower() == "usedevelopmentstorage=true" else value

@@ -1,0 +1,46 @@
+"""Process-wide clients: one queue client, one httpx client and one credential per worker process.
+
+Built on first use (the Functions host imports the app before settings may be complete, and Flex
+Consumption gives module import 30 s), then reused by every invocation so tokens and connections
+are cached.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import httpx
+
+from shared.graph import GraphClient
+from shared.queue import StorageCommandQueue
+from shared.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+_graph: GraphClient | None = None
+
+
+@lru_cache(maxsize=1)
+def command_queue() -> StorageCommandQueue:
+    return StorageCommandQueue.from_settings(get_settings())
+
+
+def graph_client(settings: Settings | None = None) -> GraphClient:
+    """The worker's Graph client, authenticated by the app's managed identity."""
+    global _graph
+    if _graph is None:
+        from azure.identity.aio import ManagedIdentityCredential
+
+        settings = settings or get_settings()
+        credential = ManagedIdentityCredential(client_id=settings.azure_client_id)
+        http = httpx.AsyncClient(timeout=settings.graph_timeout_seconds)
+        _graph = GraphClient(
+            http,
+            credential,
+            root=settings.graph_root,
+            scope=settings.graph_token_scope,
+            max_inline_retry_seconds=settings.graph_max_inline_retry_seconds,
+        )
+        logger.info("graph client ready root=%s identity=%s", settings.graph_root, settings.azure_client_id or "system")
+    return _graph

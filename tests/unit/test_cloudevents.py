@@ -1,0 +1,202 @@
+"""CloudEvents parsing: the three HTTP modes, op mapping, externalId rules and error pointers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shared.problems import Problem
+from shared.settings import SourceConfig
+from shared.sources import Delivery, WebhookRequest
+from shared.sources.cloudevents import CloudEventsAdapter
+from tests.webhooks import content, event
+
+SOURCE = SourceConfig(registrationId="reg-1", secretSetting="S")
+DELIVERY = Delivery("msg_1", datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
+
+
+def parse(body: Any, content_type: str = "application/cloudevents+json", **headers: str):  # type: ignore[no-untyped-def]
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = WebhookRequest(
+        source_name="demo",
+        headers={"content-type": content_type, **{k.replace("_", "-"): v for k, v in headers.items()}},
+        body=raw,
+        correlation_id="corr-1",
+        received_at=datetime(2026, 11, 27, 9, 1, tzinfo=UTC),
+    )
+    return CloudEventsAdapter().parse(req, SOURCE, DELIVERY)
+
+
+def problem_of(body: Any, content_type: str = "application/cloudevents+json", **headers: str) -> Problem:
+    with pytest.raises(Problem) as info:
+        parse(body, content_type, **headers)
+    return info.value
+
+
+def pointers(p: Problem) -> list[str | None]:
+    return [e.pointer for e in p.errors]
+
+
+@pytest.mark.parametrize(
+    ("type_", "op"),
+    [("x.course.created", "upsert"), ("x.updated", "upsert"), ("a.b.upserted", "upsert"), ("x.deleted", "delete")],
+)
+def test_type_suffix_maps_to_op(type_: str, op: str) -> None:
+    [cmd] = parse(event(type_, content()))
+    assert cmd.op == op
+    assert cmd.registration_id == "reg-1"
+    assert cmd.source == "demo"
+    assert cmd.correlation_id == "corr-1"
+
+
+def test_structured_upsert_carries_content_and_event_metadata() -> None:
+    ev = event("x.created", content("c-9", level="advanced", duration="PT1H"))
+    [cmd] = parse(ev)
+    assert cmd.external_id == "c-9"
+    assert cmd.source_event_id == ev["id"]
+    assert cmd.event_time == datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    assert cmd.content is not None
+    assert cmd.content.to_graph()["level"] == "advanced"
+
+
+def test_external_id_falls_back_to_subject() -> None:
+    data = content()
+    del data["externalId"]
+    [cmd] = parse(event("x.updated", data, subject="from-subject"))
+    assert cmd.external_id == "from-subject"
+    assert cmd.content is not None and cmd.content.external_id == "from-subject"
+
+
+def test_external_id_and_subject_must_agree() -> None:
+    p = problem_of(event("x.updated", content("a"), subject="b"))
+    assert pointers(p) == ["/data/externalId"]
+
+
+def test_missing_external_id_everywhere() -> None:
+    data = content()
+    del data["externalId"]
+    assert pointers(problem_of(event("x.updated", data))) == ["/data/externalId"]
+
+
+def test_delete_needs_only_subject() -> None:
+    [cmd] = parse(event("x.deleted", subject="gone-1"))
+    assert (cmd.op, cmd.external_id, cmd.content) == ("delete", "gone-1", None)
+
+
+def test_event_time_defaults_to_delivery_time() -> None:
+    ev = event("x.deleted", subject="a")
+    del ev["time"]
+    [cmd] = parse(ev)
+    assert cmd.event_time == DELIVERY.sent_at
+
+
+def test_bad_level_is_reported_at_data_level() -> None:
+    p = problem_of(event("x.updated", content(level="expert")))
+    assert p.kind.slug == "schema-violation"
+    assert pointers(p) == ["/data/level"]
+
+
+def test_every_failing_field_is_reported() -> None:
+    data = content(level="expert", duration="PDT1H", bogus=1, createdDateTime="2026-01-01T00:00:00")
+    del data["title"]
+    p = problem_of(event("x.updated", data))
+    assert set(pointers(p)) == {"/data/level", "/data/duration", "/data/bogus", "/data/title", "/data/createdDateTime"}
+
+
+def test_batch_mode_gives_one_command_per_event() -> None:
+    cmds = parse([event("x.created", content("a")), event("x.deleted", subject="b")], "application/cloudevents-batch+json")
+    assert [(c.op, c.external_id) for c in cmds] == [("upsert", "a"), ("delete", "b")]
+
+
+def test_batch_errors_point_into_the_array() -> None:
+    p = problem_of(
+        [event("x.created", content("a")), event("x.created", content("b", level="expert"))],
+        "application/cloudevents-batch+json",
+    )
+    assert pointers(p) == ["/1/data/level"]
+
+
+def test_empty_batch() -> None:
+    assert problem_of([], "application/cloudevents-batch+json").kind.slug == "empty-batch"
+
+
+def test_batch_must_be_an_array() -> None:
+    assert problem_of(event(), "application/cloudevents-batch+json").kind.slug == "schema-violation"
+
+
+def test_binary_mode_reads_ce_headers() -> None:
+    [cmd] = parse(content("bin-1"), "application/json", ce_specversion="1.0", ce_id="e1", ce_source="/s", ce_type="x.created")
+    assert (cmd.op, cmd.external_id, cmd.source_event_id) == ("upsert", "bin-1", "e1")
+
+
+def test_binary_mode_errors_point_at_body_and_headers() -> None:
+    p = problem_of(content(level="expert"), "application/json", ce_specversion="1.0", ce_source="/s", ce_type="x.created")
+    assert {(e.pointer, e.header) for e in p.errors} == {(None, "ce-id")}
+    p = problem_of(content(level="expert"), "application/json", ce_specversion="1.0", ce_id="1", ce_source="/s", ce_type="x.created")
+    assert pointers(p) == ["/level"]
+
+
+def test_binary_mode_requires_json_data() -> None:
+    p = problem_of(b"<xml/>", "application/xml", ce_specversion="1.0", ce_id="1", ce_source="/s", ce_type="x.created")
+    assert p.kind.slug == "unsupported-media-type"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_other_media_types_are_415(content_type: str) -> None:
+    assert problem_of(event(), content_type).kind.status == 415
+
+
+def test_plain_json_structured_event_is_accepted() -> None:
+    assert len(parse(event("x.created", content()), "application/json")) == 1
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b""])
+def test_malformed_json(body: bytes) -> None:
+    assert problem_of(body).kind.slug == "bad-json"
+
+
+@pytest.mark.parametrize(
+    ("mutation", "pointer"),
+    [
+        ({"specversion": "0.3"}, "/specversion"),
+        ({"id": ""}, "/id"),
+        ({"type": "x.renamed"}, "/type"),
+        ({"time": "yesterday"}, "/time"),
+        ({"datacontenttype": "text/xml"}, "/datacontenttype"),
+        ({"Bad-Name": 1}, "/Bad-Name"),
+        ({"data": "a string"}, "/data"),
+    ],
+)
+def test_context_attribute_errors(mutation: dict[str, Any], pointer: str) -> None:
+    p = problem_of({**event("x.created", content()), **mutation})
+    assert pointer in pointers(p)
+
+
+def test_missing_required_attribute() -> None:
+    ev = event("x.created", content())
+    del ev["source"]
+    assert pointers(problem_of(ev)) == ["/source"]
+
+
+def test_extension_attributes_are_allowed() -> None:
+    assert parse({**event("x.created", content()), "traceparent": "00-abc", "lmsrealm": "eu"})
+
+
+@pytest.mark.parametrize("external_id", ["a\nb", "x\x00y", "z" * 513])
+def test_hostile_external_ids_are_rejected(external_id: str) -> None:
+    p = problem_of(event("x.created", content(external_id)))
+    assert pointers(p) == ["/data/externalId"]
+
+
+@pytest.mark.parametrize("external_id", ["O'Brien", "a/b", "c+d#e%f g", "Ünïcødé-курс"])
+def test_awkward_but_legal_external_ids_pass(external_id: str) -> None:
+    [cmd] = parse(event("x.created", content(external_id)))
+    assert cmd.external_id == external_id
+
+
+def test_pointer_escapes_slash_and_tilde() -> None:
+    p = problem_of(event("x.created", content(**{"a/b~c": 1})))
+    assert pointers(p) == ["/data/a~1b~0c"]
