@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import AzureError
 
 from shared import odata
 
@@ -187,9 +187,11 @@ class GraphClient:
         url = path_or_url if path_or_url.startswith("http") else self._root + path_or_url
         try:
             token = await self._credential.get_token(self._scope)
-        except ClientAuthenticationError as exc:
-            # CredentialUnavailableError is a subclass: the identity endpoint failed or refused.
-            raise GraphTransientError(None, "TokenUnavailable", str(exc).splitlines()[0]) from exc
+        except AzureError as exc:
+            # The aio credential raises ClientAuthenticationError for refusals and ServiceRequestError /
+            # ServiceResponseError for lost connections: all are the token endpoint's trouble, not the command's.
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise GraphTransientError(None, "TokenUnavailable", f"{type(exc).__name__}: {first_line}") from exc
         headers = {"Authorization": f"Bearer {token.token}"}
         if correlation_id:
             headers["client-request-id"] = correlation_id
