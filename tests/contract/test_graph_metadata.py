@@ -16,6 +16,7 @@ from shared.models import LearningContent, LearningProvider, Level
 METADATA = json.loads(
     (Path(__file__).resolve().parents[2] / "shared/graph_metadata/learning-schemas.v1.0.json").read_text()
 )
+ENTITIES = [("learningContent", LearningContent), ("learningProvider", LearningProvider)]
 EDM_TO_PY = {
     "Edm.String": str,
     "Edm.Boolean": bool,
@@ -46,20 +47,20 @@ def base_type(annotation: Any) -> Any:
     return origin or annotation
 
 
-@pytest.mark.parametrize(("entity", "model"), [("learningContent", LearningContent), ("learningProvider", LearningProvider)])
+@pytest.mark.parametrize(("entity", "model"), ENTITIES)
 def test_model_has_exactly_the_metadata_properties(entity: str, model: type[BaseModel]) -> None:
     # ``id`` is the read-only key inherited from graph.entity; bodies never carry it.
     assert set(model_properties(model)) == set(graph_properties(entity))
 
 
-@pytest.mark.parametrize(("entity", "model"), [("learningContent", LearningContent), ("learningProvider", LearningProvider)])
+@pytest.mark.parametrize(("entity", "model"), ENTITIES)
 def test_model_types_follow_edm_types(entity: str, model: type[BaseModel]) -> None:
     props = model_properties(model)
     for name, prop in graph_properties(entity).items():
         assert base_type(props[name]) is EDM_TO_PY[prop["type"]], name
 
 
-@pytest.mark.parametrize(("entity", "model"), [("learningContent", LearningContent), ("learningProvider", LearningProvider)])
+@pytest.mark.parametrize(("entity", "model"), ENTITIES)
 def test_non_nullable_properties_are_required(entity: str, model: type[BaseModel]) -> None:
     required = {f.alias or n for n, f in model.model_fields.items() if f.is_required()}
     non_nullable = {n for n, p in graph_properties(entity).items() if p.get("nullable") is False}

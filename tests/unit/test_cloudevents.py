@@ -15,6 +15,7 @@ from shared.sources.cloudevents import CloudEventsAdapter
 from tests.webhooks import content, event
 
 SOURCE = SourceConfig(registrationId="reg-1", secretSetting="S")
+CE_HEADERS = {"ce_specversion": "1.0", "ce_source": "/s", "ce_type": "x.created"}
 DELIVERY = Delivery("msg_1", datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
 
 
@@ -67,7 +68,8 @@ def test_external_id_falls_back_to_subject() -> None:
     del data["externalId"]
     [cmd] = parse(event("x.updated", data, subject="from-subject"))
     assert cmd.external_id == "from-subject"
-    assert cmd.content is not None and cmd.content.external_id == "from-subject"
+    assert cmd.content is not None
+    assert cmd.content.external_id == "from-subject"
 
 
 def test_external_id_and_subject_must_agree() -> None:
@@ -107,7 +109,8 @@ def test_every_failing_field_is_reported() -> None:
 
 
 def test_batch_mode_gives_one_command_per_event() -> None:
-    cmds = parse([event("x.created", content("a")), event("x.deleted", subject="b")], "application/cloudevents-batch+json")
+    batch = [event("x.created", content("a")), event("x.deleted", subject="b")]
+    cmds = parse(batch, "application/cloudevents-batch+json")
     assert [(c.op, c.external_id) for c in cmds] == [("upsert", "a"), ("delete", "b")]
 
 
@@ -128,19 +131,19 @@ def test_batch_must_be_an_array() -> None:
 
 
 def test_binary_mode_reads_ce_headers() -> None:
-    [cmd] = parse(content("bin-1"), "application/json", ce_specversion="1.0", ce_id="e1", ce_source="/s", ce_type="x.created")
+    [cmd] = parse(content("bin-1"), "application/json", **CE_HEADERS, ce_id="e1")
     assert (cmd.op, cmd.external_id, cmd.source_event_id) == ("upsert", "bin-1", "e1")
 
 
 def test_binary_mode_errors_point_at_body_and_headers() -> None:
-    p = problem_of(content(level="expert"), "application/json", ce_specversion="1.0", ce_source="/s", ce_type="x.created")
+    p = problem_of(content(level="expert"), "application/json", **CE_HEADERS)
     assert {(e.pointer, e.header) for e in p.errors} == {(None, "ce-id")}
-    p = problem_of(content(level="expert"), "application/json", ce_specversion="1.0", ce_id="1", ce_source="/s", ce_type="x.created")
+    p = problem_of(content(level="expert"), "application/json", **CE_HEADERS, ce_id="1")
     assert pointers(p) == ["/level"]
 
 
 def test_binary_mode_requires_json_data() -> None:
-    p = problem_of(b"<xml/>", "application/xml", ce_specversion="1.0", ce_id="1", ce_source="/s", ce_type="x.created")
+    p = problem_of(b"<xml/>", "application/xml", **CE_HEADERS, ce_id="1")
     assert p.kind.slug == "unsupported-media-type"
 
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from azure.storage.queue import QueueClient
 
-from local.azurite import AzuriteEndpoints
 from shared import intake
 from shared.models import ContentCommand
 from shared.queue import StorageCommandQueue

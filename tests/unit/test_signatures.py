@@ -40,7 +40,7 @@ def test_wrong_secret_is_invalid() -> None:
 
 
 def test_tampered_body_is_invalid() -> None:
-    body, headers = signed(b'{"a":1}', SECRET)
+    _, headers = signed(b'{"a":1}', SECRET)
     with pytest.raises(Problem) as info:
         signatures.verify(b'{"a":2}', headers, SECRET)
     assert info.value.kind.slug == "signature-invalid"

@@ -1,0 +1,170 @@
+"""The Graph client against the Graph emulator, with tokens from the real aio ManagedIdentityCredential."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from azure.identity.aio import ManagedIdentityCredential
+
+from shared.graph import GraphClient, GraphPermanentError, GraphTransientError, classify, retry_after_seconds
+from tests.conftest import GraphSide
+from tests.webhooks import content
+
+
+class Sleeps:
+    """Records the waits instead of sleeping them, so retry tests are fast and exact."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+async def client(graph_side: GraphSide, sleeps: Sleeps) -> AsyncIterator[GraphClient]:
+    credential = ManagedIdentityCredential()
+    async with httpx.AsyncClient(timeout=5) as http:
+        yield GraphClient(
+            http,
+            credential,
+            root=f"{graph_side.url}/v1.0",
+            scope="https://graph.microsoft.com/.default",
+            max_inline_retry_seconds=10,
+            sleep=sleeps,
+        )
+    await credential.close()
+
+
+def emulator_log(graph_side: GraphSide) -> list[dict[str, Any]]:
+    body = graph_side.admin("GET", "/requests").json()
+    return list(body.get("value", body) if isinstance(body, dict) else body)
+
+
+async def test_upsert_creates_then_replaces(client: GraphClient, graph_side: GraphSide) -> None:
+    created = await client.upsert_content(graph_side.registration_id, content("c-1", description="first"))
+    assert created["externalId"] == "c-1"
+    await client.upsert_content(graph_side.registration_id, content("c-1", title="Renamed"))
+    stored = graph_side.get_content("c-1").json()
+    assert stored["title"] == "Renamed"
+    assert stored.get("description") is None  # replace, not merge
+
+
+@pytest.mark.parametrize("external_id", ["O'Brien", "a/b/c", "c++ & #1", "100%", "with space", "Ünïcødé-курс", "''"])
+async def test_hostile_external_ids_round_trip(client: GraphClient, graph_side: GraphSide, external_id: str) -> None:
+    await client.upsert_content(graph_side.registration_id, content(external_id))
+    got = await client.get_content(graph_side.registration_id, external_id)
+    assert got["externalId"] == external_id
+    assert await client.delete_content(graph_side.registration_id, external_id) is True
+    assert graph_side.get_content(external_id).status_code == 404
+
+
+async def test_delete_of_absent_content_is_not_an_error(client: GraphClient, graph_side: GraphSide) -> None:
+    assert await client.delete_content(graph_side.registration_id, "never-existed") is False
+
+
+async def test_429_with_retry_after_is_honoured_then_succeeds(
+    client: GraphClient, graph_side: GraphSide, sleeps: Sleeps
+) -> None:
+    graph_side.script_faults([{"status": 429, "retryAfterSeconds": 3}])
+    await client.upsert_content(graph_side.registration_id, content("c-429"))
+    assert sleeps.calls == [3.0]
+    assert graph_side.get_content("c-429").status_code == 200
+
+
+async def test_503_then_dropped_connection_then_success(
+    client: GraphClient, graph_side: GraphSide, sleeps: Sleeps
+) -> None:
+    graph_side.script_faults([{"status": 503}, {"drop": True}])
+    await client.upsert_content(graph_side.registration_id, content("c-flaky"))
+    assert len(sleeps.calls) == 2
+    assert graph_side.get_content("c-flaky").status_code == 200
+
+
+async def test_retry_after_beyond_budget_is_raised_as_transient(
+    client: GraphClient, graph_side: GraphSide, sleeps: Sleeps
+) -> None:
+    graph_side.script_faults([{"status": 429, "retryAfterSeconds": 60}])
+    with pytest.raises(GraphTransientError) as info:
+        await client.upsert_content(graph_side.registration_id, content("c-slow"))
+    assert info.value.status == 429
+    assert info.value.retry_after == 60
+    assert sleeps.calls == []
+
+
+async def test_validation_error_is_permanent_with_graph_code(client: GraphClient, graph_side: GraphSide) -> None:
+    with pytest.raises(GraphPermanentError) as info:
+        await client.upsert_content(graph_side.registration_id, {**content("c-bad"), "level": "expert"})
+    assert info.value.status == 400
+    assert info.value.code
+    assert info.value.request_id
+
+
+async def test_unknown_registration_is_permanent(client: GraphClient) -> None:
+    with pytest.raises(GraphPermanentError):
+        await client.upsert_content("00000000-0000-0000-0000-000000000000", content("c-x"))
+
+
+async def test_token_endpoint_failure_is_transient(
+    client: GraphClient, graph_side: GraphSide, identity_server: Any, sleeps: Sleeps
+) -> None:
+    # A refusal (not a 5xx, which azure-core retries with real back-off) on every attempt.
+    identity_server.inject_faults([{"status": 400}] * 10)
+    with pytest.raises(GraphTransientError) as info:
+        await client.upsert_content(graph_side.registration_id, content("c-token"))
+    assert info.value.code == "TokenUnavailable"
+    assert sleeps.calls == [1.0, 2.0, 4.0]  # then 8 s would pass the 10 s budget
+    identity_server.clear_faults()
+
+
+async def test_correlation_id_is_sent_as_client_request_id(client: GraphClient, graph_side: GraphSide) -> None:
+    await client.upsert_content(graph_side.registration_id, content("c-corr"), correlation_id="corr-77")
+    response = graph_side.get_content("c-corr")
+    assert response.status_code == 200
+    log = emulator_log(graph_side)
+    assert any("corr-77" in str(entry) for entry in log)
+
+
+async def test_list_follows_next_links(client: GraphClient, graph_side: GraphSide) -> None:
+    for i in range(120):
+        await client.upsert_content(graph_side.registration_id, content(f"p-{i:03}"))
+    items = [item async for item in client.list_contents(graph_side.registration_id)]
+    assert sorted(i["externalId"] for i in items) == [f"p-{i:03}" for i in range(120)]
+
+
+def test_beta_version_is_served_too(graph_side: GraphSide) -> None:
+    assert graph_side.get_content("nothing", version="beta").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("status", "method", "expected"),
+    [
+        (202, "PATCH", "ok"),
+        (204, "DELETE", "ok"),
+        (404, "DELETE", "absent"),
+        (404, "PATCH", "permanent"),
+        (400, "PATCH", "permanent"),
+        (403, "PATCH", "permanent"),
+        (401, "PATCH", "transient"),
+        (429, "PATCH", "transient"),
+        (500, "DELETE", "transient"),
+        (503, "PATCH", "transient"),
+    ],
+)
+def test_classify(status: int, method: str, expected: str) -> None:
+    assert classify(status, method) == expected
+
+
+def test_retry_after_sources() -> None:
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "7"}), None) == 7
+    assert retry_after_seconds(httpx.Headers({}), "Retry after 2 minutes") == 120
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}), None) == 0
+    assert retry_after_seconds(httpx.Headers({}), "nothing here") is None
