@@ -1,0 +1,65 @@
+"""CLI: ``python -m local.graph_emulator --host 127.0.0.1 --port 7072 [--page-size 100] [--snapshot FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .faults import FaultConfig
+from .runtime import DEFAULT_PAGE_SIZE
+from .server import serve_forever
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.graph_emulator",
+        description="Strict Microsoft Graph emulator for the Viva Learning APIs.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7072, help="0 picks a free port (printed on start)")
+    parser.add_argument("--page-size", type=_positive, default=DEFAULT_PAGE_SIZE, help="server page size and $top cap")
+    parser.add_argument("--snapshot", type=Path, help="JSON file loaded at start and rewritten after each change")
+    parser.add_argument(
+        "--faults", type=Path, help="JSON fault configuration applied at start (same as PUT /_emulator/faults)"
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    faults = None
+    if args.faults:
+        try:
+            faults = FaultConfig.model_validate(json.loads(args.faults.read_text(encoding="utf-8")))
+        except (OSError, ValueError, ValidationError) as exc:
+            print(f"invalid --faults file: {exc}", file=sys.stderr)
+            return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve_forever(
+                host=args.host, port=args.port, page_size=args.page_size, snapshot=args.snapshot, faults=faults
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

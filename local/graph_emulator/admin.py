@@ -1,0 +1,123 @@
+"""The unauthenticated ``/_emulator`` admin API: faults, request log, state, reset, health.
+
+There is deliberately no endpoint to seed providers: seeding goes through the real Graph API
+with a delegated token, so the emulator never holds data that real Graph could not.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from .errors import GraphError, bad_request, method_not_allowed
+from .faults import FaultConfig, ScriptedFault
+from .payloads import json_response, read_json
+from .runtime import RUNTIME
+
+log = logging.getLogger("graph_emulator.admin")
+
+PREFIX = "/_emulator"
+_SCRIPT = TypeAdapter(list[ScriptedFault])
+
+
+def _validation_message(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "body"
+        problems.append(f"{where}: {err['msg']}")
+    return "Invalid fault configuration: " + "; ".join(problems)
+
+
+async def health(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    snapshot = rt.state.snapshot_path
+    return json_response(
+        {"status": "ok", "pageSize": rt.settings.page_size, "snapshot": str(snapshot) if snapshot else None}
+    )
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return json_response(request.app[RUNTIME].faults.describe())
+
+
+async def put_faults(request: web.Request) -> web.Response:
+    body: Any = await read_json(request)
+    try:
+        config = FaultConfig.model_validate(body)
+    except ValidationError as exc:
+        raise bad_request(_validation_message(exc)) from exc
+    faults = request.app[RUNTIME].faults
+    faults.configure(config)
+    log.info("faults configured config=%s", config.model_dump(by_alias=True, exclude_none=True))
+    return json_response(faults.describe())
+
+
+async def delete_faults(request: web.Request) -> web.Response:
+    request.app[RUNTIME].faults.clear()
+    log.info("faults cleared")
+    return web.Response(status=204)
+
+
+async def push_script(request: web.Request) -> web.Response:
+    body: Any = await read_json(request)
+    if isinstance(body, dict):
+        body = [body]
+    try:
+        entries = _SCRIPT.validate_python(body)
+    except ValidationError as exc:
+        raise bad_request(_validation_message(exc)) from exc
+    faults = request.app[RUNTIME].faults
+    faults.push_script(entries)
+    log.info("fault script extended entries=%s", len(entries))
+    return json_response(faults.describe())
+
+
+async def get_requests(request: web.Request) -> web.Response:
+    records = request.app[RUNTIME].requests.records()
+    return json_response({"value": [r.to_json() for r in records]})
+
+
+async def delete_requests(request: web.Request) -> web.Response:
+    request.app[RUNTIME].requests.clear()
+    return web.Response(status=204)
+
+
+async def reset(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    rt.state.clear()
+    rt.faults.clear()
+    rt.requests.clear()
+    log.info("emulator reset")
+    return web.Response(status=204)
+
+
+async def get_state(request: web.Request) -> web.Response:
+    return json_response(request.app[RUNTIME].state.dump())
+
+
+ROUTES: dict[str, dict[str, Any]] = {
+    "/health": {"GET": health},
+    "/faults": {"GET": get_faults, "PUT": put_faults, "DELETE": delete_faults},
+    "/faults/next": {"POST": push_script},
+    "/requests": {"GET": get_requests, "DELETE": delete_requests},
+    "/reset": {"POST": reset},
+    "/state": {"GET": get_state},
+}
+
+
+def add_routes(app: web.Application) -> None:
+    for path, methods in ROUTES.items():
+        for method, handler in methods.items():
+            app.router.add_route(method, PREFIX + path, handler)
+
+
+def unmatched(request: web.Request) -> GraphError:
+    """The error for an /_emulator request no admin route took: 405 on a known path, else 404."""
+    path = request.path.removeprefix(PREFIX).rstrip("/") or "/"
+    methods = ROUTES.get(path)
+    if methods:
+        return method_not_allowed(request.method, tuple(methods))
+    return GraphError(404, "NotFound", f"Unknown emulator admin endpoint '{request.path}'.")

@@ -1,0 +1,333 @@
+"""The Graph API surface: path resolution, permission checks and the learning handlers.
+
+One catch-all handler resolves the raw request target itself (aiohttp's router decodes ``%2F``
+before matching, which would split keys), then dispatches on the resolved resource.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from aiohttp import web
+
+from . import auth
+from .errors import GraphError, bad_request, method_not_allowed, not_found, segment_not_found
+from .odata import (
+    ENTITY_OPTIONS,
+    LIST_OPTIONS,
+    KeyPredicate,
+    QueryOptions,
+    decode_segment,
+    next_link,
+    parse_query,
+    parse_segment,
+    quote_literal,
+    split_target,
+)
+from .payloads import json_response, read_json
+from .runtime import CALLER, RUNTIME, EmulatorRuntime
+from .schema import EntitySchema, Metadata, select_properties
+
+log = logging.getLogger("graph_emulator.routes")
+
+VERSIONS = ("v1.0", "beta")
+SINGLETON = "employeeExperience"
+PROVIDERS_NAV = "learningProviders"
+CONTENTS_NAV = "learningContents"
+
+
+class Kind(Enum):
+    PROVIDERS = "providers"
+    PROVIDER = "provider"
+    CONTENTS = "contents"
+    CONTENT = "content"
+
+
+ALLOWED_METHODS: dict[Kind, tuple[str, ...]] = {
+    Kind.PROVIDERS: ("GET", "POST"),
+    Kind.PROVIDER: ("GET", "PATCH", "DELETE"),
+    Kind.CONTENTS: ("GET",),
+    Kind.CONTENT: ("GET", "PATCH", "DELETE"),
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: Kind
+    provider_id: str | None = None
+    content_id: str | None = None
+    external_id: str | None = None
+    ref: bool = False
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        return ("DELETE",) if self.ref else ALLOWED_METHODS[self.kind]
+
+
+def not_implemented(what: str) -> GraphError:
+    return GraphError(501, "NotImplemented", f"The Graph emulator does not implement '{what}'.")
+
+
+def _navigation(schema: EntitySchema, name: str) -> str | None:
+    """Graph resolves segment names case-insensitively; return the canonical name."""
+    return next((nav for nav in schema.navigation if nav.lower() == name.lower()), None)
+
+
+def _key_value(key: KeyPredicate, schema: EntitySchema) -> tuple[str, str]:
+    """Return ``(property, value)`` for a key predicate; only ``id`` and declared alternate keys."""
+    if key.name is None or key.name == "id":
+        return "id", key.value
+    if key.name in schema.alternate_keys:
+        return key.name, key.value
+    accepted = ", ".join(["id", *schema.alternate_keys])
+    raise bad_request(
+        f"'{key.name}' is not a key or alternate key of '{schema.qualified_name}' "
+        f"(accepted, case-sensitive: {accepted})."
+    )
+
+
+def resolve(raw_segments: list[str], metadata: Metadata) -> Route:
+    """Resolve the raw segments after the version to a supported resource."""
+    if not raw_segments:
+        raise bad_request("The request URL does not name a resource.")
+    first = parse_segment(raw_segments[0])
+    if first.name.lower() != SINGLETON.lower() or first.key:
+        if first.name == "$batch":
+            raise not_implemented("$batch")
+        raise segment_not_found(first.name)
+    if len(raw_segments) == 1:
+        raise not_implemented(SINGLETON)
+
+    second = parse_segment(raw_segments[1])
+    nav = _navigation(metadata.entity(SINGLETON), second.name)
+    if nav is None:
+        raise segment_not_found(second.name)
+    if nav != PROVIDERS_NAV:
+        raise not_implemented(f"{SINGLETON}/{nav}")
+    provider_schema = metadata.entity("learningProvider")
+    rest = raw_segments[2:]
+    if second.key:
+        provider_id = _key_value(second.key, provider_schema)[1]
+    elif rest and not decode_segment(rest[0]).startswith("$"):
+        provider_id = decode_segment(rest.pop(0))
+        if not provider_id:
+            raise bad_request("The learning provider id is empty.")
+    elif rest:
+        raise segment_not_found(decode_segment(rest[0]))
+    else:
+        return Route(Kind.PROVIDERS)
+    if not rest:
+        return Route(Kind.PROVIDER, provider_id)
+
+    third = parse_segment(rest.pop(0))
+    nav = _navigation(provider_schema, third.name)
+    if nav is None:
+        raise segment_not_found(third.name)
+    if nav != CONTENTS_NAV:
+        raise not_implemented(f"{PROVIDERS_NAV}/{nav}")
+    content_schema = metadata.entity("learningContent")
+    content_id: str | None = None
+    external_id: str | None = None
+    if third.key:
+        prop, value = _key_value(third.key, content_schema)
+        if prop == "id":
+            content_id = value
+        else:
+            external_id = value
+    elif rest and not decode_segment(rest[0]).startswith("$"):
+        content_id = decode_segment(rest.pop(0))
+    elif rest:
+        raise segment_not_found(decode_segment(rest[0]))
+    else:
+        return Route(Kind.CONTENTS, provider_id)
+
+    ref = False
+    if rest and decode_segment(rest[0]) == "$ref":
+        rest.pop(0)
+        ref = True
+    if rest:
+        raise segment_not_found(decode_segment(rest[0]))
+    return Route(Kind.CONTENT, provider_id, content_id, external_id, ref)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One resolved Graph request and what the handlers need to answer it."""
+
+    request: web.Request
+    runtime: EmulatorRuntime
+    caller: auth.Caller
+    route: Route
+    version: str
+    raw_path: str
+    raw_query: str
+
+    @property
+    def service_root(self) -> str:
+        return f"{self.request.scheme}://{self.request.host}/{self.version}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.request.scheme}://{self.request.host}"
+
+    def context(self, fragment: str) -> str:
+        return f"{self.service_root}/$metadata#{fragment}"
+
+    def options(self, allowed: frozenset[str]) -> QueryOptions:
+        return parse_query(self.raw_query, allowed)
+
+
+def _select_suffix(select: list[str] | None) -> str:
+    return f"({','.join(select)})" if select else ""
+
+
+def _render(entity: dict[str, Any], schema: EntitySchema, select: list[str] | None) -> dict[str, Any]:
+    names = [n for n in schema.properties if select is None or n in select]
+    return {name: entity.get(name) for name in names}
+
+
+def _collection(call: Call, items: list[dict[str, Any]], schema: EntitySchema, context: str) -> web.Response:
+    """Render one page of a collection with @odata.context and, when more remain, @odata.nextLink."""
+    options = call.options(LIST_OPTIONS)
+    select = select_properties(schema, options.select)
+    page_size = call.runtime.settings.page_size
+    size = page_size if options.top is None else min(options.top, page_size)
+    page = items[options.skip : options.skip + size]
+    payload: dict[str, Any] = {"@odata.context": call.context(context + _select_suffix(select))}
+    end = options.skip + len(page)
+    if size > 0 and end < len(items):
+        payload["@odata.nextLink"] = next_link(call.base_url, call.raw_path, options, end)
+    payload["value"] = [_render(item, schema, select) for item in page]
+    return json_response(payload)
+
+
+def _entity(call: Call, entity: dict[str, Any], schema: EntitySchema, context: str, status: int = 200) -> web.Response:
+    select = select_properties(schema, call.options(ENTITY_OPTIONS).select) if status == 200 else None
+    payload = {"@odata.context": call.context(f"{context}{_select_suffix(select)}/$entity")}
+    payload.update(_render(entity, schema, select))
+    return json_response(payload, status)
+
+
+# -- providers ---------------------------------------------------------------------------------
+async def _providers(call: Call) -> web.StreamResponse:
+    rt, tid = call.runtime, call.caller.tenant_id
+    schema = rt.metadata.entity("learningProvider")
+    context = f"{SINGLETON}/{PROVIDERS_NAV}"
+    if call.request.method == "GET":
+        auth.require_provider(call.caller, write=False)
+        return _collection(call, rt.state.providers(tid), schema, context)
+    auth.require_provider(call.caller, write=True)
+    call.options(frozenset())
+    values = rt.validator.validate_body(schema, await read_json(call.request), complete=True)
+    created = rt.state.create_provider(tid, {**schema.blank(), **values})
+    log.info("provider created tenant=%s provider=%s", tid, created["id"])
+    location = f"{call.service_root}/{context}({quote_literal(created['id'])})"
+    response = _entity(call, created, schema, context, status=201)
+    response.headers["Location"] = location
+    return response
+
+
+async def _provider(call: Call) -> web.StreamResponse:
+    rt, tid, method = call.runtime, call.caller.tenant_id, call.request.method
+    schema = rt.metadata.entity("learningProvider")
+    provider_id = str(call.route.provider_id)
+    auth.require_provider(call.caller, write=method != "GET")
+    options_allowed = ENTITY_OPTIONS if method == "GET" else frozenset()
+    call.options(options_allowed)
+    found = rt.state.provider(tid, provider_id)
+    if found is None:
+        raise not_found(f"The learningProvider with id '{provider_id}' was not found.")
+    if method == "GET":
+        return _entity(call, found, schema, f"{SINGLETON}/{PROVIDERS_NAV}")
+    if method == "PATCH":
+        changes = rt.validator.validate_body(schema, await read_json(call.request), complete=False)
+        rt.state.update_provider(tid, provider_id, changes)
+        log.info("provider updated tenant=%s provider=%s properties=%s", tid, provider_id, sorted(changes))
+        return web.Response(status=204)
+    rt.state.delete_provider(tid, provider_id)
+    log.info("provider deleted tenant=%s provider=%s (with its content)", tid, provider_id)
+    return web.Response(status=204)
+
+
+# -- content -----------------------------------------------------------------------------------
+def _require_registered(call: Call) -> str:
+    provider_id = str(call.route.provider_id)
+    if call.runtime.state.provider(call.caller.tenant_id, provider_id) is None:
+        raise bad_request(
+            f"Invalid registrationId '{provider_id}': no learning provider with this id is registered for this tenant."
+        )
+    return provider_id
+
+
+async def _contents(call: Call) -> web.StreamResponse:
+    auth.require_content_read(call.caller)
+    provider_id = _require_registered(call)
+    rt = call.runtime
+    items = rt.state.contents(call.caller.tenant_id, provider_id)
+    context = f"{SINGLETON}/{PROVIDERS_NAV}({quote_literal(provider_id)})/{CONTENTS_NAV}"
+    return _collection(call, items, rt.metadata.entity("learningContent"), context)
+
+
+async def _content(call: Call) -> web.StreamResponse:
+    method, route, rt, tid = call.request.method, call.route, call.runtime, call.caller.tenant_id
+    if method == "GET":
+        auth.require_content_read(call.caller)
+    else:
+        auth.require_content_write(call.caller)
+    call.options(ENTITY_OPTIONS if method == "GET" else frozenset())
+    provider_id = _require_registered(call)
+    schema = rt.metadata.entity("learningContent")
+    context = f"{SINGLETON}/{PROVIDERS_NAV}({quote_literal(provider_id)})/{CONTENTS_NAV}"
+    if route.external_id is not None:
+        found = rt.state.content_by_external_id(tid, provider_id, route.external_id)
+        described = f"externalId '{route.external_id}'"
+    else:
+        found = rt.state.content_by_id(tid, provider_id, str(route.content_id))
+        described = f"id '{route.content_id}'"
+    missing = not_found(f"The learningContent with {described} was not found for provider '{provider_id}'.")
+
+    if method == "PATCH":
+        if found is None and route.external_id is None:
+            raise missing
+        key = route.external_id if route.external_id is not None else str(found["externalId"] if found else "")
+        values = rt.validator.validate_body(schema, await read_json(call.request), complete=True, key_external_id=key)
+        stored, created = rt.state.put_content(tid, provider_id, {**schema.blank(), **values})
+        log.info(
+            "content %s tenant=%s provider=%s id=%s externalId=%s",
+            "created" if created else "replaced",
+            tid,
+            provider_id,
+            stored["id"],
+            stored["externalId"],
+        )
+        return _entity(call, stored, schema, context, status=202)
+    if found is None:
+        raise missing
+    if method == "GET":
+        return _entity(call, found, schema, context)
+    rt.state.delete_content(tid, provider_id, str(found["id"]))
+    log.info("content deleted tenant=%s provider=%s id=%s", tid, provider_id, found["id"])
+    return web.Response(status=204)
+
+
+HANDLERS = {Kind.PROVIDERS: _providers, Kind.PROVIDER: _provider, Kind.CONTENTS: _contents, Kind.CONTENT: _content}
+
+
+async def handle_graph(request: web.Request) -> web.StreamResponse:
+    """Entry point for every non-admin request (registered as a catch-all route)."""
+    runtime = request.app[RUNTIME]
+    raw_path = request.raw_path.partition("?")[0]
+    segments, raw_query = split_target(request.raw_path)
+    version = decode_segment(segments[0]) if segments else ""
+    if version not in VERSIONS:
+        raise bad_request(f"Invalid version: '{version}'. Use 'v1.0' or 'beta'.")
+    caller = auth.authenticate(request.headers.get("Authorization"), signing_key=runtime.settings.signing_key)
+    request[CALLER] = caller
+    route = resolve(segments[1:], runtime.metadata)
+    if request.method not in route.allowed:
+        raise method_not_allowed(request.method, route.allowed)
+    call = Call(request, runtime, caller, route, version, raw_path, raw_query)
+    return await HANDLERS[route.kind](call)

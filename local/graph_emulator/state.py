@@ -1,0 +1,183 @@
+"""In-memory tenant data with an optional JSON snapshot.
+
+Data is partitioned by the token's ``tid`` so two tenants never see each other's providers.
+Content keeps insertion order (stable paging). The snapshot is rewritten atomically (temp file +
+rename) after every mutation so a killed emulator never leaves a torn file.
+
+Emulator choice (real behaviour undocumented): deleting a provider deletes its content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("graph_emulator.state")
+
+SNAPSHOT_VERSION = 1
+
+
+@dataclass
+class Provider:
+    props: dict[str, Any]
+    contents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_external_id: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return str(self.props["id"])
+
+
+class EmulatorState:
+    """All tenants' providers and content. Mutators persist the snapshot when one is configured.
+
+    The lock makes in-process inspection from a test thread safe while the server thread runs.
+    """
+
+    def __init__(self, snapshot_path: Path | str | None = None) -> None:
+        self.snapshot_path = Path(snapshot_path) if snapshot_path else None
+        self._lock = threading.RLock()
+        self._tenants: dict[str, dict[str, Provider]] = {}
+        if self.snapshot_path and self.snapshot_path.exists():
+            self.load(json.loads(self.snapshot_path.read_text(encoding="utf-8")))
+            log.info("loaded snapshot path=%s tenants=%s", self.snapshot_path, len(self._tenants))
+
+    # -- providers ---------------------------------------------------------------------------
+    def providers(self, tenant_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(p.props) for p in self._tenants.get(tenant_id, {}).values()]
+
+    def provider(self, tenant_id: str, provider_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._tenants.get(tenant_id, {}).get(provider_id)
+            return dict(found.props) if found else None
+
+    def create_provider(self, tenant_id: str, props: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            provider_id = str(uuid.uuid4())
+            provider = Provider({**props, "id": provider_id})
+            self._tenants.setdefault(tenant_id, {})[provider_id] = provider
+            self._persist()
+            return dict(provider.props)
+
+    def update_provider(self, tenant_id: str, provider_id: str, changes: dict[str, Any]) -> bool:
+        with self._lock:
+            found = self._tenants.get(tenant_id, {}).get(provider_id)
+            if not found:
+                return False
+            found.props.update(changes)
+            self._persist()
+            return True
+
+    def delete_provider(self, tenant_id: str, provider_id: str) -> bool:
+        with self._lock:
+            removed = self._tenants.get(tenant_id, {}).pop(provider_id, None)
+            if removed:
+                self._persist()
+            return removed is not None
+
+    # -- content -----------------------------------------------------------------------------
+    def _provider(self, tenant_id: str, provider_id: str) -> Provider:
+        return self._tenants[tenant_id][provider_id]
+
+    def contents(self, tenant_id: str, provider_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(c) for c in self._provider(tenant_id, provider_id).contents.values()]
+
+    def content_by_id(self, tenant_id: str, provider_id: str, content_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._provider(tenant_id, provider_id).contents.get(content_id)
+            return dict(found) if found else None
+
+    def content_by_external_id(self, tenant_id: str, provider_id: str, external_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            provider = self._provider(tenant_id, provider_id)
+            content_id = provider.by_external_id.get(external_id)
+            return dict(provider.contents[content_id]) if content_id else None
+
+    def put_content(self, tenant_id: str, provider_id: str, content: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create or replace by ``content['externalId']``; keep the id and position on replace.
+
+        Returns the stored content and whether it was created.
+        """
+        with self._lock:
+            provider = self._provider(tenant_id, provider_id)
+            external_id = str(content["externalId"])
+            existing_id = provider.by_external_id.get(external_id)
+            content_id = existing_id or str(uuid.uuid4())
+            stored = {**content, "id": content_id}
+            provider.contents[content_id] = stored
+            provider.by_external_id[external_id] = content_id
+            self._persist()
+            return dict(stored), existing_id is None
+
+    def delete_content(self, tenant_id: str, provider_id: str, content_id: str) -> bool:
+        with self._lock:
+            provider = self._provider(tenant_id, provider_id)
+            removed = provider.contents.pop(content_id, None)
+            if removed is None:
+                return False
+            provider.by_external_id.pop(str(removed["externalId"]), None)
+            self._persist()
+            return True
+
+    # -- whole state -------------------------------------------------------------------------
+    def clear(self) -> None:
+        with self._lock:
+            self._tenants.clear()
+            self._persist()
+
+    def dump(self) -> dict[str, Any]:
+        """JSON form used for the snapshot file and ``GET /_emulator/state``."""
+        with self._lock:
+            return {
+                "version": SNAPSHOT_VERSION,
+                "tenants": {
+                    tid: {
+                        "providers": [
+                            {**p.props, "learningContents": list(p.contents.values())} for p in providers.values()
+                        ]
+                    }
+                    for tid, providers in self._tenants.items()
+                },
+            }
+
+    def load(self, data: dict[str, Any]) -> None:
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported snapshot version {data.get('version')!r}")
+        tenants: dict[str, dict[str, Provider]] = {}
+        for tid, tenant in data["tenants"].items():
+            providers: dict[str, Provider] = {}
+            for raw in tenant["providers"]:
+                props = {k: v for k, v in raw.items() if k != "learningContents"}
+                provider = Provider(props)
+                for content in raw.get("learningContents", []):
+                    provider.contents[content["id"]] = content
+                    provider.by_external_id[content["externalId"]] = content["id"]
+                providers[provider.id] = provider
+            tenants[tid] = providers
+        with self._lock:
+            self._tenants = tenants
+
+    def _persist(self) -> None:
+        if not self.snapshot_path:
+            return
+        target = self.snapshot_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.dump(), handle, ensure_ascii=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
