@@ -19,8 +19,9 @@ from typing import Any, Literal, Protocol
 import httpx
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import AzureError
+from opentelemetry.trace import SpanKind
 
-from shared import odata
+from shared import odata, telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,12 @@ class GraphClient:
         if correlation_id:
             headers["client-request-id"] = correlation_id
         try:
-            response = await self._http.request(method, httpx.URL(url), json=body, headers=headers)
+            with telemetry.tracer.start_as_current_span(
+                f"graph {method}", kind=SpanKind.CLIENT, attributes={"http.request.method": method, "url.full": url}
+            ) as span:
+                headers.update(telemetry.inject())
+                response = await self._http.request(method, httpx.URL(url), json=body, headers=headers)
+                span.set_attribute("http.response.status_code", response.status_code)
         except httpx.TimeoutException as exc:
             raise GraphTransientError(None, "Timeout", f"{method} timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:

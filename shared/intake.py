@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
+from shared import telemetry
 from shared.models import ContentCommand
 from shared.problems import (
     BODY_TOO_LARGE,
@@ -61,8 +64,8 @@ def make_request(source_name: str, headers: Mapping[str, str], body: bytes) -> W
     )
 
 
-def decide(request: WebhookRequest, settings: Settings) -> list[str]:
-    """Everything up to the enqueue, without I/O: returns the encoded messages or raises a Problem."""
+def decide(request: WebhookRequest, settings: Settings) -> list[ContentCommand]:
+    """Everything up to the enqueue, without I/O: returns the commands or raises a Problem."""
     try:
         sources = settings.sources()
     except SourcesError as exc:
@@ -77,8 +80,7 @@ def decide(request: WebhookRequest, settings: Settings) -> list[str]:
         )
     adapter = adapter_for(source.kind)
     delivery = adapter.authenticate(request, source, source_secret(source))
-    commands = adapter.parse(request, source, delivery)
-    return encode_all(commands)
+    return adapter.parse(request, source, delivery)
 
 
 def encode_all(commands: list[ContentCommand]) -> list[str]:
@@ -97,8 +99,23 @@ def encode_all(commands: list[ContentCommand]) -> list[str]:
 def receive(request: WebhookRequest, settings: Settings, queue: Callable[[], CommandQueue]) -> IntakeResponse:
     """Handle one delivery: 202 with the message ids, or a problem response with nothing enqueued."""
     instance = f"/api/webhooks/{request.source_name}"
+    with telemetry.tracer.start_as_current_span(
+        "webhook receive",
+        kind=SpanKind.SERVER,
+        attributes={"vlsync.source": request.source_name, "vlsync.correlation_id": request.correlation_id},
+    ) as span:
+        response = _receive(request, settings, queue, instance)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
+
+
+def _receive(
+    request: WebhookRequest, settings: Settings, queue: Callable[[], CommandQueue], instance: str
+) -> IntakeResponse:
     try:
-        texts = decide(request, settings)
+        trace_context = telemetry.inject()
+        commands = [c.model_copy(update={"trace_context": trace_context or None}) for c in decide(request, settings)]
+        texts = encode_all(commands)
         try:
             ids = queue().send_all(texts)
         except QueueUnavailable as exc:
@@ -116,6 +133,7 @@ def receive(request: WebhookRequest, settings: Settings, queue: Callable[[], Com
             request.correlation_id,
             problem.detail,
         )
+        telemetry.EVENTS_REJECTED.add(1, {"vlsync.source": request.source_name, "vlsync.problem": problem.kind.slug})
         return IntakeResponse(
             status=problem.kind.status,
             body=problem.body(instance=instance, correlation_id=request.correlation_id),
@@ -125,6 +143,7 @@ def receive(request: WebhookRequest, settings: Settings, queue: Callable[[], Com
     logger.info(
         "accepted %d command(s) source=%s correlation=%s", len(ids), request.source_name, request.correlation_id
     )
+    telemetry.EVENTS_ACCEPTED.add(len(ids), {"vlsync.source": request.source_name})
     return IntakeResponse(
         status=202,
         body={"accepted": len(ids), "messageIds": ids, "correlationId": request.correlation_id},

@@ -158,6 +158,7 @@ class ContentCommand(BaseModel):
     source_event_id: NonEmptyString = Field(alias="sourceEventId")
     event_time: datetime = Field(alias="eventTime")
     correlation_id: NonEmptyString = Field(alias="correlationId")
+    trace_context: dict[str, str] | None = Field(default=None, alias="traceContext")
     last_error: CommandError | None = Field(default=None, alias="lastError")
 
     def model_post_init(self, __context: Any) -> None:

@@ -129,6 +129,17 @@ class Settings(BaseSettings):
         description="Client id of the user-assigned managed identity; unset means the system-assigned identity.",
     )
 
+    applicationinsights_connection_string: str | None = Field(
+        default=None,
+        validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING",
+        description="Application Insights connection string; when set, traces, logs and metrics are exported.",
+    )
+    applicationinsights_authentication_string: str | None = Field(
+        default=None,
+        validation_alias="APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        description="'ClientId=<identity client id>;Authorization=AAD' for Entra-authenticated export.",
+    )
+
     @field_validator("content_queue_name")
     @classmethod
     def _queue_name(cls, value: str) -> str:

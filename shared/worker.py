@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
+from shared import telemetry
 from shared.graph import GraphClient, GraphPermanentError
 from shared.models import CommandError, ContentCommand
 
@@ -63,8 +65,27 @@ async def process(body: bytes, info: MessageInfo, graph: GraphClient, park: Park
             "; ".join(f"{'/'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)[:5]),
         )
         await _park(park, body.decode("utf-8", errors="replace"))
+        telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": "malformed"})
         return Outcome.PARKED
 
+    with telemetry.tracer.start_as_current_span(
+        f"content {command.op}",
+        context=telemetry.extract(command.trace_context),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "vlsync.external_id": command.external_id,
+            "vlsync.registration_id": command.registration_id,
+            "vlsync.correlation_id": command.correlation_id,
+            "messaging.message.id": info.message_id,
+            "vlsync.dequeue_count": info.dequeue_count,
+        },
+    ) as span:
+        outcome = await _apply(command, info, graph, park)
+        span.set_attribute("vlsync.outcome", outcome.value)
+        return outcome
+
+
+async def _apply(command: ContentCommand, info: MessageInfo, graph: GraphClient, park: Park) -> Outcome:
     log_args = (command.op, command.external_id, command.registration_id, info.message_id, command.correlation_id)
     try:
         if command.op == "upsert":
@@ -93,6 +114,7 @@ async def process(body: bytes, info: MessageInfo, graph: GraphClient, park: Park
             }
         )
         await _park(park, parked.to_json())
+        telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": f"http-{error.status}"})
         return Outcome.PARKED
     except Exception as error:
         level = logging.ERROR if info.final_attempt else logging.WARNING
@@ -104,6 +126,8 @@ async def process(body: bytes, info: MessageInfo, graph: GraphClient, park: Park
             info.max_dequeue_count,
             error,
         )
+        telemetry.COMMANDS_RETRIED.add(1, {"vlsync.final_attempt": info.final_attempt})
         raise
+    telemetry.COMMANDS_APPLIED.add(1, {"vlsync.outcome": outcome.value})
     logger.info("%s %s reg=%s message=%s correlation=%s", outcome.value, *log_args[1:])
     return outcome
