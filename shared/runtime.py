@@ -44,3 +44,11 @@ def graph_client(settings: Settings | None = None) -> GraphClient:
         )
         logger.info("graph client ready root=%s identity=%s", settings.graph_root, settings.azure_client_id or "system")
     return _graph
+
+
+def reset() -> None:
+    """Forget the cached settings and clients, for a host that restarts its event loop (tests, tools)."""
+    global _graph
+    _graph = None
+    command_queue.cache_clear()
+    get_settings.cache_clear()

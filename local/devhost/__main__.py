@@ -1,0 +1,93 @@
+"""``python -m local.devhost``: run a Functions app's own functions without Core Tools.
+
+Prints ``dev host listening on http://HOST:PORT/api`` once ready (the stack launcher waits for
+that line), then one line per function. SIGINT/SIGTERM stop polling, let in-flight work finish and
+exit; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .host_config import load_host_config
+from .indexing import describe, index_app, load_app
+from .runtime import HostRuntime
+from .settings import load_local_settings
+
+logger = logging.getLogger("local.devhost")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local.devhost", description=__doc__.splitlines()[0])
+    parser.add_argument("--app", default="function_app:app", help="import spec module:attribute")
+    parser.add_argument("--settings", default="local.settings.json", help="local.settings.json path")
+    parser.add_argument("--host-json", default="host.json", help="host.json path")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7071, help="0 picks a free port")
+    parser.add_argument("--cwd", type=Path, help="app directory: paths and imports are relative to it")
+    parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to let work finish on stop")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+async def serve(runtime: HostRuntime, lines: Sequence[str]) -> None:
+    """Run until SIGINT/SIGTERM, printing the ready line and the function list once started."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            logger.warning("second %s: exiting without waiting", signal.Signals(signum).name)
+            os._exit(130)
+        logger.info("%s received: stopping (finishing in-flight work)", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await runtime.start()
+    print(f"dev host listening on {runtime.base_url}", flush=True)
+    for line in lines:
+        print(line, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+        logger.info("dev host stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("azure").setLevel(logging.WARNING)  # SDK request logs drown the invocations
+    if args.cwd:
+        os.chdir(args.cwd)
+    sys.path.insert(0, os.getcwd())
+    try:
+        # Settings first: apps read them at import time.
+        applied = load_local_settings(Path(args.settings))
+        logger.info("applied %d setting(s) from %s", len(applied), args.settings)
+        app = load_app(args.app)
+        config = load_host_config(Path(args.host_json))
+        functions = index_app(app, os.environ)
+        runtime = HostRuntime(
+            functions, config, os.environ, host=args.host, port=args.port, drain_timeout=args.drain_timeout
+        )
+        lines = [describe(f, config.route_prefix) for f in functions]
+        asyncio.run(serve(runtime, lines))
+    except (ValueError, OSError, ImportError) as exc:
+        logger.error("dev host failed: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

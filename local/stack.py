@@ -1,0 +1,302 @@
+"""``make dev``: the whole local stack, ready to receive webhooks.
+
+Starts Azurite (data under ``.dev/azurite``), the Graph emulator, the managed-identity endpoint and
+the function host (``func start`` when Core Tools are installed, else the dev host), registers a
+demo learning provider, writes ``.dev/stack.env`` and prints one ready line and a command that sends
+a signed sample event. Ctrl-C stops everything it started; running it again reuses the secrets and
+the emulator's snapshot, so the demo registration survives restarts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from local.azurite import REPO_ROOT, running_azurite
+
+logger = logging.getLogger("stack")
+
+# Where the stack keeps its data, logs, secrets and stack.env; tests point it elsewhere.
+DEV = Path(os.environ.get("VLS_DEV_DIR", REPO_ROOT / ".dev")).resolve()
+DEMO_SOURCE = "demo"
+DEMO_PROVIDER = {
+    "displayName": "Viva Learning Sync demo LMS",
+    "squareLogoWebUrlForDarkTheme": "https://lms.example.com/logo/square-dark.png",
+    "longLogoWebUrlForDarkTheme": "https://lms.example.com/logo/long-dark.png",
+    "squareLogoWebUrlForLightTheme": "https://lms.example.com/logo/square-light.png",
+    "longLogoWebUrlForLightTheme": "https://lms.example.com/logo/long-light.png",
+    "loginWebUrl": "https://lms.example.com/login",
+    "isCourseActivitySyncEnabled": False,
+}
+
+
+@dataclass(frozen=True)
+class Ports:
+    host: int = 7071
+    graph: int = 7072
+    identity: int = 7073
+    blob: int = 10000
+    queue: int = 10001
+    table: int = 10002
+
+
+def stack_secrets() -> dict[str, str]:
+    """Local-only secrets, generated once and kept so that re-runs keep signing the same way."""
+    path = DEV / "secrets.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    values = {
+        "IDENTITY_HEADER": secrets.token_hex(16),
+        "DEMO_WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    path.write_text(json.dumps(values, indent=2))
+    path.chmod(0o600)
+    return values
+
+
+class Child:
+    """A stack process: its output goes to ``.dev/logs/<name>.log`` (and the console if asked)."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], ready: str, echo: bool = False) -> None:
+        self.name = name
+        self.ready_pattern = re.compile(ready)
+        self.ready = threading.Event()
+        self.match: re.Match[str] | None = None
+        (DEV / "logs").mkdir(parents=True, exist_ok=True)
+        self.log = open(DEV / "logs" / f"{name}.log", "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self.echo = echo
+        threading.Thread(target=self._pump, name=f"{name}-output", daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.write(line)
+            self.log.flush()
+            if not self.ready.is_set():
+                match = self.ready_pattern.search(line)
+                if match:
+                    self.match = match
+                    self.ready.set()
+            elif self.echo:
+                sys.stdout.write(f"[{self.name}] {line}")
+
+    def wait_ready(self, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.2):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see .dev/logs/{self.name}.log")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not ready after {timeout}s; see .dev/logs/{self.name}.log")
+        assert self.match is not None
+        return self.match
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=wait)
+                break
+        self.log.close()
+
+
+def check_ports_free(ports: Ports) -> None:
+    import socket
+
+    busy = []
+    for name, port in vars(ports).items():
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(f"{name}={port}")
+    if busy:
+        raise SystemExit(f"ports in use: {', '.join(busy)} (is another `make dev` running?)")
+
+
+def ensure_provider(graph_url: str, identity_endpoint: str, identity_header: str, known: str | None) -> str:
+    """Register the demo provider with a delegated admin token, or reuse the one from the last run."""
+    token = httpx.post(
+        identity_endpoint.replace("/msi/token", "/dev/token"),
+        json={"resource": "https://graph.microsoft.com", "scopes": ["LearningProvider.ReadWrite"]},
+        headers={"X-IDENTITY-HEADER": identity_header},
+        timeout=10,
+    ).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    base = f"{graph_url}/v1.0/employeeExperience/learningProviders"
+    if known and httpx.get(f"{base}/{known}", headers=auth, timeout=10).status_code == 200:
+        return known
+    created = httpx.post(base, json=DEMO_PROVIDER, headers=auth, timeout=10)
+    created.raise_for_status()
+    return str(created.json()["id"])
+
+
+def demo_source(registration: str) -> dict[str, str]:
+    return {"kind": "cloudevents", "registrationId": registration, "secretSetting": "DEMO_WEBHOOK_SECRET"}
+
+
+def previous_registration() -> str | None:
+    from local.send import read_env_file
+
+    return read_env_file(DEV / "stack.env").get("REGISTRATION_ID")
+
+
+def write_stack_env(values: dict[str, str]) -> Path:
+    path = DEV / "stack.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    path.chmod(0o600)
+    return path
+
+
+@contextlib.contextmanager
+def children() -> Iterator[list[Child]]:
+    started: list[Child] = []
+    try:
+        yield started
+    finally:
+        for child in reversed(started):
+            child.stop()
+
+
+def run(ports: Ports, *, use_func: bool | None = None) -> None:
+    (DEV / "logs").mkdir(parents=True, exist_ok=True)
+    check_ports_free(ports)
+    local_secrets = stack_secrets()
+    sample = REPO_ROOT / "local.settings.sample.json"
+    if not (REPO_ROOT / "local.settings.json").exists():
+        shutil.copy(sample, REPO_ROOT / "local.settings.json")
+    py = sys.executable
+    base_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with (
+        running_azurite(
+            DEV / "azurite", ports=(ports.blob, ports.queue, ports.table), log_file=DEV / "logs" / "azurite.log"
+        ) as azurite,
+        children() as procs,
+    ):
+        graph = Child(
+            "graph-emulator",
+            [py, "-m", "local.graph_emulator", "--port", str(ports.graph), "--snapshot", str(DEV / "graph.json")],
+            base_env,
+            r"listening on (http://\S+)",
+        )
+        procs.append(graph)
+        identity = Child(
+            "identity",
+            [py, "-m", "local.identity", "--port", str(ports.identity), "--header", local_secrets["IDENTITY_HEADER"]],
+            base_env,
+            r"listening on (http://\S+)",
+        )
+        procs.append(identity)
+        graph_url = graph.wait_ready(30).group(1).rstrip("/")
+        identity_endpoint = identity.wait_ready(30).group(1)
+        registration = ensure_provider(
+            graph_url, identity_endpoint, local_secrets["IDENTITY_HEADER"], previous_registration()
+        )
+        app_env = {
+            **base_env,
+            "FUNCTIONS_WORKER_RUNTIME": "python",
+            "AzureWebJobsStorage": azurite.connection_string,
+            "LearningSyncStorage": azurite.connection_string,
+            "CONTENT_QUEUE_NAME": "content-commands",
+            "SOURCES": json.dumps(
+                {
+                    DEMO_SOURCE: {
+                        "kind": "cloudevents",
+                        "registrationId": registration,
+                        "secretSetting": "DEMO_WEBHOOK_SECRET",
+                    }
+                }
+            ),
+            "DEMO_WEBHOOK_SECRET": local_secrets["DEMO_WEBHOOK_SECRET"],
+            "GRAPH_BASE_URL": graph_url,
+            "IDENTITY_ENDPOINT": identity_endpoint,
+            "IDENTITY_HEADER": local_secrets["IDENTITY_HEADER"],
+        }
+        func = shutil.which("func") if use_func is not False else None
+        if func:
+            args = [func, "start", "--port", str(ports.host)]
+            ready = r"(http://\S+?):\d+/api/|Host lock lease acquired|Worker process started"
+        else:
+            args = [py, "-m", "local.devhost", "--app", "function_app:app", "--port", str(ports.host)]
+            ready = r"listening on (http://\S+)"
+        host = Child("function-host", args, app_env, ready, echo=True)
+        procs.append(host)
+        host.wait_ready(90)
+        intake_url = f"http://127.0.0.1:{ports.host}"
+        env_file = write_stack_env(
+            {
+                "INTAKE_URL": intake_url,
+                "GRAPH_BASE_URL": graph_url,
+                "IDENTITY_ENDPOINT": identity_endpoint,
+                "IDENTITY_HEADER": local_secrets["IDENTITY_HEADER"],
+                "REGISTRATION_ID": registration,
+                "DEMO_SOURCE": DEMO_SOURCE,
+                "DEMO_WEBHOOK_SECRET": local_secrets["DEMO_WEBHOOK_SECRET"],
+                "STORAGE_CONNECTION_STRING": azurite.connection_string,
+            }
+        )
+        env_shown = env_file.relative_to(REPO_ROOT) if env_file.is_relative_to(REPO_ROOT) else env_file
+        print(
+            f"ready: webhooks at {intake_url}/api/webhooks/{DEMO_SOURCE} -> Graph emulator {graph_url} "
+            f"(registration {registration}); settings in {env_shown}",
+            flush=True,
+        )
+        env_arg = "" if DEV == REPO_ROOT / ".dev" else f" --env-file {env_file}"
+        print(
+            f"send a signed sample event:\n  {py} -m local.send{env_arg} local/samples/course-upserted.json", flush=True
+        )
+        print("stop with Ctrl-C", flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            dead = [c.name for c in procs if c.proc.poll() is not None]
+            if dead:
+                print(f"stopping: {', '.join(dead)} exited (see .dev/logs/)", flush=True)
+                break
+    print("stack stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the local Viva Learning Sync stack.")
+    parser.add_argument("--no-func", action="store_true", help="use the dev host even when Core Tools are installed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    defaults = Ports()
+    ports = Ports(
+        **{name: int(os.environ.get(f"VLS_{name.upper()}_PORT", port)) for name, port in vars(defaults).items()}
+    )
+    run(ports, use_func=False if args.no_func else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The app's own functions, run by the dev host over Azurite, the identity endpoint and the Graph emulator."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from azure.storage.queue import QueueClient
+
+from local.devhost import DevHost
+from shared import runtime
+from shared.odata import content_by_external_id
+from tests.conftest import DEMO_PROVIDER, REPO, SECRET, UAMI_CLIENT_ID
+from tests.webhooks import signed
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Stack:
+    host: DevHost
+    graph_url: str
+    registration_id: str
+    queue_name: str
+    connection_string: str
+    identity: Any
+
+    @property
+    def intake(self) -> str:
+        return self.host.base_url
+
+    def post(self, body: Any, source: str = "demo", secret: str = SECRET, **kw: Any) -> httpx.Response:
+        raw, headers = signed(body, secret, **kw)
+        return httpx.post(f"{self.intake}/webhooks/{source}", content=raw, headers=headers, timeout=30)
+
+    def graph_get(self, external_id: str, registration_id: str | None = None) -> httpx.Response:
+        token = self.identity.dev_token(roles=["LearningContent.Read.All"])["access_token"]
+        path = content_by_external_id(registration_id or self.registration_id, external_id)
+        return httpx.get(f"{self.graph_url}/v1.0{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not met in time")
+            time.sleep(0.1)
+
+    def poison(self) -> list[dict[str, Any]]:
+        client = QueueClient.from_connection_string(self.connection_string, f"{self.queue_name}-poison")
+        try:
+            return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
+        except Exception:
+            return []
+
+    def clear_poison(self) -> None:
+        QueueClient.from_connection_string(self.connection_string, f"{self.queue_name}-poison").clear_messages()
+
+    def graph_requests(self) -> list[dict[str, Any]]:
+        body = httpx.get(f"{self.graph_url}/_emulator/requests", timeout=10).json()
+        return list(body.get("value", body) if isinstance(body, dict) else body)
+
+
+@pytest.fixture(scope="module")
+def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
+    token = identity_server.dev_token(scopes=["LearningProvider.ReadWrite"])["access_token"]
+    provider = httpx.post(
+        f"{emulator.url}/v1.0/employeeExperience/learningProviders",
+        json=DEMO_PROVIDER,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    provider.raise_for_status()
+    registration_id = provider.json()["id"]
+    queue_name = f"e2e-{uuid.uuid4().hex[:10]}"
+    env = {
+        "LearningSyncStorage": azurite.connection_string,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "CONTENT_QUEUE_NAME": queue_name,
+        "SOURCES": json.dumps(
+            {
+                "demo": {"kind": "cloudevents", "registrationId": registration_id, "secretSetting": "E2E_SECRET"},
+                "orphan": {"kind": "cloudevents", "registrationId": "not-registered", "secretSetting": "E2E_SECRET"},
+            }
+        ),
+        "E2E_SECRET": SECRET,
+        "GRAPH_BASE_URL": emulator.url,
+        "GRAPH_MAX_INLINE_RETRY_SECONDS": "3",
+        "AZURE_CLIENT_ID": UAMI_CLIENT_ID,
+        **identity_server.env,
+    }
+    host_json = json.loads((REPO / "host.json").read_text())
+    # Same semantics as production, shorter clocks: retries after 1 s instead of 30 s.
+    host_json["extensions"]["queues"].update({"visibilityTimeout": "00:00:01", "maxPollingInterval": "00:00:00.500"})
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        runtime.reset()
+        import function_app
+
+        with DevHost.start(function_app.app, host_json=host_json, port=0) as host:
+            yield Stack(host, emulator.url, registration_id, queue_name, azurite.connection_string, identity_server)
+        runtime.reset()

@@ -1,0 +1,164 @@
+"""`make dev`'s stack as a user runs it: start, send signed events with the sender, read Graph, stop, restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from local.azurite import free_port
+from local.send import read_env_file
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+READY_TIMEOUT = 120  # the issue's promise: ready within 2 minutes on a clean machine
+
+
+class StackProcess:
+    def __init__(self, dev_dir: Path, ports: dict[str, int]) -> None:
+        env = {**os.environ, "VLS_DEV_DIR": str(dev_dir), "PYTHONUNBUFFERED": "1"}
+        for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_CLIENT_ID", "SOURCES", "GRAPH_BASE_URL"):
+            env.pop(key, None)
+        env.update({f"VLS_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+        self.output: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "local.stack", "--no-func"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self) -> float:
+        started = time.monotonic()
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        while time.monotonic() - started < READY_TIMEOUT:
+            line = self.proc.stdout.readline()
+            if line:
+                self.output.append(line)
+                if line.startswith("stop with Ctrl-C"):  # printed after the ready line and the send command
+                    return time.monotonic() - started
+            elif self.proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.05)
+        raise AssertionError("stack not ready:\n" + "".join(self.output))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=40)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture
+def ports() -> dict[str, int]:
+    return {name: free_port() for name in ("host", "graph", "identity", "blob", "queue", "table")}
+
+
+@pytest.fixture
+def stack_process(tmp_path: Path, ports: dict[str, int]) -> Iterator[StackProcess]:
+    process = StackProcess(tmp_path / "dev", ports)
+    yield process
+    if process.proc.poll() is None:
+        process.stop()
+
+
+def send(env_file: Path, sample: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "local.send", "--env-file", str(env_file), f"local/samples/{sample}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def graph_get(env: dict[str, str], external_id: str) -> httpx.Response:
+    token = httpx.get(
+        env["IDENTITY_ENDPOINT"],
+        params={"api-version": "2019-08-01", "resource": "https://graph.microsoft.com"},
+        headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
+        timeout=10,
+    ).json()["access_token"]
+    url = (
+        f"{env['GRAPH_BASE_URL']}/v1.0/employeeExperience/learningProviders/{env['REGISTRATION_ID']}"
+        f"/learningContents(externalId='{external_id}')"
+    )
+    return httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def eventually(check: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_make_dev_stack_end_to_end(stack_process: StackProcess, tmp_path: Path, ports: dict[str, int]) -> None:
+    stack_process.wait_ready()
+    env_file = tmp_path / "dev" / "stack.env"
+    env = read_env_file(env_file)
+    assert set(env) >= {
+        "INTAKE_URL", "GRAPH_BASE_URL", "IDENTITY_ENDPOINT", "IDENTITY_HEADER",
+        "REGISTRATION_ID", "DEMO_SOURCE", "DEMO_WEBHOOK_SECRET",
+    }  # fmt: skip
+    assert any(line.startswith("ready: webhooks at") for line in stack_process.output)
+    assert any("-m local.send" in line for line in stack_process.output)
+
+    sent = send(env_file, "course-upserted.json")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert sent.stdout.startswith("202")
+    assert eventually(lambda: graph_get(env, "demo-course-101").status_code == 200)
+    assert graph_get(env, "demo-course-101").json()["title"] == "Safety basics"
+
+    # A wrongly signed event: 401, and nothing changes.
+    bad = subprocess.run(
+        [sys.executable, "-m", "local.send", "--env-file", str(env_file), "--secret",
+         "whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==", "local/samples/course-deleted.json"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.stdout.startswith("401")
+    time.sleep(1)
+    assert graph_get(env, "demo-course-101").status_code == 200
+
+    # level "expert": 400 naming /data/level.
+    sample = (REPO / "local/samples/course-upserted.json").read_text().replace('"beginner"', '"expert"')
+    (tmp_path / "expert.json").write_text(sample)
+    rejected = subprocess.run(
+        [sys.executable, "-m", "local.send", "--env-file", str(env_file), str(tmp_path / "expert.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert rejected.stdout.startswith("400")
+    assert re.search(r'"pointer": "/data/level"', rejected.stdout)
+
+    assert send(env_file, "course-deleted.json").stdout.startswith("202")
+    assert eventually(lambda: graph_get(env, "demo-course-101").status_code == 404)
+
+    assert stack_process.stop() == 0
+    assert "stack stopped" in "".join(stack_process.proc.stdout.read() if stack_process.proc.stdout else "")
+
+    # Running it again works and keeps the registration and the secrets.
+    again = StackProcess(tmp_path / "dev", ports)
+    try:
+        again.wait_ready()
+        env_again = read_env_file(env_file)
+        assert env_again["REGISTRATION_ID"] == env["REGISTRATION_ID"]
+        assert env_again["DEMO_WEBHOOK_SECRET"] == env["DEMO_WEBHOOK_SECRET"]
+    finally:
+        assert again.stop() == 0
