@@ -1,0 +1,131 @@
+// Storage account of the host (AzureWebJobsStorage) and of the app's own connection
+// (LearningSyncStorage): queues, ledger table, archive container and the Flex Consumption
+// deployment container. Entra ID only: shared keys are off, so no connection string can work.
+
+@description('Globally unique storage account name (3-24 lower-case letters and digits).')
+param name string
+
+param location string = resourceGroup().location
+
+param tags object = {}
+
+@description('Replication of the account.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param skuName string = 'Standard_LRS'
+
+@description('Blob container that Flex Consumption deploys the app package from.')
+param deploymentContainerName string
+
+@description('Queue of content commands (CONTENT_QUEUE_NAME); the host parks failed messages in <name>-poison.')
+param contentQueueName string = 'content-commands'
+
+@description('Table of the delivery ledger.')
+param ledgerTableName string = 'ledger'
+
+@description('Blob container of archived webhook events.')
+param archiveContainerName string = 'event-archive'
+
+@description('Days deleted blobs and containers can be restored.')
+param deleteRetentionDays int = 7
+
+var poisonQueueName = '${contentQueueName}-poison'
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: no VNet in this template; Flex Consumption reaches storage over its public endpoint, and with shared keys off every request needs an Entra ID token and a data role
+  // checkov:skip=CKV_AZURE_59: same as CKV_AZURE_35: public endpoint, Entra ID only (allowSharedKeyAccess false, no public blob access)
+  // checkov:skip=CKV_AZURE_206: replication is the storageSkuName parameter (ZRS, GRS, GZRS allowed); LRS is the low-cost default
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: skuName
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowSharedKeyAccess: false
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    defaultToOAuthAuthentication: true
+    dnsEndpointType: 'Standard'
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: deleteRetentionDays
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: deleteRetentionDays
+    }
+  }
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource archiveContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: archiveContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource contentQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: contentQueueName
+}
+
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: poisonQueueName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: ledgerTableName
+}
+
+output id string = storage.id
+output name string = storage.name
+output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output queueEndpoint string = storage.properties.primaryEndpoints.queue
+output tableEndpoint string = storage.properties.primaryEndpoints.table
+output deploymentContainerName string = deploymentContainer.name
+output contentQueueName string = contentQueue.name
+output poisonQueueName string = poisonQueue.name
+output ledgerTableName string = ledgerTable.name
+output archiveContainerName string = archiveContainer.name

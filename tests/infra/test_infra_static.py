@@ -1,0 +1,341 @@
+"""What checkov cannot see: identity-only access, tags, roles, Flex settings, outputs, azd wiring."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from .bicep_tree import accessor, body, decorator, function, key, only_resource, resources
+from .conftest import INFRA, REPO
+
+Trees = dict[str, dict[str, Any]]
+
+# Built-in role definition ids (the same in every tenant).
+ROLES = {
+    "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "storageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
+    "keyVaultSecretsOfficer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+}
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+# siteConfig properties a Flex Consumption site rejects with ARM error 51021 (runtime and scale
+# live in functionAppConfig there); reported by users of the AVM and azurerm modules.
+FLEX_REJECTS = {
+    "linuxFxVersion",
+    "windowsFxVersion",
+    "ftpsState",
+    "netFrameworkVersion",
+    "use32BitWorkerProcess",
+    "alwaysOn",
+    "functionAppScaleLimit",
+    "preWarmedInstanceCount",
+}
+
+
+def params(tree: dict[str, Any]) -> dict[str, Any]:
+    return tree.get("parameters", {})  # type: ignore[no-any-return]
+
+
+# --- storage: Entra ID only ----------------------------------------------------------------------
+
+
+def test_storage_is_entra_only_tls12_https_private_blobs(bicep: Trees) -> None:
+    props = body(only_resource(bicep["app/storage.bicep"], "Microsoft.Storage/storageAccounts"))["properties"]
+    assert props["allowSharedKeyAccess"] is False
+    assert props["allowBlobPublicAccess"] is False
+    assert props["minimumTlsVersion"] == "TLS1_2"
+    assert props["supportsHttpsTrafficOnly"] is True
+    assert props["defaultToOAuthAuthentication"] is True
+
+
+def test_storage_creates_the_queues_table_and_containers(bicep: Trees) -> None:
+    from shared.settings import Settings
+
+    tree = bicep["app/storage.bicep"]
+    defaults = {name: p.get("default") for name, p in params(tree).items()}
+    queue = Settings.model_fields["content_queue_name"].default
+    main_storage = body(bicep["main.bicep"]["modules"]["storage"])["params"]
+    assert main_storage["contentQueueName"] == defaults["contentQueueName"] == queue == "content-commands"
+    assert main_storage["ledgerTableName"] == defaults["ledgerTableName"] == "ledger"
+    assert main_storage["archiveContainerName"] == defaults["archiveContainerName"] == "event-archive"
+    assert tree["variables"]["poisonQueueName"]["value"] == "${contentQueueName}-poison"
+
+    def names(type_: str) -> set[str]:
+        return {body(r)["name"] for r in resources(tree, type_).values()}
+
+    queues = names("Microsoft.Storage/storageAccounts/queueServices/queues")
+    assert queues == {"contentQueueName", "poisonQueueName"}
+    assert names("Microsoft.Storage/storageAccounts/tableServices/tables") == {"ledgerTableName"}
+    containers = resources(tree, "Microsoft.Storage/storageAccounts/blobServices/containers")
+    assert {body(r)["name"] for r in containers.values()} == {"deploymentContainerName", "archiveContainerName"}
+    assert all(body(r)["properties"]["publicAccess"] == "None" for r in containers.values())
+
+
+def test_no_key_or_connection_string_anywhere_in_infra(infra_text: dict[str, str]) -> None:
+    forbidden = re.compile(
+        r"listKeys|listkeys|listConnectionStrings|listCredentials|AccountKey|DefaultEndpointsProtocol|"
+        r"SharedAccessSignature|SharedAccessKey|InstrumentationKey=|primaryKey|secondaryKey|@secure\(\)",
+    )
+    for path, text in infra_text.items():
+        assert not forbidden.search(text), f"{path}: {forbidden.search(text)}"
+
+
+# --- tags and azd wiring -------------------------------------------------------------------------
+
+
+def test_resource_group_and_every_resource_carry_the_azd_env_name_tag(bicep: Trees) -> None:
+    main = bicep["main.bicep"]
+    assert key(next(iter(main["variables"]["tags"]["value"]))) == "azd-env-name"
+    assert main["variables"]["tags"]["value"] == {"'azd-env-name'": "environmentName"}
+    [rg] = resources(main, "Microsoft.Resources/resourceGroups").values()
+    assert body(rg)["tags"] == "tags"
+    for name, module in main["modules"].items():
+        path = module["detail"]["path"]
+        if "tags" in params(bicep[path]):
+            assert body(module)["params"].get("tags") == "tags", name
+    for path, tree in bicep.items():
+        for name, res in resources(tree).items():
+            config = body(res)
+            if "location" in config:  # a top-level, taggable resource
+                tags = config.get("tags")
+                union = function(tags, "union")
+                assert tags == "tags" or (union and union["arg_1"] == "tags"), f"{path}: {name}"
+
+
+def test_the_site_is_tagged_with_the_azure_yaml_service(bicep: Trees, infra_dump: dict[str, Any]) -> None:
+    services = infra_dump["azure_yaml"]["services"]
+    assert list(services) == ["api"]
+    assert services["api"] == {"project": ".", "language": "python", "host": "function"}
+    function_tree = bicep["app/function.bicep"]
+    site = body(only_resource(function_tree, "Microsoft.Web/sites"))
+    union = function(site["tags"], "union")
+    assert union is not None
+    assert union["arg_2"] == {"'azd-service-name'": "serviceName"}
+    assert params(function_tree)["serviceName"]["default"] == "api"
+    assert body(bicep["main.bicep"]["modules"]["api"])["params"]["serviceName"] == "api"
+
+
+def test_parameters_file_feeds_the_azd_environment(bicep: Trees) -> None:
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    main_params = params(bicep["main.bicep"])
+    assert values["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert values["location"]["value"] == "${AZURE_LOCATION}"
+    assert values["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
+    assert set(values) <= set(main_params), set(values) - set(main_params)
+    required = {name for name, p in main_params.items() if "default" not in p or p["default"] is None}
+    assert required <= set(values), required - set(values)
+
+
+def test_location_is_limited_to_flex_consumption_regions(bicep: Trees) -> None:
+    location = params(bicep["main.bicep"])["location"]
+    assert decorator(location, "metadata") == {"azd": {"type": "location"}}
+    allowed = decorator(location, "allowed")
+    assert {"eastus", "westeurope", "swedencentral", "australiaeast"} <= set(allowed)
+    assert not [r for r in allowed if r.endswith("euap")], "no canary regions"
+
+
+def test_outputs_are_upper_snake_and_cover_what_the_hooks_read(bicep: Trees) -> None:
+    outputs = bicep["main.bicep"]["outputs"]
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", name) for name in outputs), list(outputs)
+    assert {"SERVICE_API_NAME", "AZURE_FUNCTION_NAME", "AZURE_KEY_VAULT_NAME", "AZURE_RESOURCE_GROUP"} <= set(outputs)
+    assert accessor(outputs["APPLICATIONINSIGHTS_CONNECTION_STRING"]["value"]) == "monitoring.outputs.connectionString"
+    for hook in (INFRA / "hooks").iterdir():
+        read = set(re.findall(r"(?:\$\{|\$env:)([A-Z][A-Z0-9_]+)", hook.read_text()))
+        assert read <= set(outputs), f"{hook.name} reads {read - set(outputs)}, which main.bicep does not output"
+
+
+# --- Flex Consumption function app -------------------------------------------------------------
+
+
+def test_function_app_is_flex_consumption_python_311_with_the_user_assigned_identity(bicep: Trees) -> None:
+    tree = bicep["app/function.bicep"]
+    plan = body(only_resource(tree, "Microsoft.Web/serverfarms"))
+    assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    assert plan["properties"]["reserved"] is True
+    site = body(only_resource(tree, "Microsoft.Web/sites"))
+    assert site["kind"] == "functionapp,linux"
+    assert site["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {"'${identityId}'": {}}}
+    props = site["properties"]
+    assert props["httpsOnly"] is True
+    assert props["keyVaultReferenceIdentity"] == "identityId"
+    assert props["siteConfig"]["minTlsVersion"] == "1.2"
+    assert not set(props["siteConfig"]) & FLEX_REJECTS, "Flex Consumption rejects these siteConfig properties"
+    config = props["functionAppConfig"]
+    assert config["runtime"] == {"name": "python", "version": "pythonVersion"}
+    assert body(bicep["main.bicep"]["modules"]["api"])["params"]["pythonVersion"] == "3.11"
+    deployment = config["deployment"]["storage"]
+    assert deployment["type"] == "blobContainer"
+    assert deployment["authentication"] == {
+        "type": "UserAssignedIdentity",
+        "userAssignedIdentityResourceId": "identityId",
+    }
+
+
+def test_app_insights_takes_entra_auth_only(bicep: Trees) -> None:
+    component = body(only_resource(bicep["app/monitoring.bicep"], "Microsoft.Insights/components"))
+    assert component["properties"]["DisableLocalAuth"] is True
+    assert accessor(component["properties"]["WorkspaceResourceId"]) == "logAnalytics.id"
+    settings = bicep["app/function.bicep"]["variables"]["identitySettings"]["value"]
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
+
+
+def test_key_vault_is_rbac_mode_with_soft_delete_and_purge_protection_parameter(bicep: Trees) -> None:
+    tree = bicep["app/keyvault.bicep"]
+    props = body(only_resource(tree, "Microsoft.KeyVault/vaults"))["properties"]
+    assert props["enableRbacAuthorization"] is True
+    assert props["enableSoftDelete"] is True
+    assert "accessPolicies" not in props
+    assert "enablePurgeProtection" in params(tree)
+    main_kv = body(bicep["main.bicep"]["modules"]["keyVault"])["params"]
+    assert main_kv["enablePurgeProtection"] == "keyVaultEnablePurgeProtection"
+    assert params(bicep["main.bicep"])["keyVaultEnablePurgeProtection"]["type"] == "bool"
+
+
+# --- role assignments ----------------------------------------------------------------------------
+
+
+def test_role_definition_ids(bicep: Trees) -> None:
+    variables = bicep["app/rbac.bicep"]["variables"]
+    assert {name: variables[name]["value"] for name in ROLES} == ROLES
+
+
+def _assignments(bicep: Trees) -> list[tuple[str, str, str, str]]:
+    """(scope, principal, principalType, role var or loop variable) per role assignment."""
+    tree = bicep["app/rbac.bicep"]
+    found = []
+    for name, res in resources(tree, "Microsoft.Authorization/roleAssignments").items():
+        config = body(res)
+        props = config["properties"]
+        role = function(props["roleDefinitionId"], "subscription_resource_id")
+        assert role is not None, name
+        found.append((config["scope"], props["principalId"], props["principalType"], role["resource_name_1"]))
+        loop = res["config"].get("loop_type")
+        if loop:
+            assert role["resource_name_1"] == loop["detail"]["item_name"], name
+    return found
+
+
+def test_identity_and_deploying_user_get_their_roles(bicep: Trees) -> None:
+    tree = bicep["app/rbac.bicep"]
+    storage_roles = tree["variables"]["storageRoleIds"]["value"]
+    assert sorted(storage_roles) == sorted(
+        ["storageQueueDataContributor", "storageBlobDataOwner", "storageTableDataContributor"]
+    )
+    uami, user = "managedIdentityPrincipalId", "userPrincipalId"
+    assert set(_assignments(bicep)) == {
+        ("storage", uami, "ServicePrincipal", "roleId"),
+        ("applicationInsights", uami, "ServicePrincipal", "monitoringMetricsPublisher"),
+        ("vault", uami, "ServicePrincipal", "keyVaultSecretsUser"),
+        ("storage", user, "userPrincipalType", "roleId"),
+        ("vault", user, "userPrincipalType", "keyVaultSecretsOfficer"),
+    }
+    loops = {
+        body(r)["properties"]["principalId"]: r["config"]["loop_type"]["detail"]["array_name"]
+        for r in resources(tree, "Microsoft.Authorization/roleAssignments").values()
+        if "loop_type" in r["config"]
+    }
+    assert loops == {uami: "storageRoleIds", user: "userStorageRoleIds"}
+    assert params(tree)["userPrincipalType"]["default"] == "User"
+    rbac = body(bicep["main.bicep"]["modules"]["rbac"])["params"]
+    assert rbac["userPrincipalId"] == "principalId"
+    assert accessor(rbac["managedIdentityPrincipalId"]) == "identity.outputs.principalId"
+    assert params(bicep["main.bicep"])["principalType"]["default"] == "User"
+
+
+def test_role_assignment_names_are_deterministic(infra_text: dict[str, str]) -> None:
+    names = re.findall(r"^\s+name: (.+)$", infra_text["app/rbac.bicep"], re.MULTILINE)
+    assignment_names = [n for n in names if n.startswith("guid(")]
+    assert len(assignment_names) == 5
+    assert all(re.fullmatch(r"guid\(\w+\.id, \w+, \w+\)", n) for n in assignment_names), assignment_names
+
+
+# --- Microsoft Graph app roles -------------------------------------------------------------------
+
+
+def test_graph_permissions_module_uses_the_graph_extension(bicep: Trees, infra_text: dict[str, str]) -> None:
+    text = infra_text["app/graph-permissions.bicep"]
+    assert re.search(r"^extension microsoftGraphV1$", text, re.MULTILINE)
+    config = json.loads((INFRA / "bicepconfig.json").read_text())
+    assert config["extensions"]["microsoftGraphV1"].startswith(
+        "br:mcr.microsoft.com/bicep/extensions/microsoftgraph/v1.0:"
+    )
+    tree = bicep["app/graph-permissions.bicep"]
+    [graph] = resources(tree, "Microsoft.Graph/servicePrincipals", existing=True).values()
+    assert graph["api_version"] == "v1.0"
+    assert body(graph)["appId"] == GRAPH_APP_ID
+    [grant] = resources(tree, "Microsoft.Graph/appRoleAssignedTo").values()
+    assert grant["api_version"] == "v1.0"
+    assert body(grant)["principalId"] == "principalId"
+    # Role ids are looked up by value, never hard-coded.
+    assert not re.search(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text.replace(GRAPH_APP_ID, "")
+    )
+    assert "r.value == role" in text
+
+
+def test_graph_roles_are_granted_only_when_asked(bicep: Trees) -> None:
+    main = bicep["main.bicep"]
+    module = main["modules"]["graphPermissions"]
+    assert module["detail"]["path"] == "app/graph-permissions.bicep"
+    assert module["config"]["condition"] == "grantGraphPermissions"
+    assert params(main)["grantGraphPermissions"]["default"] is False
+    assert params(main)["grantLearnerRecordRoles"]["default"] is False
+    variables = main["variables"]
+    assert variables["learningContentRoles"]["value"] == ["LearningContent.ReadWrite.All"]
+    assert variables["learnerRecordRoles"]["value"] == [
+        "LearningAssignedCourse.ReadWrite.All",
+        "LearningSelfInitiatedCourse.ReadWrite.All",
+    ]
+    roles = variables["graphAppRoles"]["value"]["operator"]
+    assert roles["type"] == "conditional"
+    assert roles["operands"]["condition"] == "grantLearnerRecordRoles"
+    assert roles["operands"]["false_value"] == "learningContentRoles"
+    assert body(module)["params"]["appRoles"] == "graphAppRoles"
+    assert main["outputs"]["GRAPH_PERMISSIONS_GRANTED"]["value"] == "grantGraphPermissions"
+
+
+# --- packaging -----------------------------------------------------------------------------------
+
+RUNTIME = ["function_app.py", "host.json", "requirements.txt", "handlers/intake.py", "shared/settings.py"]
+EXCLUDED = [
+    ".venv/x",
+    ".venv-infra/x",
+    "node_modules/x",
+    ".dev/x",
+    "tests/infra/test_infra_static.py",
+    "local/stack.py",
+    "infra/main.bicep",
+    "docs/deploy.md",
+    "README.md",
+    "local.settings.json",
+    "__azurite_db_queue__.json",
+    ".azure/env/.env",
+]
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    from fnmatch import fnmatch
+
+    parts = path.split("/")
+    return any(fnmatch(part, pattern) for pattern in patterns for part in parts)
+
+
+@pytest.mark.parametrize("path", RUNTIME + EXCLUDED)
+def test_funcignore_ships_only_the_app(path: str) -> None:
+    patterns = [
+        line.strip() for line in (REPO / ".funcignore").read_text().splitlines() if line.strip() and line[0] != "#"
+    ]
+    assert all("/" not in p.strip("/") for p in patterns), "keep patterns simple (no paths)"
+    assert _ignored(path, patterns) == (path in EXCLUDED)
+
+
+def test_deprecated_flex_settings_are_not_set(infra_text: dict[str, str]) -> None:
+    for name in ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE"):
+        for path, text in infra_text.items():
+            code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+            assert name not in code, f"{path} sets {name}"
