@@ -8,7 +8,7 @@ from pathlib import Path
 import azure.functions as func
 
 from shared import worker
-from shared.runtime import command_queue, graph_client
+from shared.runtime import worker_ports
 from shared.settings import STORAGE_CONNECTION
 
 bp = func.Blueprint()
@@ -22,4 +22,4 @@ async def apply_content_command(msg: func.QueueMessage) -> None:
     info = worker.MessageInfo(
         message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1, max_dequeue_count=MAX_DEQUEUE_COUNT
     )
-    await worker.process(msg.get_body(), info, graph_client(), command_queue().park)
+    await worker.process(msg.get_body(), info, worker_ports())

@@ -249,6 +249,8 @@ module api 'app/function.bicep' = {
     // secret name can never replace one of the fixed settings.
     appSettings: union(webhookSources.outputs.secretSettings, {
       CONTENT_QUEUE_NAME: storage.outputs.contentQueueName
+      LEDGER_TABLE_NAME: storage.outputs.ledgerTableName
+      REGISTRATION_STATE_CACHE_SECONDS: '10'
       SOURCES: webhookSources.outputs.sourcesJson
       WEBHOOK_MAX_BODY_BYTES: string(webhookMaxBodyBytes)
       GRAPH_BASE_URL: graphBaseUrl

@@ -140,22 +140,67 @@ class GraphClient:
         return response.status_code != 404
 
     async def get_content(
-        self, registration_id: str, external_id: str, *, correlation_id: str | None = None
+        self,
+        registration_id: str,
+        external_id: str,
+        *,
+        select: list[str] | None = None,
+        correlation_id: str | None = None,
     ) -> dict[str, Any]:
         response = await self.call(
-            "GET", odata.content_by_external_id(registration_id, external_id), correlation_id=correlation_id
+            "GET",
+            odata.content_by_external_id(registration_id, external_id) + odata.select(select),
+            correlation_id=correlation_id,
         )
         data: dict[str, Any] = response.json()
         return data
 
-    async def list_contents(self, registration_id: str, *, top: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def get_content_by_id(
+        self, registration_id: str, content_id: str, *, select: list[str] | None = None
+    ) -> dict[str, Any]:
+        response = await self.call("GET", odata.content_by_id(registration_id, content_id) + odata.select(select))
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def delete_content_by_id(self, registration_id: str, content_id: str) -> bool:
+        response = await self.call("DELETE", odata.content_by_id(registration_id, content_id))
+        return response.status_code != 404
+
+    async def list_contents(
+        self, registration_id: str, *, top: int | None = None, select: list[str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Every item of a registration, following ``@odata.nextLink`` to the end."""
-        url: str | None = odata.contents(registration_id) + (f"?$top={top}" if top else "")
+        async for item in self._pages(odata.contents(registration_id) + odata.query(top=top, select=select)):
+            yield item
+
+    async def _pages(self, url: str | None) -> AsyncIterator[dict[str, Any]]:
         while url:
             page = (await self.call("GET", url)).json()
             for item in page.get("value", []):
                 yield item
             url = page.get("@odata.nextLink")
+
+    # -- learning providers (delegated tokens only, as in Graph) -----------------------------------
+
+    async def create_provider(self, provider: dict[str, Any]) -> dict[str, Any]:
+        response = await self.call("POST", odata.providers(), json=provider)
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def update_provider(self, registration_id: str, changes: dict[str, Any]) -> None:
+        await self.call("PATCH", odata.provider(registration_id), json=changes)
+
+    async def get_provider(self, registration_id: str, *, select: list[str] | None = None) -> dict[str, Any]:
+        response = await self.call("GET", odata.provider(registration_id) + odata.select(select))
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def list_providers(self) -> AsyncIterator[dict[str, Any]]:
+        async for item in self._pages(odata.providers()):
+            yield item
+
+    async def delete_provider(self, registration_id: str) -> None:
+        await self.call("DELETE", odata.provider(registration_id))
 
     # -- transport ----------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 
 def key_literal(value: str) -> str:
@@ -32,3 +32,19 @@ def providers() -> str:
 
 def provider(registration_id: str) -> str:
     return f"{providers()}/{quote(registration_id, safe='')}"
+
+
+def query(*, top: int | None = None, skip: int | None = None, select: list[str] | None = None) -> str:
+    """OData system query options as a query string (``?$top=…``), or ``""`` when there are none."""
+    options: dict[str, str] = {}
+    if top is not None:
+        options["$top"] = str(top)
+    if skip is not None:
+        options["$skip"] = str(skip)
+    if select:
+        options["$select"] = ",".join(select)
+    return "?" + urlencode(options, safe="$,") if options else ""
+
+
+def select(properties: list[str] | None) -> str:
+    return query(select=properties)

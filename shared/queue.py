@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,9 +49,10 @@ class CommandQueue(Protocol):
 class StorageCommandQueue:
     """Content-command queue and its poison queue on Azure Storage (Azurite locally)."""
 
-    def __init__(self, service: QueueServiceClient, queue_name: str, poison_name: str) -> None:
+    def __init__(self, service: QueueServiceClient, queue_name: str, poison_name: str, held_name: str) -> None:
         self._queue = self._client(service, queue_name)
         self._poison = self._client(service, poison_name)
+        self._held = self._client(service, held_name)
         self._created: set[str] = set()
 
     @staticmethod
@@ -62,7 +63,9 @@ class StorageCommandQueue:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StorageCommandQueue:
-        return cls(service_client(settings), settings.content_queue_name, settings.poison_queue_name)
+        return cls(
+            service_client(settings), settings.content_queue_name, settings.poison_queue_name, settings.held_queue_name
+        )
 
     def _send(self, client: QueueClient, text: str) -> SentMessage:
         try:
@@ -104,8 +107,43 @@ class StorageCommandQueue:
         except AzureError as exc:
             raise QueueUnavailable(f"parking failed: {exc}") from exc
 
+    def hold(self, text: str) -> str:
+        """Keep a command of a disabled registration until it is enabled again (``release_held``)."""
+        try:
+            return self._send(self._held, text).message_id
+        except AzureError as exc:
+            raise QueueUnavailable(f"holding failed: {exc}") from exc
+
+    def release_held(self, belongs: Callable[[str], bool], *, lease_seconds: int = 300) -> int:
+        """Move every held command that ``belongs`` back to the work queue; returns how many moved.
+
+        A message is re-sent before it is deleted, so a failure in between leaves a duplicate (which
+        the worker tolerates), never a loss. Held messages of other registrations are left alone.
+        """
+        self._ensure(self._held)
+        moved = 0
+        others: dict[str, str] = {}  # message id -> pop receipt, kept hidden during the scan
+        try:
+            while True:
+                received = self._held.receive_messages(visibility_timeout=lease_seconds, max_messages=32)
+                batch = [m for m in received if m.id not in others]
+                if not batch:
+                    return moved
+                for message in batch:
+                    raw = message.content
+                    text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+                    if belongs(text):
+                        self._send(self._queue, text)
+                        self._held.delete_message(message.id, message.pop_receipt)
+                        moved += 1
+                    else:
+                        others[message.id] = message.pop_receipt or ""
+        finally:
+            for message_id, receipt in others.items():  # other registrations' commands: visible again
+                self._held.update_message(message_id, receipt, visibility_timeout=0)
+
     def ensure_queues(self) -> None:
-        for client in (self._queue, self._poison):
+        for client in (self._queue, self._poison, self._held):
             self._ensure(client)
 
 
@@ -122,7 +160,7 @@ def service_client(settings: Settings) -> QueueServiceClient:
         )
         return QueueServiceClient(settings.storage_queue_service_uri, credential=credential)
     if settings.storage_connection_string:
-        return QueueServiceClient.from_connection_string(_expand_dev_storage(settings.storage_connection_string))
+        return QueueServiceClient.from_connection_string(expand_dev_storage(settings.storage_connection_string))
     raise QueueUnavailable(
         f"no queue connection: set {STORAGE_CONNECTION} (connection string) or {STORAGE_CONNECTION}__queueServiceUri"
     )
@@ -137,5 +175,5 @@ DEV_STORAGE = (
 )
 
 
-def _expand_dev_storage(value: str) -> str:
+def expand_dev_storage(value: str) -> str:
     return DEV_STORAGE if value.strip().rstrip(";").lower() == "usedevelopmentstorage=true" else value

@@ -13,8 +13,10 @@ from functools import lru_cache
 import httpx
 
 from shared.graph import GraphClient
+from shared.ledger import Ledger
 from shared.queue import StorageCommandQueue
 from shared.settings import Settings, get_settings
+from shared.worker import WorkerPorts
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,16 @@ _graph: GraphClient | None = None
 @lru_cache(maxsize=1)
 def command_queue() -> StorageCommandQueue:
     return StorageCommandQueue.from_settings(get_settings())
+
+
+@lru_cache(maxsize=1)
+def ledger() -> Ledger:
+    return Ledger.from_settings(get_settings())
+
+
+def worker_ports() -> WorkerPorts:
+    queue = command_queue()
+    return WorkerPorts(graph=graph_client(), park=queue.park, hold=queue.hold, ledger=ledger())
 
 
 def graph_client(settings: Settings | None = None) -> GraphClient:
@@ -51,4 +63,5 @@ def reset() -> None:
     global _graph
     _graph = None
     command_queue.cache_clear()
+    ledger.cache_clear()
     get_settings.cache_clear()

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     content_queue_name: str = Field(
         default="content-commands",
         validation_alias="CONTENT_QUEUE_NAME",
-        pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$",
+        pattern=r"^[a-z0-9][a-z0-9-]{1,49}[a-z0-9]$",
         description="Storage queue of content commands (the poison queue is '<name>-poison').",
     )
     storage_connection_string: str | None = Field(
@@ -75,6 +75,25 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=f"{STORAGE_CONNECTION}__queueServiceUri",
         description="Queue endpoint for an identity-based connection, e.g. https://<account>.queue.core.windows.net.",
+    )
+    storage_table_service_uri: str | None = Field(
+        default=None,
+        validation_alias=f"{STORAGE_CONNECTION}__tableServiceUri",
+        description="Table endpoint for the identity-based connection (the ledger), e.g. "
+        "https://<account>.table.core.windows.net.",
+    )
+    ledger_table_name: str = Field(
+        default="ledger",
+        validation_alias="LEDGER_TABLE_NAME",
+        pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+        description="Table of the ledger: what was last pushed per content item, and each registration's state.",
+    )
+    registration_state_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        validation_alias="REGISTRATION_STATE_CACHE_SECONDS",
+        description="How long a worker trusts a registration's enabled/disabled state before reading it again.",
     )
     storage_credential: str | None = Field(
         default=None,
@@ -155,6 +174,11 @@ class Settings(BaseSettings):
     @property
     def poison_queue_name(self) -> str:
         return f"{self.content_queue_name}-poison"
+
+    @property
+    def held_queue_name(self) -> str:
+        """Commands of disabled registrations wait here until the registration is enabled again."""
+        return f"{self.content_queue_name}-held"
 
     @property
     def graph_root(self) -> str:

@@ -34,6 +34,12 @@ COMMANDS_APPLIED = _meter.create_counter(
 COMMANDS_RETRIED = _meter.create_counter(
     "vlsync.commands.retried", unit="{command}", description="Commands handed back to the queue for a retry"
 )
+COMMANDS_SKIPPED_STALE = _meter.create_counter(
+    "vlsync.commands.skipped_stale", unit="{command}", description="Commands older than what Graph already has"
+)
+COMMANDS_HELD = _meter.create_counter(
+    "vlsync.commands.held", unit="{command}", description="Commands held while their registration is disabled"
+)
 COMMANDS_PARKED = _meter.create_counter(
     "vlsync.commands.parked", unit="{command}", description="Commands parked in the poison queue, by reason"
 )

@@ -1,10 +1,12 @@
 """The worker: apply one queued content command to Microsoft Graph.
 
 Delivery is at least once, so every step is safe to repeat: the upsert is a PATCH that creates or
-replaces, and a delete that finds nothing has reached its goal. Failures are sorted three ways:
-transient ones are raised so the queue redelivers the message (the host moves it to the poison queue
-after ``maxDequeueCount``); permanent ones are parked in the poison queue at once with their reason;
-malformed messages are parked unread.
+replaces, and a delete that finds nothing has reached its goal. The ledger keeps an older event from
+overwriting a newer one (a late retry, a redelivery, events that crossed in the queue) and records
+what was pushed when. Failures are sorted three ways: transient ones are raised so the queue
+redelivers the message (the host moves it to the poison queue after ``maxDequeueCount``); permanent
+ones are parked in the poison queue at once with their reason; malformed messages are parked unread.
+Commands of a disabled registration are held, not applied and not lost, until it is enabled.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Protocol
 
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared import telemetry
 from shared.graph import GraphClient, GraphPermanentError
+from shared.ledger import LedgerEntry, is_stale
 from shared.models import CommandError, ContentCommand
 
 logger = logging.getLogger(__name__)
@@ -30,6 +34,8 @@ class Outcome(StrEnum):
     UPSERTED = "upserted"
     DELETED = "deleted"
     ALREADY_ABSENT = "already-absent"
+    SKIPPED_STALE = "skipped-stale"
+    HELD = "held"
     PARKED = "parked"
 
 
@@ -46,15 +52,25 @@ class MessageInfo:
         return self.dequeue_count >= self.max_dequeue_count
 
 
-Park = Callable[[str], str]
+class LedgerPort(Protocol):
+    def registration_enabled(self, registration_id: str) -> bool: ...
+
+    def last_push(self, registration_id: str, external_id: str) -> LedgerEntry | None: ...
+
+    def record(self, entry: LedgerEntry) -> bool: ...
 
 
-async def _park(park: Park, text: str) -> None:
-    # The queue SDK is synchronous; keep the event loop free while it talks to storage.
-    await asyncio.to_thread(park, text)
+@dataclass(frozen=True)
+class WorkerPorts:
+    """What the worker talks to. The storage calls are synchronous SDK calls run off the event loop."""
+
+    graph: GraphClient
+    park: Callable[[str], str]
+    hold: Callable[[str], str]
+    ledger: LedgerPort
 
 
-async def process(body: bytes, info: MessageInfo, graph: GraphClient, park: Park) -> Outcome:
+async def process(body: bytes, info: MessageInfo, ports: WorkerPorts) -> Outcome:
     """Apply one message. Returns the outcome, or raises to have the message redelivered."""
     try:
         command = ContentCommand.model_validate_json(body)
@@ -64,7 +80,7 @@ async def process(body: bytes, info: MessageInfo, graph: GraphClient, park: Park
             info.message_id,
             "; ".join(f"{'/'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)[:5]),
         )
-        await _park(park, body.decode("utf-8", errors="replace"))
+        await asyncio.to_thread(ports.park, body.decode("utf-8", errors="replace"))
         telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": "malformed"})
         return Outcome.PARKED
 
@@ -80,25 +96,44 @@ async def process(body: bytes, info: MessageInfo, graph: GraphClient, park: Park
             "vlsync.dequeue_count": info.dequeue_count,
         },
     ) as span:
-        outcome = await _apply(command, info, graph, park)
+        outcome = await _apply(command, info, ports)
         span.set_attribute("vlsync.outcome", outcome.value)
         return outcome
 
 
-async def _apply(command: ContentCommand, info: MessageInfo, graph: GraphClient, park: Park) -> Outcome:
+async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts) -> Outcome:
     log_args = (command.op, command.external_id, command.registration_id, info.message_id, command.correlation_id)
     try:
-        if command.op == "upsert":
-            assert command.content is not None  # guaranteed by the model
-            await graph.upsert_content(
-                command.registration_id, command.content.to_graph(), correlation_id=command.correlation_id
+        if not await asyncio.to_thread(ports.ledger.registration_enabled, command.registration_id):
+            await asyncio.to_thread(ports.hold, command.to_json())
+            logger.info("held %s %s reg=%s message=%s correlation=%s (registration disabled)", *log_args)
+            telemetry.COMMANDS_HELD.add(1)
+            return Outcome.HELD
+        known = await asyncio.to_thread(ports.ledger.last_push, command.registration_id, command.external_id)
+        if is_stale(known, command.event_time):
+            assert known is not None
+            logger.info(
+                "skipped stale %s %s reg=%s message=%s correlation=%s: event %s is older than pushed event %s",
+                *log_args,
+                command.event_time.isoformat(),
+                known.event_time.isoformat(),
             )
-            outcome = Outcome.UPSERTED
-        else:
-            existed = await graph.delete_content(
-                command.registration_id, command.external_id, correlation_id=command.correlation_id
-            )
-            outcome = Outcome.DELETED if existed else Outcome.ALREADY_ABSENT
+            telemetry.COMMANDS_SKIPPED_STALE.add(1)
+            return Outcome.SKIPPED_STALE
+        outcome = await _push(command, ports.graph)
+        await asyncio.to_thread(
+            ports.ledger.record,
+            LedgerEntry(
+                registration_id=command.registration_id,
+                external_id=command.external_id,
+                op=command.op,
+                event_time=command.event_time,
+                pushed_at=datetime.now(UTC),
+                pushed_by="worker",
+                source=command.source,
+                source_event_id=command.source_event_id,
+            ),
+        )
     except GraphPermanentError as error:
         logger.error("parking %s %s reg=%s message=%s correlation=%s: %s", *log_args, error)
         parked = command.model_copy(
@@ -113,7 +148,7 @@ async def _apply(command: ContentCommand, info: MessageInfo, graph: GraphClient,
                 )
             }
         )
-        await _park(park, parked.to_json())
+        await asyncio.to_thread(ports.park, parked.to_json())
         telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": f"http-{error.status}"})
         return Outcome.PARKED
     except Exception as error:
@@ -131,3 +166,16 @@ async def _apply(command: ContentCommand, info: MessageInfo, graph: GraphClient,
     telemetry.COMMANDS_APPLIED.add(1, {"vlsync.outcome": outcome.value})
     logger.info("%s %s reg=%s message=%s correlation=%s", outcome.value, *log_args[1:])
     return outcome
+
+
+async def _push(command: ContentCommand, graph: GraphClient) -> Outcome:
+    if command.op == "upsert":
+        assert command.content is not None  # guaranteed by the model
+        await graph.upsert_content(
+            command.registration_id, command.content.to_graph(), correlation_id=command.correlation_id
+        )
+        return Outcome.UPSERTED
+    existed = await graph.delete_content(
+        command.registration_id, command.external_id, correlation_id=command.correlation_id
+    )
+    return Outcome.DELETED if existed else Outcome.ALREADY_ABSENT

@@ -41,6 +41,8 @@ def settings(azurite: AzuriteEndpoints, queue_name: str, monkeypatch: pytest.Mon
             {"demo": {"kind": "cloudevents", "registrationId": "reg-1", "secretSetting": "TEST_WEBHOOK_SECRET"}}
         ),
         graph_base_url="http://127.0.0.1:9",
+        ledger_table_name=f"ledger{uuid.uuid4().hex[:12]}",
+        registration_state_cache_seconds=0,
     )
 
 

@@ -34,6 +34,7 @@ param archiveContainerName string = 'event-archive'
 param deleteRetentionDays int = 7
 
 var poisonQueueName = '${contentQueueName}-poison'
+var heldQueueName = '${contentQueueName}-held'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: no VNet in this template; Flex Consumption reaches storage over its public endpoint, and with shared keys off every request needs an Entra ID token and a data role
@@ -109,6 +110,12 @@ resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
   name: poisonQueueName
 }
 
+// Commands of a disabled registration wait here until `vlsync provider enable` moves them back.
+resource heldQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: heldQueueName
+}
+
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -127,5 +134,6 @@ output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerName string = deploymentContainer.name
 output contentQueueName string = contentQueue.name
 output poisonQueueName string = poisonQueue.name
+output heldQueueName string = heldQueue.name
 output ledgerTableName string = ledgerTable.name
 output archiveContainerName string = archiveContainer.name

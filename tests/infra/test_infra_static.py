@@ -64,12 +64,13 @@ def test_storage_creates_the_queues_table_and_containers(bicep: Trees) -> None:
     assert main_storage["ledgerTableName"] == defaults["ledgerTableName"] == "ledger"
     assert main_storage["archiveContainerName"] == defaults["archiveContainerName"] == "event-archive"
     assert tree["variables"]["poisonQueueName"]["value"] == "${contentQueueName}-poison"
+    assert tree["variables"]["heldQueueName"]["value"] == "${contentQueueName}-held"
 
     def names(type_: str) -> set[str]:
         return {body(r)["name"] for r in resources(tree, type_).values()}
 
     queues = names("Microsoft.Storage/storageAccounts/queueServices/queues")
-    assert queues == {"contentQueueName", "poisonQueueName"}
+    assert queues == {"contentQueueName", "poisonQueueName", "heldQueueName"}
     assert names("Microsoft.Storage/storageAccounts/tableServices/tables") == {"ledgerTableName"}
     containers = resources(tree, "Microsoft.Storage/storageAccounts/blobServices/containers")
     assert {body(r)["name"] for r in containers.values()} == {"deploymentContainerName", "archiveContainerName"}

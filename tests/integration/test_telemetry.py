@@ -18,9 +18,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from shared import intake, telemetry
 from shared.graph import GraphClient
+from shared.ledger import Ledger
 from shared.queue import StorageCommandQueue
 from shared.settings import Settings
-from shared.worker import MessageInfo, Outcome, process
+from shared.worker import MessageInfo, Outcome, WorkerPorts, process
 from tests.conftest import SECRET, UAMI_CLIENT_ID, GraphSide
 from tests.webhooks import content, event, signed
 
@@ -70,7 +71,9 @@ async def test_one_trace_from_webhook_through_queue_to_graph(
         graph = GraphClient(
             http, credential, root=f"{graph_side.url}/v1.0", scope="https://graph.microsoft.com/.default"
         )
-        outcome = await process(body, MessageInfo(message.id, 1), graph, StorageCommandQueue.from_settings(routed).park)
+        queue = StorageCommandQueue.from_settings(routed)
+        ports = WorkerPorts(graph=graph, park=queue.park, hold=queue.hold, ledger=Ledger.from_settings(routed))
+        outcome = await process(body, MessageInfo(message.id, 1), ports)
     await credential.close()
     assert outcome is Outcome.UPSERTED
 
@@ -110,7 +113,8 @@ async def test_parked_and_applied_counters(graph_side: GraphSide, settings: Sett
             http, credential, root=f"{graph_side.url}/v1.0", scope="https://graph.microsoft.com/.default"
         )
         parked_before = counter("vlsync.commands.parked").get((("vlsync.reason", "malformed"),), 0)
-        await process(b"garbage", MessageInfo("m", 1), graph, queue.park)
+        ports = WorkerPorts(graph=graph, park=queue.park, hold=queue.hold, ledger=Ledger.from_settings(settings))
+        await process(b"garbage", MessageInfo("m", 1), ports)
     await credential.close()
     assert counter("vlsync.commands.parked")[(("vlsync.reason", "malformed"),)] == parked_before + 1
 

@@ -14,10 +14,11 @@ from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.queue import QueueClient
 
 from shared.graph import GraphClient, GraphTransientError
+from shared.ledger import Ledger
 from shared.models import ContentCommand
 from shared.queue import QueueUnavailable, StorageCommandQueue
 from shared.settings import Settings
-from shared.worker import MessageInfo, Outcome, process
+from shared.worker import MessageInfo, Outcome, WorkerPorts, process
 from tests.conftest import READ_ONLY_CLIENT_ID, UAMI_CLIENT_ID, GraphSide
 from tests.webhooks import content
 
@@ -59,12 +60,21 @@ def queue(settings: Settings) -> StorageCommandQueue:
     return q
 
 
+@pytest.fixture
+def ledger(settings: Settings) -> Ledger:
+    return Ledger.from_settings(settings)
+
+
+def ports(graph: GraphClient, queue: StorageCommandQueue, ledger: Ledger) -> WorkerPorts:
+    return WorkerPorts(graph=graph, park=queue.park, hold=queue.hold, ledger=ledger)
+
+
 def poison(settings: Settings) -> list[str]:
     client = QueueClient.from_connection_string(settings.storage_connection_string or "", settings.poison_queue_name)
     return [base64.b64decode(m.content).decode() for m in client.peek_messages(max_messages=32)]
 
 
-def command(op: str, external_id: str, registration_id: str, **data: Any) -> bytes:
+def command(op: str, external_id: str, registration_id: str, *, at: datetime | None = None, **data: Any) -> bytes:
     return (
         ContentCommand(
             op=op,  # type: ignore[arg-type]
@@ -73,7 +83,7 @@ def command(op: str, external_id: str, registration_id: str, **data: Any) -> byt
             content=content(external_id, **data) if op == "upsert" else None,  # type: ignore[arg-type]
             source="demo",
             sourceEventId="evt-1",
-            eventTime=datetime(2026, 11, 27, tzinfo=UTC),
+            eventTime=at or datetime(2026, 11, 27, tzinfo=UTC),
             correlationId="corr-w",
         )
         .to_json()
@@ -82,26 +92,32 @@ def command(op: str, external_id: str, registration_id: str, **data: Any) -> byt
 
 
 async def test_upsert_then_delete_then_repeat(
-    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings, ledger: Ledger
 ) -> None:
     graph = make_graph(graph_side, http)
     reg = graph_side.registration_id
-    assert await process(command("upsert", "w-1", reg, level="beginner"), INFO, graph, queue.park) is Outcome.UPSERTED
+    assert (
+        await process(command("upsert", "w-1", reg, level="beginner"), INFO, ports(graph, queue, ledger))
+        is Outcome.UPSERTED
+    )
     assert graph_side.get_content("w-1").json()["level"] == "beginner"
     # At-least-once delivery: the same message again changes nothing and fails nothing.
-    assert await process(command("upsert", "w-1", reg, level="beginner"), INFO, graph, queue.park) is Outcome.UPSERTED
-    assert await process(command("delete", "w-1", reg), INFO, graph, queue.park) is Outcome.DELETED
-    assert await process(command("delete", "w-1", reg), INFO, graph, queue.park) is Outcome.ALREADY_ABSENT
+    assert (
+        await process(command("upsert", "w-1", reg, level="beginner"), INFO, ports(graph, queue, ledger))
+        is Outcome.UPSERTED
+    )
+    assert await process(command("delete", "w-1", reg), INFO, ports(graph, queue, ledger)) is Outcome.DELETED
+    assert await process(command("delete", "w-1", reg), INFO, ports(graph, queue, ledger)) is Outcome.ALREADY_ABSENT
     assert graph_side.get_content("w-1").status_code == 404
     assert poison(settings) == []
 
 
 async def test_unknown_registration_is_parked_with_reason(
-    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings, ledger: Ledger
 ) -> None:
     graph = make_graph(graph_side, http)
     body = command("upsert", "w-2", "no-such-registration")
-    assert await process(body, INFO, graph, queue.park) is Outcome.PARKED
+    assert await process(body, INFO, ports(graph, queue, ledger)) is Outcome.PARKED
     [parked] = poison(settings)
     doc = json.loads(parked)
     assert doc["externalId"] == "w-2"
@@ -111,43 +127,98 @@ async def test_unknown_registration_is_parked_with_reason(
 
 
 async def test_missing_permission_403_is_parked_at_once(
-    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings, ledger: Ledger
 ) -> None:
     graph = make_graph(graph_side, http, client_id=READ_ONLY_CLIENT_ID)
     body = command("upsert", "w-3", graph_side.registration_id)
-    assert await process(body, INFO, graph, queue.park) is Outcome.PARKED
+    assert await process(body, INFO, ports(graph, queue, ledger)) is Outcome.PARKED
     [parked] = poison(settings)
     assert json.loads(parked)["lastError"]["status"] == 403
 
 
 async def test_malformed_message_is_parked_unchanged(
-    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings, ledger: Ledger
 ) -> None:
     graph = make_graph(graph_side, http)
     for body in (b"not json", b'{"v": 2, "op": "upsert"}', b'{"v":1,"op":"upsert","registrationId":"r"}'):
-        assert await process(body, INFO, graph, queue.park) is Outcome.PARKED
+        assert await process(body, INFO, ports(graph, queue, ledger)) is Outcome.PARKED
     assert poison(settings) == ["not json", '{"v": 2, "op": "upsert"}', '{"v":1,"op":"upsert","registrationId":"r"}']
 
 
 async def test_throttling_beyond_budget_is_raised_for_redelivery(
-    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings, ledger: Ledger
 ) -> None:
     graph = make_graph(graph_side, http)
     graph_side.script_faults([{"status": 429, "retryAfterSeconds": 120}])
     with pytest.raises(GraphTransientError):
-        await process(command("upsert", "w-4", graph_side.registration_id), INFO, graph, queue.park)
+        await process(command("upsert", "w-4", graph_side.registration_id), INFO, ports(graph, queue, ledger))
     assert poison(settings) == []
     # The redelivery succeeds once Graph is healthy again.
     assert (
-        await process(command("upsert", "w-4", graph_side.registration_id), INFO, graph, queue.park) is Outcome.UPSERTED
+        await process(command("upsert", "w-4", graph_side.registration_id), INFO, ports(graph, queue, ledger))
+        is Outcome.UPSERTED
     )
 
 
-async def test_parking_failure_is_raised_not_swallowed(graph_side: GraphSide, http: httpx.AsyncClient) -> None:
+async def test_parking_failure_is_raised_not_swallowed(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger
+) -> None:
     graph = make_graph(graph_side, http)
 
     def broken_park(_: str) -> str:
         raise QueueUnavailable("poison queue down")
 
+    broken = WorkerPorts(graph=graph, park=broken_park, hold=queue.hold, ledger=ledger)
     with pytest.raises(QueueUnavailable):
-        await process(command("upsert", "w-5", "no-such-registration"), INFO, graph, broken_park)
+        await process(command("upsert", "w-5", "no-such-registration"), INFO, broken)
+
+
+async def test_older_event_never_overwrites_a_newer_one(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger
+) -> None:
+    graph = make_graph(graph_side, http)
+    reg = graph_side.registration_id
+    newer = command("upsert", "w-6", reg, title="Newer", at=datetime(2026, 11, 27, 12, tzinfo=UTC))
+    older = command("upsert", "w-6", reg, title="Older", at=datetime(2026, 11, 27, 11, tzinfo=UTC))
+    older_delete = command("delete", "w-6", reg, at=datetime(2026, 11, 27, 11, 30, tzinfo=UTC))
+    assert await process(newer, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED
+    assert await process(older, INFO, ports(graph, queue, ledger)) is Outcome.SKIPPED_STALE
+    assert await process(older_delete, INFO, ports(graph, queue, ledger)) is Outcome.SKIPPED_STALE
+    assert graph_side.get_content("w-6").json()["title"] == "Newer"
+    # The same event again (a redelivery) is applied again, harmlessly.
+    assert await process(newer, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED
+
+
+async def test_ledger_records_what_was_pushed_and_when(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger
+) -> None:
+    graph = make_graph(graph_side, http)
+    before = datetime.now(UTC)
+    await process(command("upsert", "O'Brien/#1", graph_side.registration_id), INFO, ports(graph, queue, ledger))
+    entry = ledger.last_push(graph_side.registration_id, "O'Brien/#1")
+    assert entry is not None
+    assert entry.op == "upsert"
+    assert entry.pushed_by == "worker"
+    assert entry.pushed_at >= before.replace(microsecond=0)
+    assert entry.source_event_id == "evt-1"
+
+
+async def test_disabled_registration_holds_commands_until_enabled(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, settings: Settings
+) -> None:
+    graph = make_graph(graph_side, http)
+    reg = graph_side.registration_id
+    ledger.set_registration_enabled(reg, False)
+    assert await process(command("upsert", "w-7", reg), INFO, ports(graph, queue, ledger)) is Outcome.HELD
+    assert await process(command("upsert", "w-8", "other-reg"), INFO, ports(graph, queue, ledger)) is not Outcome.HELD
+    assert graph_side.get_content("w-7").status_code == 404
+    # The other registration went on to Graph (which refused it: unknown registration).
+    assert json.loads(poison(settings)[0])["registrationId"] == "other-reg"
+
+    ledger.set_registration_enabled(reg, True)
+    moved = queue.release_held(lambda text: json.loads(text)["registrationId"] == reg)
+    assert moved == 1
+    main = QueueClient.from_connection_string(settings.storage_connection_string or "", settings.content_queue_name)
+    [released] = [base64.b64decode(m.content) for m in main.receive_messages()]
+    assert await process(released, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED
+    assert graph_side.get_content("w-7").status_code == 200

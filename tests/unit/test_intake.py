@@ -147,7 +147,9 @@ class FailingSecondSend(StorageCommandQueue):
 def test_partial_enqueue_is_withdrawn(settings: Settings) -> None:
     from shared.queue import service_client
 
-    queue = FailingSecondSend(service_client(settings), settings.content_queue_name, settings.poison_queue_name)
+    queue = FailingSecondSend(
+        service_client(settings), settings.content_queue_name, settings.poison_queue_name, settings.held_queue_name
+    )
     batch = [event("x.created", content(f"c-{i}")) for i in range(3)]
     raw, headers = signed(batch, SECRET, content_type="application/cloudevents-batch+json")
     response = intake.receive(intake.make_request("demo", headers, raw), settings, lambda: queue)

@@ -1,0 +1,182 @@
+"""The ledger (Azure Table storage): what was last pushed for each content item, and which
+registrations are disabled.
+
+It answers three questions: "is this command older than what Graph already has?" (so a late,
+redelivered or out-of-order event never overwrites a newer one), "when was this item last pushed?"
+(``vlsync content status``), and "is this registration enabled?" (``vlsync provider disable``).
+
+Rows: PartitionKey = registration id; RowKey = ``c-<sha256 of externalId>`` for content (ids may
+hold characters Table keys forbid and be longer than a key may be), ``registration`` for the
+registration's own state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
+
+from shared.settings import STORAGE_CONNECTION, Settings
+
+logger = logging.getLogger(__name__)
+
+REGISTRATION_ROW = "registration"
+SEARCHABLE_WITHIN_HOURS = 24  # the service's promise: searchable within 24 hours of ingestion
+
+
+def content_row_key(external_id: str) -> str:
+    return "c-" + hashlib.sha256(external_id.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    registration_id: str
+    external_id: str
+    op: Literal["upsert", "delete"]
+    event_time: datetime
+    pushed_at: datetime
+    pushed_by: str
+    source: str | None = None
+    source_event_id: str | None = None
+
+    def to_entity(self) -> dict[str, Any]:
+        return {
+            "PartitionKey": self.registration_id,
+            "RowKey": content_row_key(self.external_id),
+            "externalId": self.external_id,
+            "op": self.op,
+            "eventTime": self.event_time,
+            "pushedAt": self.pushed_at,
+            "pushedBy": self.pushed_by,
+            "source": self.source or "",
+            "sourceEventId": self.source_event_id or "",
+        }
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> LedgerEntry:
+        return cls(
+            registration_id=entity["PartitionKey"],
+            external_id=entity["externalId"],
+            op=entity["op"],
+            event_time=_utc(entity["eventTime"]),
+            pushed_at=_utc(entity["pushedAt"]),
+            pushed_by=entity.get("pushedBy", ""),
+            source=entity.get("source") or None,
+            source_event_id=entity.get("sourceEventId") or None,
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def is_stale(known: LedgerEntry | None, event_time: datetime) -> bool:
+    """A command is stale when Graph already has the result of a strictly newer event."""
+    return known is not None and known.event_time > event_time
+
+
+def table_service(settings: Settings) -> TableServiceClient:
+    if settings.storage_table_service_uri:
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+        credential = (
+            ManagedIdentityCredential(client_id=settings.storage_client_id)
+            if (settings.storage_credential or "").lower() == "managedidentity"
+            else DefaultAzureCredential()
+        )
+        return TableServiceClient(settings.storage_table_service_uri, credential=credential)
+    if settings.storage_connection_string:
+        from shared.queue import expand_dev_storage
+
+        return TableServiceClient.from_connection_string(expand_dev_storage(settings.storage_connection_string))
+    raise RuntimeError(f"no table connection: set {STORAGE_CONNECTION} or {STORAGE_CONNECTION}__tableServiceUri")
+
+
+class Ledger:
+    """Reads and writes the ledger table; creates the table on first use (Azurite starts empty)."""
+
+    def __init__(self, table: TableClient, *, state_cache_seconds: float = 10.0) -> None:
+        self._table = table
+        self._ensured = False
+        self._cache_seconds = state_cache_seconds
+        self._states: dict[str, tuple[float, bool]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Ledger:
+        table = table_service(settings).get_table_client(settings.ledger_table_name)
+        return cls(table, state_cache_seconds=settings.registration_state_cache_seconds)
+
+    def _ensure(self) -> None:
+        if not self._ensured:
+            with contextlib.suppress(ResourceExistsError):
+                self._table.create_table()
+            self._ensured = True
+
+    def _get(self, partition: str, row: str) -> TableEntity | None:
+        self._ensure()
+        try:
+            return self._table.get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+
+    # -- content ------------------------------------------------------------------------------
+
+    def last_push(self, registration_id: str, external_id: str) -> LedgerEntry | None:
+        entity = self._get(registration_id, content_row_key(external_id))
+        return LedgerEntry.from_entity(entity) if entity else None
+
+    def record(self, entry: LedgerEntry) -> bool:
+        """Record a push unless a newer one was recorded meanwhile; ``False`` when it was not recorded."""
+        for _ in range(5):
+            current = self._get(entry.registration_id, content_row_key(entry.external_id))
+            try:
+                if current is None:
+                    self._table.create_entity(entry.to_entity())
+                    return True
+                if is_stale(LedgerEntry.from_entity(current), entry.event_time):
+                    return False
+                self._table.update_entity(
+                    entry.to_entity(),
+                    mode=UpdateMode.REPLACE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return True
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another writer won the race: read again and compare
+        logger.warning("ledger record for %s kept losing races; not recorded", entry.external_id)
+        return False
+
+    # -- registrations ------------------------------------------------------------------------
+
+    def registration_enabled(self, registration_id: str) -> bool:
+        """Enabled unless ``vlsync provider disable`` said otherwise (cached for a few seconds)."""
+        now = time.monotonic()
+        cached = self._states.get(registration_id)
+        if cached and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        entity = self._get(registration_id, REGISTRATION_ROW)
+        enabled = bool(entity.get("enabled", True)) if entity else True
+        self._states[registration_id] = (now, enabled)
+        return enabled
+
+    def set_registration_enabled(self, registration_id: str, enabled: bool) -> None:
+        self._ensure()
+        self._table.upsert_entity(
+            {
+                "PartitionKey": registration_id,
+                "RowKey": REGISTRATION_ROW,
+                "enabled": enabled,
+                "changedAt": datetime.now(UTC),
+            },
+            mode=UpdateMode.MERGE,
+        )
+        self._states.pop(registration_id, None)
