@@ -24,6 +24,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
+from shared import storage
 from shared.settings import STORAGE_CONNECTION, Settings
 
 logger = logging.getLogger(__name__)
@@ -84,20 +85,15 @@ def is_stale(known: LedgerEntry | None, event_time: datetime) -> bool:
 
 
 def table_service(settings: Settings) -> TableServiceClient:
+    """The table service of the ``LearningSyncStorage`` connection (see ``shared.storage``)."""
     if settings.storage_table_service_uri:
-        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
-        credential = (
-            ManagedIdentityCredential(client_id=settings.storage_client_id)
-            if (settings.storage_credential or "").lower() == "managedidentity"
-            else DefaultAzureCredential()
-        )
-        return TableServiceClient(settings.storage_table_service_uri, credential=credential)
-    if settings.storage_connection_string:
-        from shared.queue import expand_dev_storage
-
-        return TableServiceClient.from_connection_string(expand_dev_storage(settings.storage_connection_string))
-    raise RuntimeError(f"no table connection: set {STORAGE_CONNECTION} or {STORAGE_CONNECTION}__tableServiceUri")
+        return TableServiceClient(settings.storage_table_service_uri, credential=storage.identity_credential(settings))
+    conn = storage.connection_string(settings)
+    if conn:
+        return TableServiceClient.from_connection_string(conn)
+    raise storage.StorageNotConfigured(
+        f"no table connection: set {STORAGE_CONNECTION} or {STORAGE_CONNECTION}__tableServiceUri"
+    )
 
 
 class Ledger:

@@ -17,6 +17,7 @@ from typing import Protocol
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
+from shared import storage
 from shared.settings import STORAGE_CONNECTION, Settings
 
 logger = logging.getLogger(__name__)
@@ -148,32 +149,12 @@ class StorageCommandQueue:
 
 
 def service_client(settings: Settings) -> QueueServiceClient:
-    """The queue service of the ``LearningSyncStorage`` connection: a connection string locally,
-    an identity-based connection (``__queueServiceUri`` + managed identity) in Azure."""
+    """The queue service of the ``LearningSyncStorage`` connection (see ``shared.storage``)."""
     if settings.storage_queue_service_uri:
-        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
-        credential = (
-            ManagedIdentityCredential(client_id=settings.storage_client_id)
-            if (settings.storage_credential or "").lower() == "managedidentity"
-            else DefaultAzureCredential()
-        )
-        return QueueServiceClient(settings.storage_queue_service_uri, credential=credential)
-    if settings.storage_connection_string:
-        return QueueServiceClient.from_connection_string(expand_dev_storage(settings.storage_connection_string))
+        return QueueServiceClient(settings.storage_queue_service_uri, credential=storage.identity_credential(settings))
+    conn = storage.connection_string(settings)
+    if conn:
+        return QueueServiceClient.from_connection_string(conn)
     raise QueueUnavailable(
         f"no queue connection: set {STORAGE_CONNECTION} (connection string) or {STORAGE_CONNECTION}__queueServiceUri"
     )
-
-
-# Azurite's well-known development account and default ports (public values, not a secret); the
-# queue SDK, unlike the Functions host, does not understand ``UseDevelopmentStorage=true``.
-DEV_STORAGE = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-)
-
-
-def expand_dev_storage(value: str) -> str:
-    return DEV_STORAGE if value.strip().rstrip(";").lower() == "usedevelopmentstorage=true" else value

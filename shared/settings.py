@@ -8,12 +8,15 @@ model; contract tests keep them in step.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
 
 # Named connection prefix used by the queue bindings and the queue port (``connection=`` in the
 # decorators). Its value is a connection string locally and ``__queueServiceUri`` etc. in Azure.
@@ -190,8 +193,16 @@ class Settings(BaseSettings):
 
 
 def source_secret(source: SourceConfig) -> str | None:
-    """Read a source's webhook secret at request time, so a rotated Key Vault reference applies at once."""
-    value = os.environ.get(source.secret_setting)
+    """Read a source's webhook secret at request time, so a rotated Key Vault reference applies at once.
+
+    An unresolved Key Vault reference (the platform leaves the ``@Microsoft.KeyVault(...)`` text in
+    place when the secret is missing or unreadable) counts as no secret: a misconfiguration to
+    report, not a wrong signature to blame on the sender.
+    """
+    value = (os.environ.get(source.secret_setting) or "").strip()
+    if value.startswith("@Microsoft.KeyVault("):
+        logger.error("setting %s is an unresolved Key Vault reference", source.secret_setting)
+        return None
     return value or None
 
 

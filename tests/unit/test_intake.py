@@ -161,3 +161,24 @@ def test_partial_enqueue_is_withdrawn(settings: Settings) -> None:
 @pytest.mark.parametrize("source", ["../etc", "demo%00", "x" * 300])
 def test_hostile_source_names_are_unknown(settings: Settings, source: str) -> None:
     assert post(settings, event("x.created", content()), source=source).status == 404
+
+
+def test_unresolved_key_vault_reference_is_a_misconfiguration(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_WEBHOOK_SECRET", "@Microsoft.KeyVault(VaultName=kv;SecretName=demo-webhook-secret)")
+    response = post(settings, event("x.created", content()))
+    assert response.status == 500
+    assert response.body["type"].endswith("source-misconfigured")
+    assert queued(settings) == []
+
+
+def test_use_development_storage_means_azurite_defaults() -> None:
+    from shared import storage
+    from shared.ledger import table_service
+    from shared.queue import service_client
+
+    dev = Settings(storage_connection_string="UseDevelopmentStorage=true")
+    assert storage.connection_string(dev) == storage.DEV_STORAGE
+    assert service_client(dev).url.startswith("http://127.0.0.1:10001/devstoreaccount1")
+    assert table_service(dev).url.startswith("http://127.0.0.1:10002/devstoreaccount1")
