@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 Disposition = Literal["ok", "absent", "transient", "permanent"]
 TRANSIENT_STATUSES = frozenset({401, 408, 409, 429, 500, 502, 503, 504})
 BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0)
+MAX_INLINE_ATTEMPTS = 8  # besides the time budget: a bound on calls whatever the waits
+MAX_ERROR_MESSAGE = 1024  # parked commands carry the message; keep them well inside 64 KiB
 _BODY_HINT = re.compile(r"retry after (\d+) (second|minute)", re.IGNORECASE)
 
 
@@ -71,14 +73,17 @@ def classify(status: int, method: str) -> Disposition:
 
 def retry_after_seconds(headers: httpx.Headers, body_message: str | None, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds or an HTTP date, else the "Retry after N minutes" hint in the body."""
-    value = headers.get("retry-after")
+    value = (headers.get("retry-after") or "").strip()
     if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is not None:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
             return max(0.0, parsed.timestamp() - (time.time() if now is None else now))
+        except (ValueError, TypeError, OverflowError):
+            logger.warning("ignoring unreadable Retry-After %r", value[:64])
     if body_message:
         match = _BODY_HINT.search(body_message)
         if match:
@@ -87,19 +92,35 @@ def retry_after_seconds(headers: httpx.Headers, body_message: str | None, now: f
 
 
 def next_delay(error: GraphTransientError, attempt: int) -> float:
-    """Wait before retry ``attempt`` (1-based): Graph's hint when given, else exponential back-off."""
-    if error.retry_after is not None:
-        return error.retry_after
-    return BACKOFF_SECONDS[min(attempt - 1, len(BACKOFF_SECONDS) - 1)]
+    """Wait before retry ``attempt`` (1-based): never sooner than Graph's hint, never less than the
+    exponential back-off (a ``Retry-After: 0`` must not turn into a hot loop)."""
+    backoff = BACKOFF_SECONDS[min(attempt - 1, len(BACKOFF_SECONDS) - 1)]
+    return max(backoff, error.retry_after or 0.0)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    """The body of a successful call; a success whose body is not a JSON object still succeeded."""
+    try:
+        data = response.json() if response.content else {}
+    except ValueError:
+        logger.warning("graph answered %s with a non-JSON body", response.status_code)
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _graph_error(response: httpx.Response) -> tuple[str, str]:
+    """Graph's error code and message, from whatever body came back (Graph's shape, OAuth's, or none)."""
     try:
         body = response.json()
-        err = body.get("error", body) if isinstance(body, dict) else {}
-        return str(err.get("code") or response.reason_phrase), str(err.get("message") or response.text[:500])
     except ValueError:
-        return response.reason_phrase or "Error", response.text[:500]
+        body = None
+    err = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        err = {"code": err} if isinstance(err, str) else {}
+    code = str(err.get("code") or response.reason_phrase or "Error")
+    description = body.get("error_description") if isinstance(body, dict) else None
+    message = str(err.get("message") or description or response.text[:500] or code)
+    return code, message[:MAX_ERROR_MESSAGE]
 
 
 class GraphClient:
@@ -114,13 +135,16 @@ class GraphClient:
         scope: str,
         max_inline_retry_seconds: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_retry: Callable[[GraphTransientError, int, float], None] | None = None,
     ) -> None:
+        """``on_retry(error, attempt, delay)`` is told before each wait (the CLI shows it); optional."""
         self._http = http
         self._credential = credential
         self._root = root.rstrip("/")
         self._scope = scope
         self._budget = max_inline_retry_seconds
         self._sleep = sleep
+        self._on_retry = on_retry
 
     # -- learning content ---------------------------------------------------------------------
 
@@ -129,7 +153,7 @@ class GraphClient:
     ) -> dict[str, Any]:
         path = odata.content_by_external_id(registration_id, str(content["externalId"]))
         response = await self.call("PATCH", path, json=content, correlation_id=correlation_id)
-        return response.json() if response.content else {}
+        return _json_object(response)
 
     async def delete_content(
         self, registration_id: str, external_id: str, *, correlation_id: str | None = None
@@ -216,7 +240,7 @@ class GraphClient:
                 return await self._once(method, path_or_url, json, correlation_id)
             except GraphTransientError as error:
                 delay = next_delay(error, attempt)
-                if waited + delay > self._budget:
+                if waited + delay > self._budget or attempt >= MAX_INLINE_ATTEMPTS:
                     raise
                 logger.warning(
                     "graph %s transient %s; retry %d in %.1fs correlation=%s",
@@ -226,6 +250,8 @@ class GraphClient:
                     delay,
                     correlation_id,
                 )
+                if self._on_retry is not None:
+                    self._on_retry(error, attempt, delay)
                 await self._sleep(delay)
                 waited += delay
 

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 CORRELATION_HEADER = "x-correlation-id"
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 QUEUE_RETRY_AFTER_SECONDS = 30
+# Below the 64 KiB queue limit by enough for a parked copy's lastError (its message is capped at 1 KiB).
+MAX_COMMAND_BYTES = MAX_MESSAGE_BYTES - 4 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class IntakeResponse:
 def correlation_id(headers: Mapping[str, str]) -> str:
     """Keep the sender's correlation id when it is safe to log and forward, else make one."""
     given = headers.get(CORRELATION_HEADER, "")
-    return given if _CORRELATION.match(given) else str(uuid.uuid4())
+    return given if _CORRELATION.fullmatch(given) else str(uuid.uuid4())
 
 
 def make_request(source_name: str, headers: Mapping[str, str], body: bytes) -> WebhookRequest:
@@ -87,11 +89,11 @@ def encode_all(commands: list[ContentCommand]) -> list[str]:
     texts = [c.to_json() for c in commands]
     for command, text in zip(commands, texts, strict=True):
         size = encoded_size(text)
-        if size > MAX_MESSAGE_BYTES:
+        if size > MAX_COMMAND_BYTES:
             raise Problem(
                 COMMAND_TOO_LARGE,
                 f"the command for externalId {command.external_id!r} needs {size} bytes in the queue; "
-                f"the limit is {MAX_MESSAGE_BYTES} (shorten its description or tags)",
+                f"the limit is {MAX_COMMAND_BYTES} (shorten its description or tags)",
             )
     return texts
 

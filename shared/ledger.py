@@ -17,11 +17,11 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
 from shared import storage
@@ -31,6 +31,13 @@ logger = logging.getLogger(__name__)
 
 REGISTRATION_ROW = "registration"
 SEARCHABLE_WITHIN_HOURS = 24  # the service's promise: searchable within 24 hours of ingestion
+
+
+_NO_LEASE: dict[str, Any] = {"leaseOwner": "", "leaseUntil": datetime(1970, 1, 1, tzinfo=UTC)}
+
+
+class ItemBusy(Exception):
+    """Another worker is pushing the same item right now; retry the message later."""
 
 
 def content_row_key(external_id: str) -> str:
@@ -127,21 +134,79 @@ class Ledger:
 
     def last_push(self, registration_id: str, external_id: str) -> LedgerEntry | None:
         entity = self._get(registration_id, content_row_key(external_id))
-        return LedgerEntry.from_entity(entity) if entity else None
+        return LedgerEntry.from_entity(entity) if entity and "pushedAt" in entity else None
 
-    def record(self, entry: LedgerEntry) -> bool:
-        """Record a push unless a newer one was recorded meanwhile; ``False`` when it was not recorded."""
+    def claim(
+        self, registration_id: str, external_id: str, event_time: datetime, owner: str, lease_seconds: float
+    ) -> bool:
+        """Take the item's lease for one push; ``False`` when the command is stale.
+
+        Two workers holding commands for the same item (the host runs a batch of messages at once)
+        must not both push: the older could land last. The lease serialises them, and staleness is
+        judged under it, so the newer event's push is always the one that stays. Raises ``ItemBusy``
+        while another worker's lease is live; the message then comes back later.
+        """
+        row = content_row_key(external_id)
         for _ in range(5):
-            current = self._get(entry.registration_id, content_row_key(entry.external_id))
+            now = datetime.now(UTC)
+            lease = {"leaseOwner": owner, "leaseUntil": now + timedelta(seconds=lease_seconds)}
+            current = self._get(registration_id, row)
+            try:
+                if current is None:
+                    self._table.create_entity(
+                        {"PartitionKey": registration_id, "RowKey": row, "externalId": external_id, **lease}
+                    )
+                    return True
+                known = LedgerEntry.from_entity(current) if "pushedAt" in current else None
+                if is_stale(known, event_time):
+                    return False
+                holder, until = current.get("leaseOwner") or "", current.get("leaseUntil")
+                if holder and holder != owner and until is not None and _utc(until) > now:
+                    raise ItemBusy(f"{external_id!r} is being pushed by {holder} until {_utc(until).isoformat()}")
+                self._table.update_entity(
+                    {"PartitionKey": registration_id, "RowKey": row, **lease},
+                    mode=UpdateMode.MERGE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return True
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another worker moved first: read again
+        raise ItemBusy(f"{external_id!r}: lease contended")
+
+    def release(self, registration_id: str, external_id: str, owner: str) -> None:
+        """Give the lease back after a failed push, so the retry need not wait for it to expire."""
+        row = content_row_key(external_id)
+        try:
+            current = self._get(registration_id, row)
+            if current is not None and current.get("leaseOwner") == owner:
+                self._table.update_entity(
+                    {"PartitionKey": registration_id, "RowKey": row, **_NO_LEASE},
+                    mode=UpdateMode.MERGE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except AzureError:
+            logger.warning("could not release the lease on %s; it expires by itself", external_id)
+
+    def record(self, entry: LedgerEntry, owner: str | None = None) -> bool:
+        """Record a push (and end ``owner``'s lease) unless a newer push was recorded meanwhile.
+
+        Returns ``False`` when it was not recorded because the ledger already holds a newer event.
+        """
+        row = content_row_key(entry.external_id)
+        for _ in range(5):
+            current = self._get(entry.registration_id, row)
             try:
                 if current is None:
                     self._table.create_entity(entry.to_entity())
                     return True
-                if is_stale(LedgerEntry.from_entity(current), entry.event_time):
+                if "pushedAt" in current and is_stale(LedgerEntry.from_entity(current), entry.event_time):
                     return False
+                ends_lease = owner is not None and current.get("leaseOwner") == owner
                 self._table.update_entity(
-                    entry.to_entity(),
-                    mode=UpdateMode.REPLACE,
+                    {**entry.to_entity(), **(_NO_LEASE if ends_lease else {})},
+                    mode=UpdateMode.MERGE,
                     etag=current.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
                 )

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 # ISO-8601 duration as Edm.Duration accepts it: PnDTnHnMnS with at least one component, and a 'T'
 # only when a time part follows (so the docs' typo "PDT1H" is rejected, as Graph rejects it).
@@ -138,7 +138,7 @@ class CommandError(BaseModel):
     code: str | None = None
     message: str
     request_id: str | None = Field(default=None, alias="requestId")
-    at: datetime
+    at: AwareDatetime
 
 
 class ContentCommand(BaseModel):
@@ -156,7 +156,7 @@ class ContentCommand(BaseModel):
     content: LearningContent | None = None
     source: NonEmptyString
     source_event_id: NonEmptyString = Field(alias="sourceEventId")
-    event_time: datetime = Field(alias="eventTime")
+    event_time: AwareDatetime = Field(alias="eventTime")
     correlation_id: NonEmptyString = Field(alias="correlationId")
     trace_context: dict[str, str] | None = Field(default=None, alias="traceContext")
     last_error: CommandError | None = Field(default=None, alias="lastError")

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 MESSAGE_ENCODING = "base64"  # must equal host.json extensions.queues.messageEncoding
 MAX_MESSAGE_BYTES = 64 * 1024  # Azure Storage limit on the stored (encoded) message
+# Storage drops messages after 7 days by default; a command waiting out an outage, a disabled
+# registration or an operator's look at the poison queue must not vanish on its own.
+NEVER_EXPIRES = -1
 
 
 def encoded_size(text: str) -> int:
@@ -70,10 +73,10 @@ class StorageCommandQueue:
 
     def _send(self, client: QueueClient, text: str) -> SentMessage:
         try:
-            msg = client.send_message(text)
+            msg = client.send_message(text, time_to_live=NEVER_EXPIRES)
         except ResourceNotFoundError:
             self._ensure(client)
-            msg = client.send_message(text)
+            msg = client.send_message(text, time_to_live=NEVER_EXPIRES)
         return SentMessage(msg.id, msg.pop_receipt or "")
 
     def _ensure(self, client: QueueClient) -> None:

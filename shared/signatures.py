@@ -8,11 +8,12 @@ LMS operator can tell a clock skew from a wrong secret.
 from __future__ import annotations
 
 import binascii
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
 from shared.problems import SIGNATURE_EXPIRED, SIGNATURE_INVALID, SIGNATURE_MISSING, SOURCE_MISCONFIGURED, Problem
 
@@ -36,7 +37,7 @@ def verify(body: bytes, headers: Mapping[str, str], secret: str | None) -> Verif
     if not secret:
         raise Problem(SOURCE_MISCONFIGURED, "the source has no webhook secret configured")
     raw_ts = lowered["webhook-timestamp"].strip()
-    if not raw_ts.isdigit():
+    if not re.fullmatch(r"[0-9]{1,12}", raw_ts):
         raise Problem(SIGNATURE_INVALID, "webhook-timestamp must be integer Unix seconds")
     timestamp = int(raw_ts)
     current = time.time()
@@ -59,8 +60,8 @@ def verify(body: bytes, headers: Mapping[str, str], secret: str | None) -> Verif
     for candidate in secret.split():
         try:
             Webhook(candidate).verify(text, checked, json_parse=False)
-        except (WebhookVerificationError, binascii.Error, ValueError):
-            continue
+        except (WebhookVerificationError, EmptyWebhookSecretError, binascii.Error, ValueError):
+            continue  # a wrong, empty or malformed candidate: try the next rotated secret
         return VerifiedDelivery(webhook_id=lowered["webhook-id"], timestamp=timestamp)
     raise Problem(SIGNATURE_INVALID, "no signature matches the source's secret")
 

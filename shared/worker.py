@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 
 from shared import telemetry
 from shared.graph import GraphClient, GraphPermanentError
-from shared.ledger import LedgerEntry, is_stale
+from shared.ledger import LedgerEntry
 from shared.models import CommandError, ContentCommand
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,13 @@ class MessageInfo:
 class LedgerPort(Protocol):
     def registration_enabled(self, registration_id: str) -> bool: ...
 
-    def last_push(self, registration_id: str, external_id: str) -> LedgerEntry | None: ...
+    def claim(
+        self, registration_id: str, external_id: str, event_time: datetime, owner: str, lease_seconds: float
+    ) -> bool: ...
 
-    def record(self, entry: LedgerEntry) -> bool: ...
+    def release(self, registration_id: str, external_id: str, owner: str) -> None: ...
+
+    def record(self, entry: LedgerEntry, owner: str | None = None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class WorkerPorts:
     park: Callable[[str], str]
     hold: Callable[[str], str]
     ledger: LedgerPort
+    lease_seconds: float = 120.0  # longer than one push can take, retries and timeouts included
 
 
 async def process(body: bytes, info: MessageInfo, ports: WorkerPorts) -> Outcome:
@@ -109,19 +115,29 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
             logger.info("held %s %s reg=%s message=%s correlation=%s (registration disabled)", *log_args)
             telemetry.COMMANDS_HELD.add(1)
             return Outcome.HELD
-        known = await asyncio.to_thread(ports.ledger.last_push, command.registration_id, command.external_id)
-        if is_stale(known, command.event_time):
-            assert known is not None
+        owner = f"{info.message_id}/{uuid.uuid4().hex[:8]}"
+        claimed = await asyncio.to_thread(
+            ports.ledger.claim,
+            command.registration_id,
+            command.external_id,
+            command.event_time,
+            owner,
+            ports.lease_seconds,
+        )
+        if not claimed:
             logger.info(
-                "skipped stale %s %s reg=%s message=%s correlation=%s: event %s is older than pushed event %s",
+                "skipped stale %s %s reg=%s message=%s correlation=%s: a newer event (than %s) was pushed",
                 *log_args,
                 command.event_time.isoformat(),
-                known.event_time.isoformat(),
             )
             telemetry.COMMANDS_SKIPPED_STALE.add(1)
             return Outcome.SKIPPED_STALE
-        outcome = await _push(command, ports.graph)
-        await asyncio.to_thread(
+        try:
+            outcome = await _push(command, ports.graph)
+        except BaseException:
+            await asyncio.to_thread(ports.ledger.release, command.registration_id, command.external_id, owner)
+            raise
+        recorded = await asyncio.to_thread(
             ports.ledger.record,
             LedgerEntry(
                 registration_id=command.registration_id,
@@ -133,7 +149,10 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
                 source=command.source,
                 source_event_id=command.source_event_id,
             ),
+            owner,
         )
+        if not recorded:  # cannot happen under the lease unless it expired mid-push
+            logger.warning("ledger kept a newer event than %s %s; lease expired mid-push?", *log_args[:2])
     except GraphPermanentError as error:
         logger.error("parking %s %s reg=%s message=%s correlation=%s: %s", *log_args, error)
         parked = command.model_copy(

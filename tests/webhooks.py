@@ -26,7 +26,7 @@ def event(type_: str = "com.example.course.updated", data: Any = None, **attrs: 
         "id": str(uuid.uuid4()),
         "source": "/lms/test",
         "type": type_,
-        "time": "2026-11-27T10:00:00Z",
+        "time": "2026-01-15T10:00:00Z",
         **attrs,
     }
     if data is not None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -38,6 +39,10 @@ DELETE_SUFFIX = ".deleted"
 MAX_BATCH_EVENTS = 1000
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A sender's clock may run a little ahead; an event much further in the future would make every
+# real event for the item look stale, so it is refused.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 _CONTEXT_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema")
 
 
@@ -59,6 +64,13 @@ class CloudEvent(BaseModel):
     datacontenttype: str | None = None
     dataschema: str | None = None
     data: Any = None
+
+    @field_validator("id", "source", "type", "subject")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        return value
 
     @field_validator("time")
     @classmethod
@@ -132,7 +144,7 @@ class CloudEventsAdapter:
         if errors:
             noun = "event" if len(events) == 1 else "events"
             raise Problem(SCHEMA_VIOLATION, f"{len(errors)} invalid field(s) in {len(events)} {noun}", errors)
-        return commands
+        return coalesce(commands)
 
     # -- reading the three modes ---------------------------------------------------------------
 
@@ -158,9 +170,16 @@ class CloudEventsAdapter:
         if binary:
             if not _is_json_media_type(media):
                 raise Problem(UNSUPPORTED_MEDIA_TYPE, f"binary-mode data must be JSON, not {media or 'unspecified'}")
-            event: dict[str, Any] = {
-                name[3:]: value for name, value in request.headers.items() if name.startswith("ce-") and len(name) > 3
-            }
+            event: dict[str, Any] = {}
+            bad_headers: list[FieldError] = []
+            for name, value in request.headers.items():
+                if name.startswith("ce-") and len(name) > 3:
+                    try:  # the HTTP binding percent-encodes attribute values (spaces, quotes, non-ASCII)
+                        event[name[3:]] = unquote(value, errors="strict")
+                    except UnicodeDecodeError:
+                        bad_headers.append(FieldError("is not percent-encoded UTF-8", header=name))
+            if bad_headers:
+                raise Problem(SCHEMA_VIOLATION, "invalid event", bad_headers)
             event["datacontenttype"] = media
             event["data"] = _load_json(request.body) if request.body.strip() else None
             return [(event, (), True)]
@@ -225,7 +244,10 @@ class CloudEventsAdapter:
         content: LearningContent | None = None
         if op == "upsert":
             try:
-                content = LearningContent.model_validate({**data, "externalId": external_id})
+                # Graph's property names only: the models' Python names are not part of the format.
+                content = LearningContent.model_validate(
+                    {**data, "externalId": external_id}, by_alias=True, by_name=False
+                )
             except ValidationError as exc:
                 raise Problem(SCHEMA_VIOLATION, "invalid event", _pydantic_errors(exc, data_prefix)) from None
             external_id = content.external_id
@@ -233,6 +255,10 @@ class CloudEventsAdapter:
             _raise_field("must be a non-empty string", json_pointer((*data_prefix, "externalId")))
 
         event_time = _parse_time(event.time) if event.time else (delivery.sent_at or request.received_at)
+        if event_time > request.received_at + MAX_CLOCK_SKEW:
+            loc = where("time")
+            raise Problem(SCHEMA_VIOLATION, "invalid event", [FieldError(
+                "is more than 5 minutes in the future", loc.pointer, loc.header)])  # fmt: skip
         try:
             return ContentCommand(
                 op=op,
@@ -248,6 +274,21 @@ class CloudEventsAdapter:
             raise Problem(SCHEMA_VIOLATION, "invalid event", _pydantic_errors(exc, data_prefix)) from None
 
 
+def coalesce(commands: list[ContentCommand]) -> list[ContentCommand]:
+    """Keep one command per item of a batch: the one with the latest event time, the later one on a tie.
+
+    A batch is the sender's own order; queue workers run its messages concurrently, so two commands
+    for one item (say updated, then deleted, in the same second) must not race each other.
+    """
+    latest: dict[tuple[str, str], int] = {}
+    for index, command in enumerate(commands):
+        key = (command.registration_id, command.external_id)
+        kept = latest.get(key)
+        if kept is None or command.event_time >= commands[kept].event_time:
+            latest[key] = index
+    return [commands[i] for i in sorted(latest.values())]
+
+
 def _raise_field(detail: str, pointer: str) -> NoReturn:
     raise Problem(SCHEMA_VIOLATION, "invalid event", [FieldError(detail, pointer)])
 
@@ -261,6 +302,8 @@ def _load_json(body: bytes) -> Any:
         raise Problem(BAD_JSON, f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise Problem(BAD_JSON, "the body nests too deeply") from None
+    except ValueError as exc:  # e.g. an integer too long to convert
+        raise Problem(BAD_JSON, str(exc)[:200]) from None
 
 
 def _as_event(item: Any, prefix: tuple[str | int, ...]) -> dict[str, Any]:

@@ -168,3 +168,23 @@ def test_retry_after_sources() -> None:
     assert retry_after_seconds(httpx.Headers({}), "Retry after 2 minutes") == 120
     assert retry_after_seconds(httpx.Headers({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}), None) == 0
     assert retry_after_seconds(httpx.Headers({}), "nothing here") is None
+
+
+async def test_retry_after_zero_does_not_hot_loop(client: GraphClient, graph_side: GraphSide, sleeps: Sleeps) -> None:
+    graph_side.script_faults([{"status": 429, "retryAfterSeconds": 0}] * 50)
+    graph_side.admin("DELETE", "/requests")
+    with pytest.raises(GraphTransientError):
+        await client.upsert_content(graph_side.registration_id, content("c-zero"))
+    assert sleeps.calls == [1.0, 2.0, 4.0]  # back-off floor; the next wait would pass the budget
+    assert len(emulator_log(graph_side)) == 4
+
+
+def test_odd_error_bodies_are_still_graph_errors() -> None:
+    from shared.graph import _graph_error
+
+    oauth = httpx.Response(400, json={"error": "invalid_request", "error_description": "bad"})
+    assert _graph_error(oauth) == ("invalid_request", "bad")
+    assert _graph_error(httpx.Response(502, text="<html>bad gateway</html>"))[1] == "<html>bad gateway</html>"
+    assert len(_graph_error(httpx.Response(400, json={"error": {"code": "X", "message": "m" * 5000}}))[1]) == 1024
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "1.5"}), None) == 1.5
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "soon"}), None) is None

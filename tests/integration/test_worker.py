@@ -222,3 +222,39 @@ async def test_disabled_registration_holds_commands_until_enabled(
     [released] = [base64.b64decode(m.content) for m in main.receive_messages()]
     assert await process(released, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED
     assert graph_side.get_content("w-7").status_code == 200
+
+
+@pytest.mark.parametrize("newer_first", [False, True])
+async def test_concurrent_commands_for_one_item_are_serialised(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, newer_first: bool
+) -> None:
+    import asyncio
+
+    from shared.ledger import ItemBusy
+
+    graph = make_graph(graph_side, http)
+    reg = graph_side.registration_id
+    newer = command("upsert", "w-race", reg, title="Newer", at=datetime(2026, 11, 27, 12, tzinfo=UTC))
+    older = command("upsert", "w-race", reg, title="Older", at=datetime(2026, 11, 27, 11, tzinfo=UTC))
+    first, second = (newer, older) if newer_first else (older, newer)
+    graph_side.script_faults([{"latencyMs": 1500}])  # the first push is slow: the second overlaps it
+    slow = asyncio.create_task(process(first, INFO, ports(graph, queue, ledger)))
+    await asyncio.sleep(0.5)
+    with pytest.raises(ItemBusy):
+        await process(second, INFO, ports(graph, queue, ledger))  # redelivered later by the queue
+    assert await slow is Outcome.UPSERTED
+    retried = await process(second, INFO, ports(graph, queue, ledger))
+    assert retried is (Outcome.SKIPPED_STALE if newer_first else Outcome.UPSERTED)
+    assert graph_side.get_content("w-race").json()["title"] == "Newer"
+
+
+async def test_failed_push_releases_the_lease(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger
+) -> None:
+    graph = make_graph(graph_side, http)
+    body = command("upsert", "w-lease", graph_side.registration_id)
+    graph_side.script_faults([{"status": 503, "retryAfterSeconds": 120}])
+    with pytest.raises(GraphTransientError):
+        await process(body, INFO, ports(graph, queue, ledger))
+    # The retry is not blocked by the failed attempt's lease.
+    assert await process(body, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED

@@ -58,7 +58,7 @@ def test_structured_upsert_carries_content_and_event_metadata() -> None:
     [cmd] = parse(ev)
     assert cmd.external_id == "c-9"
     assert cmd.source_event_id == ev["id"]
-    assert cmd.event_time == datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    assert cmd.event_time == datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
     assert cmd.content is not None
     assert cmd.content.to_graph()["level"] == "advanced"
 
@@ -203,3 +203,52 @@ def test_awkward_but_legal_external_ids_pass(external_id: str) -> None:
 def test_pointer_escapes_slash_and_tilde() -> None:
     p = problem_of(event("x.created", content(**{"a/b~c": 1})))
     assert pointers(p) == ["/data/a~1b~0c"]
+
+
+def test_binary_headers_are_percent_decoded() -> None:
+    [cmd] = parse(
+        {"title": "t", "contentWebUrl": "u", "languageTag": "en-us"},
+        "application/json",
+        **CE_HEADERS,
+        ce_id="1",
+        ce_subject="caf%C3%A9%20101",
+    )
+    assert cmd.external_id == "café 101"
+
+
+def test_binary_header_with_bad_percent_encoding() -> None:
+    p = problem_of(content(), "application/json", **CE_HEADERS, ce_id="%FF%FE")
+    assert [e.header for e in p.errors] == ["ce-id"]
+
+
+def test_event_time_far_in_the_future_is_refused() -> None:
+    p = problem_of(event("x.created", content(), time="2999-01-01T00:00:00Z"))
+    assert pointers(p) == ["/time"]
+
+
+def test_python_field_names_are_not_graph_properties() -> None:
+    data = content()
+    data["content_web_url"] = data.pop("contentWebUrl")
+    p = problem_of(event("x.created", data))
+    assert set(pointers(p)) == {"/data/content_web_url", "/data/contentWebUrl"}
+
+
+def test_control_characters_in_event_id_point_at_id() -> None:
+    assert pointers(problem_of(event("x.created", content(), id="a\nb"))) == ["/id"]
+
+
+def test_huge_integer_is_bad_json_not_a_crash() -> None:
+    assert problem_of(b'{"n": ' + b"9" * 5000 + b"}").kind.slug == "bad-json"
+
+
+def test_batch_keeps_one_command_per_item_the_latest() -> None:
+    batch = [
+        event("x.updated", content("a", title="first"), time="2026-01-15T10:00:00Z"),
+        event("x.deleted", subject="a", time="2026-01-15T10:00:00Z"),
+        event("x.updated", content("b", title="newer"), time="2026-01-15T11:00:00Z"),
+        event("x.updated", content("b", title="older"), time="2026-01-15T09:00:00Z"),
+    ]
+    cmds = parse(batch, "application/cloudevents-batch+json")
+    assert [(c.op, c.external_id) for c in cmds] == [("delete", "a"), ("upsert", "b")]
+    assert cmds[1].content is not None
+    assert cmds[1].content.title == "newer"

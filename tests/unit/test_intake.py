@@ -182,3 +182,16 @@ def test_use_development_storage_means_azurite_defaults() -> None:
     assert storage.connection_string(dev) == storage.DEV_STORAGE
     assert service_client(dev).url.startswith("http://127.0.0.1:10001/devstoreaccount1")
     assert table_service(dev).url.startswith("http://127.0.0.1:10002/devstoreaccount1")
+
+
+def test_correlation_id_with_trailing_newline_is_replaced(settings: Settings) -> None:
+    response = post(settings, event("x.created", content()), extra_headers={"x-correlation-id": "abc"})
+    assert response.headers["x-correlation-id"] == "abc"
+    assert intake.correlation_id({"x-correlation-id": "abc\n"}) != "abc\n"
+
+
+def test_queued_messages_never_expire(settings: Settings) -> None:
+    post(settings, event("x.created", content("ttl")))
+    client = QueueClient.from_connection_string(settings.storage_connection_string or "", settings.content_queue_name)
+    [message] = client.peek_messages()
+    assert message.expires_on is None or message.expires_on.year >= 9999

@@ -99,3 +99,17 @@ def test_missing_secret_is_a_server_misconfiguration() -> None:
     with pytest.raises(Problem) as info:
         signatures.verify(body, headers, None)
     assert info.value.kind.status == 500
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 400, "²", "١٢٣"])
+def test_absurd_timestamps_are_invalid_not_a_crash(value: str) -> None:
+    body, headers = signed(b"{}", SECRET)
+    headers["webhook-timestamp"] = value
+    with pytest.raises(Problem) as info:
+        signatures.verify(body, headers, SECRET)
+    assert info.value.kind.slug == "signature-invalid"
+
+
+def test_an_empty_rotated_secret_does_not_hide_the_valid_one() -> None:
+    body, headers = signed(b"{}", SECRET)
+    assert signatures.verify(body, headers, f"whsec_ {SECRET}")
