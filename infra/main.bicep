@@ -258,6 +258,7 @@ module api 'app/function.bicep' = {
       GRAPH_TOKEN_SCOPE: graphTokenScope
       GRAPH_TIMEOUT_SECONDS: string(graphTimeoutSeconds)
       GRAPH_MAX_INLINE_RETRY_SECONDS: string(graphMaxInlineRetrySeconds)
+      GRAPH_MAX_DEFERRALS: '10'
     })
   }
   dependsOn: [

@@ -159,6 +159,7 @@ class ContentCommand(BaseModel):
     event_time: AwareDatetime = Field(alias="eventTime")
     correlation_id: NonEmptyString = Field(alias="correlationId")
     trace_context: dict[str, str] | None = Field(default=None, alias="traceContext")
+    deferrals: int = Field(default=0, ge=0, description="How often Graph's Retry-After sent it back to the queue")
     last_error: CommandError | None = Field(default=None, alias="lastError")
 
     def model_post_init(self, __context: Any) -> None:

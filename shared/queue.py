@@ -27,6 +27,7 @@ MAX_MESSAGE_BYTES = 64 * 1024  # Azure Storage limit on the stored (encoded) mes
 # Storage drops messages after 7 days by default; a command waiting out an outage, a disabled
 # registration or an operator's look at the poison queue must not vanish on its own.
 NEVER_EXPIRES = -1
+MAX_DEFER_SECONDS = 6 * 60 * 60  # the longest wait a Retry-After may impose on one command
 
 
 def encoded_size(text: str) -> int:
@@ -110,6 +111,15 @@ class StorageCommandQueue:
             return self._send(self._poison, text).message_id
         except AzureError as exc:
             raise QueueUnavailable(f"parking failed: {exc}") from exc
+
+    def defer(self, text: str, delay_seconds: float) -> str:
+        """Send a command back to the work queue, invisible until Graph's ``Retry-After`` has passed."""
+        delay = max(1, min(int(delay_seconds + 0.999), MAX_DEFER_SECONDS))
+        try:
+            message = self._queue.send_message(text, visibility_timeout=delay, time_to_live=NEVER_EXPIRES)
+        except AzureError as exc:
+            raise QueueUnavailable(f"deferring failed: {exc}") from exc
+        return str(message.id)
 
     def hold(self, text: str) -> str:
         """Keep a command of a disabled registration until it is enabled again (``release_held``)."""

@@ -35,7 +35,16 @@ def ledger() -> Ledger:
 
 def worker_ports() -> WorkerPorts:
     queue = command_queue()
-    return WorkerPorts(graph=graph_client(), park=queue.park, hold=queue.hold, ledger=ledger())
+    settings = get_settings()
+    return WorkerPorts(
+        graph=graph_client(),
+        park=queue.park,
+        hold=queue.hold,
+        defer=queue.defer,
+        ledger=ledger(),
+        lease_seconds=max(120.0, 3 * settings.graph_timeout_seconds + settings.graph_max_inline_retry_seconds),
+        max_deferrals=settings.graph_max_deferrals,
+    )
 
 
 def graph_client(settings: Settings | None = None) -> GraphClient:

@@ -145,6 +145,14 @@ class Settings(BaseSettings):
         description="Longest total wait (honouring Retry-After) spent retrying one command inside an invocation "
         "before handing it back to the queue.",
     )
+    graph_max_deferrals: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        validation_alias="GRAPH_MAX_DEFERRALS",
+        description="How often one command may go back to the queue to wait out a Graph Retry-After longer than "
+        "the inline budget, before ordinary retries (and the poison queue) take over.",
+    )
     azure_client_id: str | None = Field(
         default=None,
         validation_alias="AZURE_CLIENT_ID",

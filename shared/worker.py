@@ -24,11 +24,16 @@ from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared import telemetry
-from shared.graph import GraphClient, GraphPermanentError
+from shared.graph import GraphClient, GraphPermanentError, GraphTransientError
 from shared.ledger import LedgerEntry
 from shared.models import CommandError, ContentCommand
 
 logger = logging.getLogger(__name__)
+
+# Graph may ask for a longer wait than the queue's visibility timeout; the command then goes back
+# to the queue hidden for that long (its dequeue count starts again), at most this many times
+# (GRAPH_MAX_DEFERRALS).
+MAX_DEFERRALS = 10
 
 
 class Outcome(StrEnum):
@@ -37,6 +42,7 @@ class Outcome(StrEnum):
     ALREADY_ABSENT = "already-absent"
     SKIPPED_STALE = "skipped-stale"
     HELD = "held"
+    DEFERRED = "deferred"
     PARKED = "parked"
 
 
@@ -72,8 +78,10 @@ class WorkerPorts:
     graph: GraphClient
     park: Callable[[str], str]
     hold: Callable[[str], str]
+    defer: Callable[[str, float], str]
     ledger: LedgerPort
     lease_seconds: float = 120.0  # longer than one push can take, retries and timeouts included
+    max_deferrals: int = MAX_DEFERRALS
 
 
 async def process(body: bytes, info: MessageInfo, ports: WorkerPorts) -> Outcome:
@@ -153,6 +161,21 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
         )
         if not recorded:  # cannot happen under the lease unless it expired mid-push
             logger.warning("ledger kept a newer event than %s %s; lease expired mid-push?", *log_args[:2])
+    except GraphTransientError as error:
+        if error.retry_after is None or command.deferrals >= ports.max_deferrals:
+            _log_retry(info, log_args, error)
+            raise
+        deferred = command.model_copy(update={"deferrals": command.deferrals + 1})
+        await asyncio.to_thread(ports.defer, deferred.to_json(), error.retry_after)
+        logger.warning(
+            "deferred %s %s reg=%s message=%s correlation=%s for %.0fs (Graph Retry-After, deferral %d): %s",
+            *log_args,
+            error.retry_after,
+            deferred.deferrals,
+            error,
+        )
+        telemetry.COMMANDS_RETRIED.add(1, {"vlsync.deferred": True})
+        return Outcome.DEFERRED
     except GraphPermanentError as error:
         logger.error("parking %s %s reg=%s message=%s correlation=%s: %s", *log_args, error)
         parked = command.model_copy(
@@ -171,20 +194,24 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
         telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": f"http-{error.status}"})
         return Outcome.PARKED
     except Exception as error:
-        level = logging.ERROR if info.final_attempt else logging.WARNING
-        logger.log(
-            level,
-            "retrying %s %s reg=%s message=%s correlation=%s attempt=%d/%d: %s",
-            *log_args,
-            info.dequeue_count,
-            info.max_dequeue_count,
-            error,
-        )
-        telemetry.COMMANDS_RETRIED.add(1, {"vlsync.final_attempt": info.final_attempt})
+        _log_retry(info, log_args, error)
         raise
     telemetry.COMMANDS_APPLIED.add(1, {"vlsync.outcome": outcome.value})
     logger.info("%s %s reg=%s message=%s correlation=%s", outcome.value, *log_args[1:])
     return outcome
+
+
+def _log_retry(info: MessageInfo, log_args: tuple[str, ...], error: BaseException) -> None:
+    level = logging.ERROR if info.final_attempt else logging.WARNING
+    logger.log(
+        level,
+        "retrying %s %s reg=%s message=%s correlation=%s attempt=%d/%d: %s",
+        *log_args,
+        info.dequeue_count,
+        info.max_dequeue_count,
+        error,
+    )
+    telemetry.COMMANDS_RETRIED.add(1, {"vlsync.final_attempt": info.final_attempt})
 
 
 async def _push(command: ContentCommand, graph: GraphClient) -> Outcome:

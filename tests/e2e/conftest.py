@@ -92,6 +92,7 @@ def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
         "E2E_SECRET": SECRET,
         "GRAPH_BASE_URL": emulator.url,
         "GRAPH_MAX_INLINE_RETRY_SECONDS": "3",
+        "GRAPH_MAX_DEFERRALS": "1",
         "AZURE_CLIENT_ID": UAMI_CLIENT_ID,
         **identity_server.env,
     }

@@ -72,7 +72,9 @@ async def test_one_trace_from_webhook_through_queue_to_graph(
             http, credential, root=f"{graph_side.url}/v1.0", scope="https://graph.microsoft.com/.default"
         )
         queue = StorageCommandQueue.from_settings(routed)
-        ports = WorkerPorts(graph=graph, park=queue.park, hold=queue.hold, ledger=Ledger.from_settings(routed))
+        ports = WorkerPorts(
+            graph=graph, park=queue.park, hold=queue.hold, defer=queue.defer, ledger=Ledger.from_settings(routed)
+        )
         outcome = await process(body, MessageInfo(message.id, 1), ports)
     await credential.close()
     assert outcome is Outcome.UPSERTED
@@ -113,7 +115,9 @@ async def test_parked_and_applied_counters(graph_side: GraphSide, settings: Sett
             http, credential, root=f"{graph_side.url}/v1.0", scope="https://graph.microsoft.com/.default"
         )
         parked_before = counter("vlsync.commands.parked").get((("vlsync.reason", "malformed"),), 0)
-        ports = WorkerPorts(graph=graph, park=queue.park, hold=queue.hold, ledger=Ledger.from_settings(settings))
+        ports = WorkerPorts(
+            graph=graph, park=queue.park, hold=queue.hold, defer=queue.defer, ledger=Ledger.from_settings(settings)
+        )
         await process(b"garbage", MessageInfo("m", 1), ports)
     await credential.close()
     assert counter("vlsync.commands.parked")[(("vlsync.reason", "malformed"),)] == parked_before + 1

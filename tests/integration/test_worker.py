@@ -66,7 +66,7 @@ def ledger(settings: Settings) -> Ledger:
 
 
 def ports(graph: GraphClient, queue: StorageCommandQueue, ledger: Ledger) -> WorkerPorts:
-    return WorkerPorts(graph=graph, park=queue.park, hold=queue.hold, ledger=ledger)
+    return WorkerPorts(graph=graph, park=queue.park, hold=queue.hold, defer=queue.defer, ledger=ledger)
 
 
 def poison(settings: Settings) -> list[str]:
@@ -145,19 +145,35 @@ async def test_malformed_message_is_parked_unchanged(
     assert poison(settings) == ["not json", '{"v": 2, "op": "upsert"}', '{"v":1,"op":"upsert","registrationId":"r"}']
 
 
-async def test_throttling_beyond_budget_is_raised_for_redelivery(
+async def test_long_retry_after_defers_the_command_for_that_long(
     graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings, ledger: Ledger
 ) -> None:
     graph = make_graph(graph_side, http)
     graph_side.script_faults([{"status": 429, "retryAfterSeconds": 120}])
-    with pytest.raises(GraphTransientError):
-        await process(command("upsert", "w-4", graph_side.registration_id), INFO, ports(graph, queue, ledger))
+    body = command("upsert", "w-4", graph_side.registration_id)
+    assert await process(body, INFO, ports(graph, queue, ledger)) is Outcome.DEFERRED
     assert poison(settings) == []
+    main = QueueClient.from_connection_string(settings.storage_connection_string or "", settings.content_queue_name)
+    assert list(main.peek_messages()) == []  # hidden for Graph's Retry-After
+    # The deferred copy counts its deferral; once they are used up, the error goes to the queue's retries.
+    exhausted = WorkerPorts(graph=graph, park=queue.park, hold=queue.hold, defer=queue.defer, ledger=ledger,
+                            max_deferrals=0)  # fmt: skip
+    graph_side.script_faults([{"status": 429, "retryAfterSeconds": 120}])
+    with pytest.raises(GraphTransientError):
+        await process(body, INFO, exhausted)
     # The redelivery succeeds once Graph is healthy again.
-    assert (
-        await process(command("upsert", "w-4", graph_side.registration_id), INFO, ports(graph, queue, ledger))
-        is Outcome.UPSERTED
-    )
+    assert await process(body, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED
+
+
+def test_deferred_message_reappears_after_the_delay(settings: Settings, queue: StorageCommandQueue) -> None:
+    import time
+
+    queue.defer('{"deferred": 1}', 1)
+    main = QueueClient.from_connection_string(settings.storage_connection_string or "", settings.content_queue_name)
+    assert list(main.peek_messages()) == []
+    time.sleep(1.6)
+    [message] = main.peek_messages()
+    assert base64.b64decode(message.content) == b'{"deferred": 1}'
 
 
 async def test_parking_failure_is_raised_not_swallowed(
@@ -168,7 +184,7 @@ async def test_parking_failure_is_raised_not_swallowed(
     def broken_park(_: str) -> str:
         raise QueueUnavailable("poison queue down")
 
-    broken = WorkerPorts(graph=graph, park=broken_park, hold=queue.hold, ledger=ledger)
+    broken = WorkerPorts(graph=graph, park=broken_park, hold=queue.hold, defer=queue.defer, ledger=ledger)
     with pytest.raises(QueueUnavailable):
         await process(command("upsert", "w-5", "no-such-registration"), INFO, broken)
 
@@ -253,7 +269,7 @@ async def test_failed_push_releases_the_lease(
 ) -> None:
     graph = make_graph(graph_side, http)
     body = command("upsert", "w-lease", graph_side.registration_id)
-    graph_side.script_faults([{"status": 503, "retryAfterSeconds": 120}])
+    graph_side.script_faults([{"drop": True}] * 3)  # no Retry-After: the queue's retry takes over
     with pytest.raises(GraphTransientError):
         await process(body, INFO, ports(graph, queue, ledger))
     # The retry is not blocked by the failed attempt's lease.
