@@ -15,7 +15,7 @@ CHECKOV_VERSION := 3.3.30
 PYCEP_NEW_VERSION := 0.7.1
 PYTEST_ARGS ?=
 
-.PHONY: help install infra-tools infra-check dev test unit e2e lint format schema clean
+.PHONY: help install infra-tools infra-check dev scenarios test unit e2e lint format schema clean
 
 help:
 	@echo "make dev    - local stack (Azurite, Graph emulator, identity endpoint, function host) ready for webhooks"
@@ -23,12 +23,14 @@ help:
 	@echo "make lint   - ruff + mypy"
 	@echo "make schema - regenerate docs/event-schema.json from the models"
 	@echo "make infra-check - checkov (offline) over infra/"
+	@echo "make scenarios - the ten vlsync scenarios against a running make dev"
 
 install: $(PIP_STAMP) $(NPM_STAMP)
 
-$(PIP_STAMP): requirements.txt requirements-dev.txt
+$(PIP_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 $(NPM_STAMP): package.json package-lock.json
@@ -50,6 +52,10 @@ infra-check: infra-tools
 
 dev: install
 	$(PY) -m local.stack
+
+scenarios: install
+	@test -f .dev/stack.env || { echo "start the stack first: make dev"; exit 1; }
+	set -a; . .dev/stack.env; set +a; PATH="$(CURDIR)/$(VENV)/bin:$$PATH" scripts/scenarios.sh
 
 test: install infra-tools
 	$(PY) -m pytest $(PYTEST_ARGS)

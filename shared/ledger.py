@@ -218,11 +218,11 @@ class Ledger:
 
     # -- registrations ------------------------------------------------------------------------
 
-    def registration_enabled(self, registration_id: str) -> bool:
-        """Enabled unless ``vlsync provider disable`` said otherwise (cached for a few seconds)."""
+    def registration_enabled(self, registration_id: str, *, fresh: bool = False) -> bool:
+        """Enabled unless ``vlsync provider disable`` said otherwise (cached for a few seconds unless ``fresh``)."""
         now = time.monotonic()
         cached = self._states.get(registration_id)
-        if cached and now - cached[0] < self._cache_seconds:
+        if cached and not fresh and now - cached[0] < self._cache_seconds:
             return cached[1]
         entity = self._get(registration_id, REGISTRATION_ROW)
         enabled = bool(entity.get("enabled", True)) if entity else True

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from typing import Protocol
 
 from opentelemetry.trace import SpanKind
@@ -60,7 +61,7 @@ class MessageInfo:
 
 
 class LedgerPort(Protocol):
-    def registration_enabled(self, registration_id: str) -> bool: ...
+    def registration_enabled(self, registration_id: str, *, fresh: bool = False) -> bool: ...
 
     def claim(
         self, registration_id: str, external_id: str, event_time: datetime, owner: str, lease_seconds: float
@@ -118,7 +119,7 @@ async def process(body: bytes, info: MessageInfo, ports: WorkerPorts) -> Outcome
 async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts) -> Outcome:
     log_args = (command.op, command.external_id, command.registration_id, info.message_id, command.correlation_id)
     try:
-        if not await asyncio.to_thread(ports.ledger.registration_enabled, command.registration_id):
+        if not await _enabled(ports.ledger, command.registration_id):
             await asyncio.to_thread(ports.hold, command.to_json())
             logger.info("held %s %s reg=%s message=%s correlation=%s (registration disabled)", *log_args)
             telemetry.COMMANDS_HELD.add(1)
@@ -199,6 +200,14 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
     telemetry.COMMANDS_APPLIED.add(1, {"vlsync.outcome": outcome.value})
     logger.info("%s %s reg=%s message=%s correlation=%s", outcome.value, *log_args[1:])
     return outcome
+
+
+async def _enabled(ledger: LedgerPort, registration_id: str) -> bool:
+    """Enabled per the cached state; a "disabled" is read again fresh before anything is held, so a
+    command is never held just after ``vlsync provider enable`` released the others."""
+    if await asyncio.to_thread(ledger.registration_enabled, registration_id):
+        return True
+    return await asyncio.to_thread(partial(ledger.registration_enabled, registration_id, fresh=True))
 
 
 def _log_retry(info: MessageInfo, log_args: tuple[str, ...], error: BaseException) -> None:

@@ -274,3 +274,15 @@ async def test_failed_push_releases_the_lease(
         await process(body, INFO, ports(graph, queue, ledger))
     # The retry is not blocked by the failed attempt's lease.
     assert await process(body, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED
+
+
+async def test_enable_is_seen_at_once_despite_the_state_cache(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings
+) -> None:
+    cached = Ledger.from_settings(settings.model_copy(update={"registration_state_cache_seconds": 300}))
+    graph = make_graph(graph_side, http)
+    reg = graph_side.registration_id
+    cached.set_registration_enabled(reg, False)
+    assert cached.registration_enabled(reg) is False  # now cached as disabled for 5 minutes
+    Ledger.from_settings(settings).set_registration_enabled(reg, True)  # another process enables it
+    assert await process(command("upsert", "w-fresh", reg), INFO, ports(graph, queue, cached)) is Outcome.UPSERTED

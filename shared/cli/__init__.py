@@ -1,0 +1,14 @@
+"""``vlsync``: the operator CLI for Viva Learning content sync (learning providers and content,
+against Microsoft Graph or the local emulator). See docs/cli.md."""
+
+from __future__ import annotations
+
+from shared.cli import content, providers  # noqa: F401 - registers the command groups
+from shared.cli.app import cli
+
+
+def main() -> None:
+    cli(prog_name="vlsync")
+
+
+__all__ = ["cli", "main"]

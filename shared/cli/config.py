@@ -1,0 +1,210 @@
+"""Where every ``vlsync`` setting comes from, decided in one pure function.
+
+Order, first wins: an explicit option, then the process environment, then the env file (the local
+stack's ``.dev/stack.env``), then the built-in default. The env file is found at ``--env-file`` /
+``VLSYNC_ENV_FILE``, else ``$VLS_DEV_DIR/stack.env``, else ``./.dev/stack.env`` (a missing default
+file is simply not used).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+CredentialChoice = Literal["local", "device-code", "browser", "azure-cli", "default", "environment", "managed-identity"]
+CREDENTIAL_CHOICES: tuple[str, ...] = (
+    "local",
+    "device-code",
+    "browser",
+    "azure-cli",
+    "default",
+    "environment",
+    "managed-identity",
+)
+CallKind = Literal["provider", "content"]
+
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com"
+# The app settings' defaults (shared.settings.Settings; a test keeps them equal, and importing the
+# settings model here would slow every vlsync start).
+DEFAULT_QUEUE = "content-commands"
+DEFAULT_LEDGER_TABLE = "ledger"
+DEFAULT_STATE_CACHE_SECONDS = 10.0
+DEFAULT_MAX_RETRY_SECONDS = 120.0
+DEFAULT_TIMEOUT_SECONDS = 30.0
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+# option name -> environment variable (and env-file key) that supplies it when the option is absent
+ENV_NAMES: dict[str, str] = {
+    "graph_base_url": "GRAPH_BASE_URL",
+    "graph_version": "GRAPH_API_VERSION",
+    "credential": "VLSYNC_CREDENTIAL",
+    "tenant_id": "VLSYNC_TENANT_ID",
+    "client_id": "VLSYNC_CLIENT_ID",
+    "registration_id": "REGISTRATION_ID",
+    "storage_connection_string": "STORAGE_CONNECTION_STRING",
+    "storage_account": "VLSYNC_STORAGE_ACCOUNT",
+    "queue": "CONTENT_QUEUE_NAME",
+    "ledger_table": "LEDGER_TABLE_NAME",
+    "identity_endpoint": "IDENTITY_ENDPOINT",
+    "identity_header": "IDENTITY_HEADER",
+    "managed_identity_client_id": "AZURE_CLIENT_ID",
+    "state_cache_seconds": "REGISTRATION_STATE_CACHE_SECONDS",
+    "max_retry_seconds": "VLSYNC_MAX_RETRY_SECONDS",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed: a usage error (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class CliConfig:
+    json: bool = False
+    graph_base_url: str = DEFAULT_GRAPH_BASE_URL
+    graph_version: Literal["v1.0", "beta"] = "v1.0"
+    credential: CredentialChoice | None = None
+    tenant_id: str | None = None
+    client_id: str | None = None
+    registration_id: str | None = None
+    storage_connection_string: str | None = None
+    storage_account: str | None = None
+    queue: str = DEFAULT_QUEUE
+    ledger_table: str = DEFAULT_LEDGER_TABLE
+    identity_endpoint: str | None = None
+    identity_header: str | None = None
+    managed_identity_client_id: str | None = None
+    state_cache_seconds: float = DEFAULT_STATE_CACHE_SECONDS
+    max_retry_seconds: float = DEFAULT_MAX_RETRY_SECONDS
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    env_file: Path | None = None
+
+    @property
+    def graph_root(self) -> str:
+        return f"{self.graph_base_url}/{self.graph_version}"
+
+    @property
+    def local_stack(self) -> bool:
+        """The local stack: its identity endpoint is known and Graph is the emulator on this machine."""
+        host = urlsplit(self.graph_base_url).hostname or ""
+        return bool(self.identity_endpoint and self.identity_header) and host in LOOPBACK_HOSTS
+
+    def credential_for(self, kind: CallKind) -> CredentialChoice:
+        """The credential a call uses: the chosen one, else local on the stack, else the kind's default."""
+        if self.credential:
+            return self.credential
+        if self.local_stack:
+            return "local"
+        return "azure-cli" if kind == "provider" else "default"
+
+    @property
+    def storage_configured(self) -> bool:
+        return bool(self.storage_connection_string or self.storage_account)
+
+    @property
+    def held_queue(self) -> str:
+        return f"{self.queue}-held"
+
+    def require_registration(self) -> str:
+        if not self.registration_id:
+            raise ConfigError("no registration id: give --registration-id or set REGISTRATION_ID (stack.env has it)")
+        return self.registration_id
+
+
+def default_env_file(environ: Mapping[str, str], cwd: Path) -> Path:
+    dev_dir = environ.get("VLS_DEV_DIR")
+    return Path(dev_dir) / "stack.env" if dev_dir else cwd / ".dev" / "stack.env"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines (``export`` and quotes allowed, ``#`` comments skipped), as ``make dev`` writes."""
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.removeprefix("export ").partition("=")
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def locate_env_file(option: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
+    """The env file to read; an explicitly named file must exist, the default one may be absent."""
+    named = option or environ.get("VLSYNC_ENV_FILE")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"env file {named} does not exist")
+        return path
+    path = default_env_file(environ, cwd)
+    return path if path.is_file() else None
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return number
+
+
+def resolve(options: Mapping[str, Any], environ: Mapping[str, str], file_values: Mapping[str, str]) -> CliConfig:
+    """Merge explicit options, the environment and the env file into one ``CliConfig`` (pure)."""
+
+    def pick(name: str) -> Any:
+        value = options.get(name)
+        if value is not None:
+            return value
+        env_name = ENV_NAMES.get(name)
+        if env_name:
+            for source in (environ, file_values):
+                found = source.get(env_name)
+                if found not in (None, ""):
+                    return found
+        return None
+
+    raw_version = pick("graph_version") or "v1.0"
+    if raw_version not in ("v1.0", "beta"):
+        raise ConfigError(f"graph version must be v1.0 or beta, not {raw_version!r}")
+    version: Literal["v1.0", "beta"] = "beta" if raw_version == "beta" else "v1.0"
+    credential = pick("credential")
+    if credential is not None and credential not in CREDENTIAL_CHOICES:
+        raise ConfigError(f"credential must be one of {', '.join(CREDENTIAL_CHOICES)}, not {credential!r}")
+    base = str(pick("graph_base_url") or DEFAULT_GRAPH_BASE_URL).rstrip("/")
+    if urlsplit(base).scheme not in ("http", "https"):
+        raise ConfigError(f"graph base URL must be an http(s) URL, not {base!r}")
+    cache = pick("state_cache_seconds")
+    retry = pick("max_retry_seconds")
+    timeout = options.get("timeout_seconds")
+    return CliConfig(
+        json=bool(options.get("json")),
+        graph_base_url=base,
+        graph_version=version,
+        credential=credential,
+        tenant_id=pick("tenant_id"),
+        client_id=pick("client_id"),
+        registration_id=pick("registration_id"),
+        storage_connection_string=pick("storage_connection_string"),
+        storage_account=pick("storage_account"),
+        queue=pick("queue") or DEFAULT_QUEUE,
+        ledger_table=pick("ledger_table") or DEFAULT_LEDGER_TABLE,
+        identity_endpoint=pick("identity_endpoint"),
+        identity_header=pick("identity_header"),
+        managed_identity_client_id=pick("managed_identity_client_id"),
+        state_cache_seconds=DEFAULT_STATE_CACHE_SECONDS if cache is None else _number("settle seconds", cache),
+        max_retry_seconds=DEFAULT_MAX_RETRY_SECONDS if retry is None else _number("max retry seconds", retry),
+        timeout_seconds=DEFAULT_TIMEOUT_SECONDS if timeout is None else _number("timeout", timeout),
+        env_file=options.get("env_file_path"),
+    )
+
+
+def load(options: Mapping[str, Any], environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> CliConfig:
+    """``resolve`` with the real environment and env file."""
+    env = dict(os.environ if environ is None else environ)
+    path = locate_env_file(options.get("env_file"), env, cwd or Path.cwd())
+    file_values = read_env_file(path) if path else {}
+    return resolve({**options, "env_file_path": path}, env, file_values)

@@ -1,0 +1,182 @@
+"""Token credentials for ``vlsync``: one per call, fitted to what Graph accepts for that call.
+
+Provider calls are delegated-only in Graph (a signed-in Global or Knowledge admin); content calls
+take an app-only token. Locally both come from the stack's identity endpoint: a delegated token from
+``POST /dev/token``, and the app token through the real ``azure.identity.aio.ManagedIdentityCredential``
+(App Service protocol), exactly as the worker gets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
+
+from shared.cli.config import CallKind, CliConfig, ConfigError, CredentialChoice
+
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+APP_SCOPE = f"{GRAPH_RESOURCE}/.default"
+PROVIDER_SCOPE = f"{GRAPH_RESOURCE}/LearningProvider.ReadWrite"
+LOCAL_DELEGATED_SCOPES = ("LearningProvider.ReadWrite",)
+TOKEN_REFRESH_MARGIN = 300  # seconds before expiry that a cached token is renewed
+
+
+class ClosableCredential(Protocol):
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken: ...
+
+    async def close(self) -> None: ...
+
+
+class SyncCredential(Protocol):
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken: ...
+
+
+class ThreadedCredential:
+    """A synchronous azure-identity credential made awaitable (``azure.identity.aio`` has no
+    device-code or interactive-browser credential): each call runs on a worker thread."""
+
+    def __init__(self, credential: SyncCredential) -> None:
+        self._credential = credential
+        self._lock = asyncio.Lock()  # one sign-in at a time, even with concurrent callers
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        async with self._lock:
+            return await asyncio.to_thread(self._credential.get_token, *scopes, **kwargs)
+
+    async def close(self) -> None:
+        close = getattr(self._credential, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+
+
+class LocalDelegatedCredential:
+    """A delegated admin token (``scp LearningProvider.ReadWrite``) from the local identity endpoint's
+    ``POST /dev/token``, cached until shortly before it expires."""
+
+    def __init__(self, endpoint: str, header: str, *, scopes: tuple[str, ...] = LOCAL_DELEGATED_SCOPES) -> None:
+        self._url = dev_token_url(endpoint)
+        self._header = header
+        self._scopes = list(scopes)
+        self._http = httpx.AsyncClient(timeout=10)
+        self._token: AccessToken | None = None
+        self._lock = asyncio.Lock()
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        async with self._lock:
+            if self._token is None or self._token.expires_on - TOKEN_REFRESH_MARGIN < time.time():
+                self._token = await self._fetch()
+            return self._token
+
+    async def _fetch(self) -> AccessToken:
+        try:
+            response = await self._http.post(
+                self._url,
+                json={"resource": GRAPH_RESOURCE, "scopes": self._scopes},
+                headers={"X-IDENTITY-HEADER": self._header},
+            )
+        except httpx.HTTPError as exc:
+            raise ClientAuthenticationError(f"local identity endpoint {self._url} unreachable: {exc}") from exc
+        if response.status_code != 200:
+            try:
+                reason = str(response.json().get("message"))
+            except (ValueError, AttributeError):
+                reason = response.text[:300]
+            raise ClientAuthenticationError(f"local identity endpoint answered {response.status_code}: {reason}")
+        body = response.json()
+        return AccessToken(str(body["access_token"]), int(body["expires_on"]))
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+def dev_token_url(endpoint: str) -> str:
+    """``http://host:port/msi/token`` -> ``http://host:port/dev/token``."""
+    base = endpoint.rstrip("/")
+    return (base[: -len("/msi/token")] if base.lower().endswith("/msi/token") else base) + "/dev/token"
+
+
+def scope_for(kind: CallKind, choice: CredentialChoice) -> str:
+    """Interactive user sign-ins ask for the provider permission by name; everything else for ``.default``
+    (the Azure CLI accepts only ``.default``; app tokens carry the app's granted roles)."""
+    if kind == "provider" and choice in ("device-code", "browser"):
+        return PROVIDER_SCOPE
+    return APP_SCOPE
+
+
+def _prompt(verification_uri: str, user_code: str, expires_on: datetime) -> None:
+    print(
+        f"To sign in, open {verification_uri} and enter the code {user_code} (expires {expires_on:%H:%M:%S}).",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def build(kind: CallKind, config: CliConfig) -> ClosableCredential:
+    """The credential for one kind of call (provider = delegated, content = app-only)."""
+    choice = config.credential_for(kind)
+    if choice == "local":
+        if not (config.identity_endpoint and config.identity_header):
+            raise ConfigError(
+                "--credential local needs IDENTITY_ENDPOINT and IDENTITY_HEADER "
+                "(source .dev/stack.env or use --env-file)"
+            )
+        if kind == "provider":
+            return LocalDelegatedCredential(config.identity_endpoint, config.identity_header)
+        # The real managed-identity credential reads the App Service variables from the environment. The
+        # stack's app runs as its system-assigned identity; an AZURE_CLIENT_ID left over from an Azure
+        # shell would name an identity the local endpoint does not have, so it is not passed here.
+        os.environ["IDENTITY_ENDPOINT"] = config.identity_endpoint
+        os.environ["IDENTITY_HEADER"] = config.identity_header
+        from azure.identity.aio import ManagedIdentityCredential
+
+        return ManagedIdentityCredential()
+    if choice == "managed-identity":
+        from azure.identity.aio import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=config.managed_identity_client_id)
+    if choice == "azure-cli":
+        from azure.identity.aio import AzureCliCredential
+
+        return AzureCliCredential(tenant_id=config.tenant_id or "")
+    if choice == "environment":
+        from azure.identity.aio import EnvironmentCredential
+
+        return EnvironmentCredential()
+    if choice == "default":
+        from azure.identity.aio import DefaultAzureCredential
+
+        return DefaultAzureCredential(managed_identity_client_id=config.managed_identity_client_id)
+    if choice == "device-code":
+        from azure.identity import DeviceCodeCredential
+
+        return ThreadedCredential(
+            DeviceCodeCredential(
+                client_id=config.client_id or _default_public_client(),
+                tenant_id=config.tenant_id or "organizations",
+                prompt_callback=_prompt,
+            )
+        )
+    if choice == "browser":
+        from azure.identity import InteractiveBrowserCredential
+
+        return ThreadedCredential(
+            InteractiveBrowserCredential(
+                client_id=config.client_id or _default_public_client(),
+                tenant_id=config.tenant_id or "organizations",
+            )
+        )
+    raise ConfigError(f"unknown credential {choice!r}")
+
+
+def _default_public_client() -> str:
+    raise ConfigError(
+        "device-code and browser sign-in need the client id of your Entra app registration "
+        "(public client, delegated LearningProvider.ReadWrite): --client-id or VLSYNC_CLIENT_ID"
+    )

@@ -1,0 +1,437 @@
+"""``vlsync provider …``: register, update, get, list, delete a learning provider (delegated token), and
+disable/enable the app's pushing for one registration (ledger + held queue)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from shared.cli.app import (
+    GRAPH_OPTIONS,
+    OUTPUT_OPTIONS,
+    STORAGE_OPTIONS,
+    Failure,
+    checked,
+    cli,
+    config,
+    example,
+    graph,
+    options,
+    printer,
+    run,
+    shared_option,
+)
+from shared.cli.config import CliConfig
+from shared.cli.output import Printer
+
+if TYPE_CHECKING:
+    from shared.cli.operations import Outcome
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SHOWN = (
+    "id",
+    "displayName",
+    "loginWebUrl",
+    "isCourseActivitySyncEnabled",
+    "squareLogoWebUrlForLightTheme",
+    "longLogoWebUrlForLightTheme",
+    "squareLogoWebUrlForDarkTheme",
+    "longLogoWebUrlForDarkTheme",
+)
+CONTENT_FATE = (
+    "Graph does not document what happens to the provider's content when the provider is deleted "
+    "(the local emulator deletes it with the provider). To be sure, delete or deactivate the content first."
+)
+SETTLE_OPTION = shared_option(
+    "--settle-seconds",
+    "state_cache_seconds",
+    type=click.FloatRange(min=0),
+    help="How long function-app workers may trust a cached enabled/disabled state; env "
+    "REGISTRATION_STATE_CACHE_SECONDS [10]. enable releases held commands again after it.",
+)
+
+
+@cli.group(
+    epilog=example(
+        "vlsync provider list",
+        "vlsync provider disable 2b8c… --deactivate-content",
+    )
+)
+def provider() -> None:
+    """Learning providers (registrations) in Viva Learning. Graph accepts only DELEGATED tokens for
+    these calls: a signed-in Global administrator or Knowledge administrator with a Viva Learning
+    (or Viva Suite) licence."""
+
+
+LOGOS = (
+    ("--square-logo-light", "square_light", "square, light-theme"),
+    ("--long-logo-light", "long_light", "long (wide), light-theme"),
+    ("--square-logo-dark", "square_dark", "square, dark-theme"),
+    ("--long-logo-dark", "long_dark", "long (wide), dark-theme"),
+)
+
+
+def logo_options(required: bool) -> Callable[[F], F]:
+    def apply(func: F) -> F:
+        for flag, name, what in reversed(LOGOS):
+            func = click.option(flag, name, required=required, help=f"Public URL of the {what} logo image.")(func)
+        return func
+
+    return apply
+
+
+def provider_body(
+    *,
+    display_name: str | None,
+    square_light: str | None,
+    long_light: str | None,
+    square_dark: str | None,
+    long_dark: str | None,
+    login_url: str | None,
+    course_activity_sync: bool | None,
+) -> dict[str, Any]:
+    """The Graph properties the options name (only those given)."""
+    values = {
+        "displayName": display_name,
+        "squareLogoWebUrlForLightTheme": square_light,
+        "longLogoWebUrlForLightTheme": long_light,
+        "squareLogoWebUrlForDarkTheme": square_dark,
+        "longLogoWebUrlForDarkTheme": long_dark,
+        "loginWebUrl": login_url,
+        "isCourseActivitySyncEnabled": course_activity_sync,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _show_provider(out: Printer, item: dict[str, Any]) -> None:
+    out.fields(
+        {k: item.get(k) for k in SHOWN if k in item}
+        | {k: v for k, v in item.items() if k not in SHOWN and not k.startswith("@")}
+    )
+
+
+# -- register / update ---------------------------------------------------------------------------------
+
+
+@provider.command(
+    "register",
+    epilog=example(
+        'vlsync provider register --display-name "Contoso LMS" \\',
+        "  --square-logo-light https://lms.contoso.com/logo/sq-light.png \\",
+        "  --long-logo-light https://lms.contoso.com/logo/long-light.png \\",
+        "  --square-logo-dark https://lms.contoso.com/logo/sq-dark.png \\",
+        "  --long-logo-dark https://lms.contoso.com/logo/long-dark.png \\",
+        "  --login-url https://lms.contoso.com/login --no-course-activity-sync",
+        more="Logos must be publicly reachable images (Viva Learning copies them). "
+        "--quiet prints only the new registrationId: REG=$(vlsync provider register ... --quiet)",
+    ),
+)
+@click.option("--display-name", "display_name", required=True, help="Name shown in Viva Learning.")
+@logo_options(required=True)
+@click.option("--login-url", "login_url", help="Sign-in URL of the provider's courses.")
+@click.option(
+    "--course-activity-sync/--no-course-activity-sync",
+    "course_activity_sync",
+    default=None,
+    help="Allow course-activity (assignment/progress) sync [Graph's default: off].",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the new registrationId.")
+@options(OUTPUT_OPTIONS, GRAPH_OPTIONS)
+def register(
+    display_name: str,
+    square_light: str,
+    long_light: str,
+    square_dark: str,
+    long_dark: str,
+    login_url: str | None,
+    course_activity_sync: bool | None,
+    quiet: bool,
+) -> None:
+    """Register a learning provider; prints its id, the registrationId every content call needs."""
+    body = provider_body(
+        display_name=display_name,
+        square_light=square_light,
+        long_light=long_light,
+        square_dark=square_dark,
+        long_dark=long_dark,
+        login_url=login_url,
+        course_activity_sync=course_activity_sync,
+    )
+    from pydantic import ValidationError
+
+    from shared.models import LearningProvider
+
+    try:  # the rules the Graph docs state, checked before anything is sent
+        LearningProvider.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'/'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise click.UsageError(f"invalid provider: {problems}") from None
+    conf, out = config(), printer()
+
+    async def go() -> dict[str, Any]:
+        async with graph("provider", conf, out) as client:
+            return await client.create_provider(body)
+
+    created = run(go())
+    if quiet:
+        click.echo(created["id"])
+    elif out.as_json:
+        out.json(created)
+    else:
+        out.line(f"registered learning provider {created.get('displayName')!r}")
+        out.line(f"registrationId: {created['id']}")
+
+
+@provider.command(
+    "update",
+    epilog=example('vlsync provider update 2b8c… --display-name "Contoso Academy" --course-activity-sync'),
+)
+@click.argument("registration_id", metavar="ID")
+@click.option("--display-name", "display_name", help="Name shown in Viva Learning.")
+@logo_options(required=False)
+@click.option("--login-url", "login_url", help="Sign-in URL of the provider's courses.")
+@click.option(
+    "--course-activity-sync/--no-course-activity-sync",
+    "course_activity_sync",
+    default=None,
+    help="Allow or stop course-activity sync.",
+)
+@options(OUTPUT_OPTIONS, GRAPH_OPTIONS)
+def update(
+    registration_id: str,
+    display_name: str | None,
+    square_light: str | None,
+    long_light: str | None,
+    square_dark: str | None,
+    long_dark: str | None,
+    login_url: str | None,
+    course_activity_sync: bool | None,
+) -> None:
+    """Change a provider's name, logos, login URL or course-activity sync (only the options given)."""
+    changes = provider_body(
+        display_name=display_name,
+        square_light=square_light,
+        long_light=long_light,
+        square_dark=square_dark,
+        long_dark=long_dark,
+        login_url=login_url,
+        course_activity_sync=course_activity_sync,
+    )
+    if not changes:
+        raise click.UsageError("nothing to change: give at least one of the options")
+    if any(isinstance(v, str) and not v.strip() for k, v in changes.items() if k != "loginWebUrl"):
+        raise click.UsageError("display name and logo URLs must not be empty")
+    conf, out = config(), printer()
+
+    async def go() -> None:
+        async with graph("provider", conf, out) as client:
+            await client.update_provider(registration_id, changes)
+
+    run(go())
+    if out.as_json:
+        out.json({"id": registration_id, "updated": changes})
+    else:
+        out.line(f"updated provider {registration_id}: {', '.join(sorted(changes))}")
+
+
+# -- get / list / delete -------------------------------------------------------------------------------
+
+
+@provider.command(
+    "get",
+    epilog=example("vlsync provider get 2b8c… --select displayName,loginWebUrl", "vlsync --json provider get 2b8c…"),
+)
+@click.argument("registration_id", metavar="ID")
+@click.option("--select", help="Comma-separated properties to return ($select).")
+@options(OUTPUT_OPTIONS, GRAPH_OPTIONS)
+def get(registration_id: str, select: str | None) -> None:
+    """Show one learning provider."""
+    conf, out = config(), printer()
+
+    async def go() -> dict[str, Any]:
+        async with graph("provider", conf, out) as client:
+            return await client.get_provider(registration_id, select=_split(select))
+
+    item = run(go())
+    if out.as_json:
+        out.json(item)
+    else:
+        _show_provider(out, item)
+
+
+@provider.command("list", epilog=example("vlsync provider list", "vlsync --json provider list"))
+@options(OUTPUT_OPTIONS, GRAPH_OPTIONS)
+def list_() -> None:
+    """List the tenant's learning providers (every page)."""
+    conf, out = config(), printer()
+
+    async def go() -> list[dict[str, Any]]:
+        async with graph("provider", conf, out) as client:
+            return [item async for item in client.list_providers()]
+
+    items = run(go())
+    if out.as_json:
+        out.json(items)
+        return
+    out.rows(
+        ["id", "displayName", "loginWebUrl", "courseActivitySync"],
+        [
+            [i.get("id"), i.get("displayName"), i.get("loginWebUrl"), i.get("isCourseActivitySyncEnabled")]
+            for i in items
+        ],
+    )
+    out.line(f"{len(items)} provider(s)")
+
+
+@provider.command(
+    "delete",
+    epilog=example("vlsync provider delete 2b8c… --yes"),
+    help=f"Delete a learning provider (asks first unless --yes). {CONTENT_FATE}",
+)
+@click.argument("registration_id", metavar="ID")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@options(OUTPUT_OPTIONS, GRAPH_OPTIONS)
+def delete(registration_id: str, yes: bool) -> None:
+    conf, out = config(), printer()
+    if not yes:
+        out.note(CONTENT_FATE)
+        click.confirm(f"Delete learning provider {registration_id}?", abort=True, err=True)
+
+    async def go() -> None:
+        async with graph("provider", conf, out) as client:
+            await client.delete_provider(registration_id)
+
+    run(go())
+    if out.as_json:
+        out.json({"id": registration_id, "deleted": True, "content": CONTENT_FATE})
+    else:
+        out.line(f"deleted provider {registration_id}")
+        out.line(CONTENT_FATE)
+
+
+# -- disable / enable ----------------------------------------------------------------------------------
+
+
+def _activation(conf: CliConfig, out: Printer, registration_id: str, active: bool) -> Outcome:
+    from shared.cli import operations
+
+    async def go() -> Outcome:
+        async with graph("content", conf, out) as client:
+            return await operations.set_active_all(client, registration_id, active)
+
+    outcome = run(go())
+    word = "reactivated" if active else "deactivated"
+    out.note(
+        f"{word} {len(outcome.done)} item(s) (isActive={str(active).lower()}); "
+        f"{len(outcome.unchanged)} already so; {len(outcome.failed)} failed"
+    )
+    return outcome
+
+
+def _fail_if(outcome: Outcome | None, summary: dict[str, Any]) -> None:
+    if outcome is not None and outcome.failed:
+        raise Failure(
+            f"{len(outcome.failed)} item(s) could not be changed",
+            {
+                "lines": [f"{f['externalId']}: {f['status']} {f['code']}: {f['message']}" for f in outcome.failed],
+                **summary,
+            },
+        )
+
+
+@provider.command(
+    "disable",
+    epilog=example(
+        "vlsync provider disable 2b8c… --deactivate-content",
+        more="Graph has no enabled flag: the function app stops pushing for this registration and keeps "
+        "its commands in <queue>-held (nothing parked, nothing lost) until `vlsync provider enable`.",
+    ),
+)
+@click.argument("registration_id", metavar="ID")
+@click.option("--deactivate-content", is_flag=True, help="Also set isActive=false on every item (hidden, not deleted).")
+@SETTLE_OPTION
+@options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS)
+def disable(registration_id: str, deactivate_content: bool) -> None:
+    """Stop the function app pushing content for one registration."""
+    from shared.cli import operations, storage
+
+    conf, out = config(), printer()
+    ledger = checked(lambda: storage.ledger(conf))
+
+    async def go() -> None:
+        await operations.set_enabled(ledger, registration_id, False)
+
+    run(go())
+    out.line(f"registration {registration_id} disabled: the function app now holds its commands in {conf.held_queue}")
+    out.note(f"(workers notice within {conf.state_cache_seconds:g}s, REGISTRATION_STATE_CACHE_SECONDS)")
+    outcome = None
+    if deactivate_content:
+        if conf.state_cache_seconds:
+            out.note(f"waiting {conf.state_cache_seconds:g}s until no worker pushes for it any more")
+            run(asyncio.sleep(conf.state_cache_seconds))
+        outcome = _activation(conf, out, registration_id, False)
+    summary = {
+        "registrationId": registration_id,
+        "enabled": False,
+        "heldQueue": conf.held_queue,
+        "deactivated": None if outcome is None else len(outcome.done),
+    }
+    _fail_if(outcome, summary)
+    if outcome is not None:
+        out.line(f"deactivated {len(outcome.done)} item(s) of {registration_id} (isActive=false)")
+    if out.as_json:
+        out.json(summary)
+
+
+@provider.command(
+    "enable",
+    epilog=example(
+        "vlsync provider enable 2b8c… --reactivate-content",
+        more="Moves this registration's held commands back to the work queue and reports how many; "
+        "other registrations' held commands stay where they are.",
+    ),
+)
+@click.argument("registration_id", metavar="ID")
+@click.option("--reactivate-content", is_flag=True, help="Also set isActive=true on every item again.")
+@SETTLE_OPTION
+@options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS)
+def enable(registration_id: str, reactivate_content: bool) -> None:
+    """Let the function app push content for a registration again, and release its held commands."""
+    from shared.cli import operations, storage
+
+    conf, out = config(), printer()
+    ledger = checked(lambda: storage.ledger(conf))
+    queue = checked(lambda: storage.command_queue(conf))
+    outcome = _activation(conf, out, registration_id, True) if reactivate_content else None
+
+    async def go() -> int:
+        await operations.set_enabled(ledger, registration_id, True)
+        moved = await operations.release_held(queue, registration_id)
+        if conf.state_cache_seconds:
+            # A worker that still trusts its cached "disabled" may hold a command again meanwhile.
+            out.note(f"released {moved}; releasing again in {conf.state_cache_seconds:g}s (worker state cache)")
+            await asyncio.sleep(conf.state_cache_seconds)
+            moved += await operations.release_held(queue, registration_id)
+        return moved
+
+    released = run(go())
+    summary = {
+        "registrationId": registration_id,
+        "enabled": True,
+        "released": released,
+        "reactivated": None if outcome is None else len(outcome.done),
+    }
+    _fail_if(outcome, summary)
+    out.line(f"registration {registration_id} enabled: released {released} held command(s) to {conf.queue}")
+    if outcome is not None:
+        out.line(f"reactivated {len(outcome.done)} item(s) of {registration_id} (isActive=true)")
+    if out.as_json:
+        out.json(summary)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None

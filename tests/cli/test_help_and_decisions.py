@@ -1,0 +1,189 @@
+"""Every command's --help has an example; the pure decisions of the CLI (settings, input, status)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from shared.cli import cli
+from shared.cli.config import ConfigError, load, resolve
+from shared.cli.credentials import dev_token_url, scope_for
+from shared.cli.io import InvalidInput, read_items
+from shared.cli.operations import belongs_to, replacement, status_view
+from shared.ledger import LedgerEntry
+
+
+def walk(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from walk(sub, (*path, name))
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    paths = list(walk(cli))
+    assert {
+        ("provider", "register"), ("provider", "update"), ("provider", "disable"), ("provider", "enable"),
+        ("provider", "get"), ("provider", "list"), ("provider", "delete"),
+        ("content", "upsert"), ("content", "list"), ("content", "status"), ("content", "get"), ("content", "delete"),
+    } <= set(paths)  # fmt: skip
+    runner = CliRunner()
+    for path in paths:
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Example:" in result.output, f"vlsync {' '.join(path)} --help has no example"
+        example = result.output.split("Example:", 1)[1]
+        assert "vlsync" in example, path
+        assert "Usage: vlsync" in result.output
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+def test_option_beats_environment_beats_env_file_beats_default() -> None:
+    file_values = {"GRAPH_BASE_URL": "http://127.0.0.1:1", "REGISTRATION_ID": "from-file", "IDENTITY_ENDPOINT": "e"}
+    environ = {"REGISTRATION_ID": "from-env"}
+    conf = resolve({"registration_id": None}, environ, file_values)
+    assert (conf.graph_base_url, conf.registration_id) == ("http://127.0.0.1:1", "from-env")
+    conf = resolve({"registration_id": "from-option"}, environ, file_values)
+    assert conf.registration_id == "from-option"
+    conf = resolve({}, {}, {})
+    assert (conf.graph_base_url, conf.graph_version, conf.queue, conf.ledger_table) == (
+        "https://graph.microsoft.com",
+        "v1.0",
+        "content-commands",
+        "ledger",
+    )
+    assert conf.max_retry_seconds == 120
+
+
+def test_credential_defaults_fit_each_call() -> None:
+    local = resolve(
+        {}, {}, {"GRAPH_BASE_URL": "http://127.0.0.1:7072", "IDENTITY_ENDPOINT": "http://127.0.0.1:7073/msi/token",
+                 "IDENTITY_HEADER": "h"}
+    )  # fmt: skip
+    assert local.credential_for("provider") == local.credential_for("content") == "local"
+    azure = resolve({}, {"IDENTITY_ENDPOINT": "http://127.0.0.1:41741/msi/token", "IDENTITY_HEADER": "h"}, {})
+    assert azure.credential_for("provider") == "azure-cli"  # real Graph: never the local token
+    assert azure.credential_for("content") == "default"
+    chosen = resolve({"credential": "device-code"}, {}, {})
+    assert chosen.credential_for("provider") == chosen.credential_for("content") == "device-code"
+    assert scope_for("provider", "device-code") == "https://graph.microsoft.com/LearningProvider.ReadWrite"
+    assert scope_for("provider", "azure-cli") == "https://graph.microsoft.com/.default"
+    assert scope_for("content", "local") == "https://graph.microsoft.com/.default"
+    assert dev_token_url("http://127.0.0.1:7073/msi/token") == "http://127.0.0.1:7073/dev/token"
+
+
+def test_env_file_is_found_and_bad_values_are_usage_errors(tmp_path: Path) -> None:
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "stack.env").write_text("export REGISTRATION_ID='reg-7'\n# comment\nGRAPH_BASE_URL=http://127.0.0.1:9/\n")
+    conf = load({}, {"VLS_DEV_DIR": str(dev)}, tmp_path)
+    assert (conf.registration_id, conf.graph_base_url) == ("reg-7", "http://127.0.0.1:9")
+    assert load({}, {}, tmp_path).registration_id is None  # no ./.dev/stack.env: fine
+    with pytest.raises(ConfigError):
+        load({"env_file": str(tmp_path / "missing.env")}, {}, tmp_path)
+    with pytest.raises(ConfigError):
+        resolve({}, {"GRAPH_API_VERSION": "v2"}, {})
+    with pytest.raises(ConfigError):
+        resolve({}, {"GRAPH_BASE_URL": "graph.microsoft.com"}, {})
+
+
+# -- input ----------------------------------------------------------------------------------------
+
+
+def _line(external_id: str, **extra: object) -> str:
+    return json.dumps({"externalId": external_id, "title": "t", "contentWebUrl": "u", "languageTag": "en-us", **extra})
+
+
+def test_object_array_and_ndjson_are_read() -> None:
+    assert [i.content.external_id for i in read_items(_line("a"))] == ["a"]
+    assert [i.where for i in read_items(f"[{_line('a')}, {_line('b')}]")] == ["item 1", "item 2"]
+    assert [i.where for i in read_items(f"\ufeff{_line('a')}\n\n{_line('b')}\n")] == ["line 1", "line 3"]
+    pretty = json.dumps(json.loads(_line("p", id="graph-id", **{"@odata.context": "x"})), indent=2)
+    [item] = read_items(pretty)
+    assert item.content.to_graph() == json.loads(_line("p"))
+
+
+def test_every_problem_is_reported() -> None:
+    text = "\n".join([_line("a", level="Beginner"), "{not json", _line("b", numberOfPages="3"), "[1]"])
+    with pytest.raises(InvalidInput) as syntax:
+        read_items(text)
+    assert [str(p) for p in syntax.value.problems] == [
+        "line 2: (item): invalid JSON: Expecting property name enclosed in double quotes (column 2)"
+    ]
+    with pytest.raises(InvalidInput) as fields:
+        read_items("\n".join([_line("a", level="Beginner"), _line("b", numberOfPages="3"), _line("a")]))
+    assert [(p.where, p.pointer) for p in fields.value.problems] == [
+        ("line 1", "/level"),
+        ("line 2", "/numberOfPages"),
+        ("line 3", "/externalId"),
+    ]
+    for empty in ("", "  \n", "[]"):
+        with pytest.raises(InvalidInput):
+            read_items(empty)
+    with pytest.raises(InvalidInput, match="problem"):
+        read_items('{"externalId": "x",\n  "title": }')
+
+
+# -- decisions ------------------------------------------------------------------------------------
+
+
+def test_replacement_sends_every_writable_property_with_the_new_state() -> None:
+    item = {"@odata.context": "c", "id": "g", "externalId": "x", "title": "t", "skillTags": ["s"], "isActive": True}
+    assert replacement(item, True) is None
+    assert replacement(item, False) == {"externalId": "x", "title": "t", "skillTags": ["s"], "isActive": False}
+    assert replacement({**item, "isActive": None}, True) is None  # Graph's default is active
+
+
+def test_status_view_searchable_by_is_push_plus_24_hours() -> None:
+    pushed = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+    entry = LedgerEntry("r", "x", "upsert", pushed - timedelta(minutes=5), pushed, "worker", "lms", "evt-1")
+    early = status_view("r", "x", {"id": "g", "isActive": True}, entry, ledger_configured=True, now=pushed)
+    assert early["searchableBy"] == "2026-01-02T09:00:00+00:00"
+    assert early["searchableByPassed"] is False
+    assert early["lastPush"]["sourceEventId"] == "evt-1"
+    late = status_view("r", "x", None, entry, ledger_configured=True, now=pushed + timedelta(hours=24))
+    assert late["searchableByPassed"] is True
+    assert late["existsInGraph"] is False
+    deleted = LedgerEntry("r", "x", "delete", pushed, pushed, "cli")
+    assert status_view("r", "x", None, deleted, ledger_configured=True, now=pushed)["searchableBy"] is None
+
+
+def test_held_commands_are_matched_by_registration() -> None:
+    mine = belongs_to("reg-1")
+    assert mine(json.dumps({"registrationId": "reg-1"}))
+    assert not mine(json.dumps({"registrationId": "reg-2"}))
+    assert not mine("not json")
+    assert not mine("[1]")
+
+
+def test_cli_defaults_are_the_app_settings_defaults() -> None:
+    from shared.cli import config
+    from shared.settings import Settings
+
+    fields = Settings.model_fields
+    assert fields["content_queue_name"].default == config.DEFAULT_QUEUE
+    assert fields["ledger_table_name"].default == config.DEFAULT_LEDGER_TABLE
+    assert fields["registration_state_cache_seconds"].default == config.DEFAULT_STATE_CACHE_SECONDS
+    assert fields["graph_base_url"].default == config.DEFAULT_GRAPH_BASE_URL
+
+
+def test_storage_account_means_identity_based_endpoints() -> None:
+    from shared.cli import storage
+
+    conf = resolve({"storage_account": "vlsyncprod", "queue": "content-commands"}, {}, {})
+    ledger = storage.ledger(conf)
+    assert ledger._table.url.startswith("https://vlsyncprod.table.core.windows.net")
+    queue = storage.command_queue(conf)
+    assert queue._held.url.startswith("https://vlsyncprod.queue.core.windows.net/content-commands-held")
+    with pytest.raises(ConfigError):
+        storage.ledger(resolve({"storage_account": "Not_Valid"}, {}, {}))
+    with pytest.raises(ConfigError):
+        storage.command_queue(resolve({"storage_account": "ok1", "queue": "Bad--Name"}, {}, {}))

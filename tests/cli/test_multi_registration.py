@@ -1,0 +1,161 @@
+"""One function app serves several registrations at once (several sources each), and
+``vlsync provider disable|enable`` holds and releases exactly one registration's commands.
+
+The app's own functions run in the dev host over Azurite, the identity endpoint and the emulator;
+both registrations are created and inspected with ``vlsync`` itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.storage.queue import QueueClient
+
+from local.devhost import DevHost
+from shared import runtime
+from tests.cli.conftest import Vlsync, make_runner
+from tests.conftest import REPO, SECRET
+from tests.webhooks import content, event, signed
+
+pytestmark = pytest.mark.e2e
+
+LOGOS = [
+    "--square-logo-light", "https://lms.example/a.png", "--long-logo-light", "https://lms.example/b.png",
+    "--square-logo-dark", "https://lms.example/c.png", "--long-logo-dark", "https://lms.example/d.png",
+]  # fmt: skip
+
+
+@dataclass
+class App:
+    host: DevHost
+    vlsync: Vlsync
+    reg_a: str
+    reg_b: str
+    queue: str
+    connection_string: str
+
+    def post(self, source: str, body: Any) -> httpx.Response:
+        raw, headers = signed(body, SECRET)
+        return httpx.post(f"{self.host.base_url}/webhooks/{source}", content=raw, headers=headers, timeout=30)
+
+    def exists(self, registration: str, external_id: str) -> bool:
+        result = self.vlsync("content", "get", external_id, "--registration-id", registration)
+        assert result.exit_code in (0, 1), result.stderr
+        return result.exit_code == 0
+
+    def held(self) -> list[dict[str, Any]]:
+        client = QueueClient.from_connection_string(self.connection_string, f"{self.queue}-held")
+        try:
+            return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
+        except Exception:
+            return []
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def app(
+    azurite: Any, emulator: Any, identity_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[App]:
+    queue = f"multi-{uuid.uuid4().hex[:10]}"
+    ledger_table = f"multi{uuid.uuid4().hex[:10]}"
+    cli_env = {
+        "GRAPH_BASE_URL": emulator.url,
+        **identity_server.env,
+        "STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "CONTENT_QUEUE_NAME": queue,
+        "LEDGER_TABLE_NAME": ledger_table,
+        "REGISTRATION_STATE_CACHE_SECONDS": "0",
+        "VLS_DEV_DIR": str(tmp_path / "none"),
+    }
+    vlsync = make_runner(cli_env)
+    regs = []
+    for name in ("LMS A", "LMS B"):
+        result = vlsync("provider", "register", "--display-name", name, *LOGOS, "--quiet")
+        assert result.exit_code == 0, result.stderr
+        regs.append(result.stdout.strip())
+    reg_a, reg_b = regs
+
+    def source(registration: str) -> dict[str, str]:
+        return {"kind": "cloudevents", "registrationId": registration, "secretSetting": "MULTI_SECRET"}
+
+    app_env = {
+        "LearningSyncStorage": azurite.connection_string,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "CONTENT_QUEUE_NAME": queue,
+        "LEDGER_TABLE_NAME": ledger_table,
+        "REGISTRATION_STATE_CACHE_SECONDS": "0",
+        "SOURCES": json.dumps({"lms-a": source(reg_a), "lms-a-archive": source(reg_a), "lms-b": source(reg_b)}),
+        "MULTI_SECRET": SECRET,
+        "GRAPH_BASE_URL": emulator.url,
+        "GRAPH_MAX_INLINE_RETRY_SECONDS": "3",
+        **identity_server.env,
+    }
+    for key, value in app_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
+    host_json = json.loads((REPO / "host.json").read_text())
+    host_json["extensions"]["queues"].update({"visibilityTimeout": "00:00:01", "maxPollingInterval": "00:00:00.500"})
+    runtime.reset()
+    import function_app
+
+    try:
+        with DevHost.start(function_app.app, host_json=host_json, port=0) as host:
+            yield App(host, vlsync, reg_a, reg_b, queue, azurite.connection_string)
+    finally:
+        runtime.reset()
+        # get_functions() may run once per app object; leave it unindexed for later tests (contract tests).
+        function_app.app.functions_bindings = {}
+
+
+def test_two_registrations_each_get_their_own_sources_events(app: App) -> None:
+    assert app.post("lms-a", event("com.lms.course.created", content("multi-a"))).status_code == 202
+    assert app.post("lms-a-archive", event("com.lms.course.created", content("multi-a-archive"))).status_code == 202
+    assert app.post("lms-b", event("com.lms.course.created", content("multi-b"))).status_code == 202
+    app.host.wait_until_idle(20)
+
+    assert app.exists(app.reg_a, "multi-a")
+    assert app.exists(app.reg_a, "multi-a-archive")
+    assert not app.exists(app.reg_a, "multi-b")
+    assert app.exists(app.reg_b, "multi-b")
+    assert not app.exists(app.reg_b, "multi-a")
+    assert not app.exists(app.reg_b, "multi-a-archive")
+    listed_b = json.loads(app.vlsync("--json", "content", "list", "--registration-id", app.reg_b).stdout)
+    assert [i["externalId"] for i in listed_b] == ["multi-b"]
+
+    status = json.loads(app.vlsync("--json", "content", "status", "multi-a", "--registration-id", app.reg_a).stdout)
+    assert status["lastPush"]["pushedBy"] == "worker"
+    assert status["lastPush"]["source"] == "lms-a"
+
+
+def test_disable_holds_one_registration_and_enable_releases_it(app: App) -> None:
+    disabled = app.vlsync("provider", "disable", app.reg_b)
+    assert disabled.exit_code == 0, disabled.stderr
+
+    assert app.post("lms-b", event("com.lms.course.created", content("while-disabled"))).status_code == 202
+    assert app.post("lms-a", event("com.lms.course.created", content("other-still-flows"))).status_code == 202
+    wait_for(lambda: [m["externalId"] for m in app.held()] == ["while-disabled"])
+    app.host.wait_until_idle(20)
+    assert app.exists(app.reg_a, "other-still-flows")  # the other registration is not affected
+    assert not app.exists(app.reg_b, "while-disabled")
+
+    enabled = app.vlsync("--json", "provider", "enable", app.reg_b)
+    assert enabled.exit_code == 0, enabled.stderr
+    assert json.loads(enabled.stdout)["released"] == 1
+    wait_for(lambda: app.exists(app.reg_b, "while-disabled"))
+    assert app.held() == []
