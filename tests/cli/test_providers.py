@@ -9,7 +9,6 @@ from pathlib import Path
 
 from azure.storage.queue import QueueClient
 
-from shared.cli.storage import connection_string
 from shared.ledger import Ledger
 from shared.models import ContentCommand
 from shared.queue import StorageCommandQueue
@@ -111,7 +110,7 @@ def _command(registration_id: str, external_id: str) -> str:
 
 
 def _peek(conn: str, queue: str) -> list[dict[str, object]]:
-    client = QueueClient.from_connection_string(connection_string(conn), queue)
+    client = QueueClient.from_connection_string(conn, queue)
     return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
 
 
