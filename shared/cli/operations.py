@@ -5,9 +5,11 @@ the ledger and the queues. The click layer (``providers.py``, ``content.py``) on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,6 +21,9 @@ if TYPE_CHECKING:  # the storage SDKs load only when storage is used
     from shared.queue import StorageCommandQueue
 
 PUSHED_BY = "cli"
+CLI_LEASE_SECONDS = 120.0  # as the worker's: longer than one push with its retries
+BUSY_WAIT_SECONDS = 1.0
+BUSY_ATTEMPTS = 30
 SEARCHABLE_WITHIN_HOURS = 24  # as shared.ledger: the service promises search within 24 hours of ingestion
 Progress = Callable[[str], None]
 
@@ -141,11 +146,11 @@ async def upsert_all(
     async def push(body: dict[str, Any]) -> None:
         external_id = str(body["externalId"])
         try:
-            answer = await graph.upsert_content(registration_id, body)
+            async with pushing(ledger, registration_id, external_id, "upsert"):
+                answer = await graph.upsert_content(registration_id, body)
         except GraphError as error:
             outcome.failed.append(_failure(external_id, error))
             return
-        await record(ledger, registration_id, external_id, "upsert")
         outcome.done.append({"externalId": external_id, "id": answer.get("id")})
         if progress is not None and len(outcome.done) % 500 == 0:
             progress(f"upserted {len(outcome.done)} of {total}")
@@ -191,6 +196,44 @@ async def content_status(
     return status_view(
         registration_id, external_id, item, last, ledger_configured=ledger is not None, now=datetime.now(UTC)
     )
+
+
+@contextlib.asynccontextmanager
+async def pushing(
+    ledger: Ledger | None, registration_id: str, external_id: str, op: Literal["upsert", "delete"]
+) -> AsyncIterator[None]:
+    """Push one item under the ledger's per-item lease, as the worker does, then record the push.
+
+    So a push from the CLI and a worker's push of an LMS event for the same item never overlap. A
+    lease held by a worker is waited for (briefly); an LMS event newer than now (a sender's clock may
+    run a little ahead) wins, and the item is reported instead of overwritten.
+    """
+    if ledger is None:
+        yield
+        return
+    from shared.ledger import ItemBusy, LedgerEntry
+
+    owner = f"{PUSHED_BY}/{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    for _ in range(BUSY_ATTEMPTS):
+        try:
+            claimed = await asyncio.to_thread(ledger.claim, registration_id, external_id, now, owner, CLI_LEASE_SECONDS)
+            break
+        except ItemBusy:
+            await asyncio.sleep(BUSY_WAIT_SECONDS)
+    else:
+        raise GraphError(None, "ItemBusy", f"{external_id!r} is being pushed by the function app; try again")
+    if not claimed:
+        raise GraphError(None, "Stale", "the ledger holds a newer event for this item; it was not overwritten")
+    try:
+        yield
+    except BaseException:
+        await asyncio.to_thread(ledger.release, registration_id, external_id, owner)
+        raise
+    entry = LedgerEntry(
+        registration_id, external_id, op, event_time=now, pushed_at=datetime.now(UTC), pushed_by=PUSHED_BY
+    )
+    await asyncio.to_thread(ledger.record, entry, owner)
 
 
 async def record(

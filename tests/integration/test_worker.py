@@ -286,3 +286,34 @@ async def test_enable_is_seen_at_once_despite_the_state_cache(
     assert cached.registration_enabled(reg) is False  # now cached as disabled for 5 minutes
     Ledger.from_settings(settings).set_registration_enabled(reg, True)  # another process enables it
     assert await process(command("upsert", "w-fresh", reg), INFO, ports(graph, queue, cached)) is Outcome.UPSERTED
+
+
+async def test_cli_pushes_take_the_same_per_item_lease(
+    graph_side: GraphSide, http: httpx.AsyncClient, ledger: Ledger
+) -> None:
+    import time
+    from datetime import timedelta
+
+    from shared.cli import operations
+
+    graph = make_graph(graph_side, http)
+    reg = graph_side.registration_id
+    # A worker holds the item's lease for about 1.5 s: the CLI waits for it, then pushes.
+    assert ledger.claim(reg, "cli-1", datetime.now(UTC), "worker-x", lease_seconds=1.5)
+    started = time.monotonic()
+    outcome = await operations.upsert_all(graph, reg, [content("cli-1")], concurrency=1, ledger=ledger)
+    assert [d["externalId"] for d in outcome.done] == ["cli-1"]
+    assert time.monotonic() - started >= 1.0
+    entry = ledger.last_push(reg, "cli-1")
+    assert entry is not None
+    assert entry.pushed_by == "cli"
+
+    # An LMS event stamped a little ahead of now (allowed clock skew) is not overwritten by the CLI.
+    future = datetime.now(UTC) + timedelta(minutes=3)
+    assert ledger.claim(reg, "cli-2", future, "worker-y", lease_seconds=60)
+    from shared.ledger import LedgerEntry
+
+    ledger.record(LedgerEntry(reg, "cli-2", "upsert", future, datetime.now(UTC), "worker"), "worker-y")
+    outcome = await operations.upsert_all(graph, reg, [content("cli-2")], concurrency=1, ledger=ledger)
+    assert outcome.done == []
+    assert outcome.failed[0]["code"] == "Stale"
