@@ -24,7 +24,6 @@ PUSHED_BY = "cli"
 CLI_LEASE_SECONDS = 120.0  # as the worker's: longer than one push with its retries
 BUSY_WAIT_SECONDS = 1.0
 BUSY_ATTEMPTS = 30
-SEARCHABLE_WITHIN_HOURS = 24  # as shared.ledger: the service promises search within 24 hours of ingestion
 Progress = Callable[[str], None]
 
 
@@ -43,7 +42,9 @@ def replacement(item: dict[str, Any], active: bool) -> dict[str, Any] | None:
 
 
 def searchable_by(pushed_at: datetime) -> datetime:
-    """The service promises search within 24 hours of ingestion."""
+    """The service promises search within 24 hours of ingestion (the ledger module owns the number)."""
+    from shared.ledger import SEARCHABLE_WITHIN_HOURS
+
     return pushed_at + timedelta(hours=SEARCHABLE_WITHIN_HOURS)
 
 
