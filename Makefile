@@ -27,7 +27,7 @@ help:
 
 install: $(PIP_STAMP) $(NPM_STAMP)
 
-$(PIP_STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(PIP_STAMP): requirements.txt requirements-cli.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .

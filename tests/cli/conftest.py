@@ -14,8 +14,8 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from shared.cli import cli
 from tests.conftest import GraphSide
+from vlsync import cli
 
 Vlsync = Callable[..., Result]
 

@@ -11,12 +11,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from shared.cli import cli
-from shared.cli.config import ConfigError, load, resolve
-from shared.cli.credentials import dev_token_url, scope_for
-from shared.cli.io import InvalidInput, read_items
-from shared.cli.operations import belongs_to, replacement, status_view
 from shared.ledger import LedgerEntry
+from vlsync import cli
+from vlsync.config import ConfigError, load, resolve
+from vlsync.credentials import dev_token_url, scope_for
+from vlsync.io import InvalidInput, read_items
+from vlsync.operations import belongs_to, replacement, status_view
 
 
 def walk(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -165,8 +165,8 @@ def test_held_commands_are_matched_by_registration() -> None:
 
 
 def test_cli_defaults_are_the_app_settings_defaults() -> None:
-    from shared.cli import config
     from shared.settings import Settings
+    from vlsync import config
 
     fields = Settings.model_fields
     assert fields["content_queue_name"].default == config.DEFAULT_QUEUE
@@ -176,7 +176,7 @@ def test_cli_defaults_are_the_app_settings_defaults() -> None:
 
 
 def test_storage_account_means_identity_based_endpoints() -> None:
-    from shared.cli import storage
+    from vlsync import storage
 
     conf = resolve({"storage_account": "vlsyncprod", "queue": "content-commands"}, {}, {})
     ledger = storage.ledger(conf)

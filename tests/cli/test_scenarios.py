@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from local.azurite import free_port
-from shared.cli.config import read_env_file
 from tests.conftest import REPO
 from tests.e2e.test_make_dev import StackProcess
+from vlsync.config import read_env_file
 
 pytestmark = pytest.mark.e2e
 VENV_BIN = Path(sys.executable).parent

@@ -294,7 +294,7 @@ async def test_cli_pushes_take_the_same_per_item_lease(
     import time
     from datetime import timedelta
 
-    from shared.cli import operations
+    from vlsync import operations
 
     graph = make_graph(graph_side, http)
     reg = graph_side.registration_id

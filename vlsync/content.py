@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from shared.cli.app import (
+from vlsync.app import (
     GRAPH_OPTIONS,
     OUTPUT_OPTIONS,
     REGISTRATION_OPTIONS,
@@ -25,12 +25,12 @@ from shared.cli.app import (
     printer,
     run,
 )
-from shared.cli.config import CliConfig
-from shared.cli.output import Printer
+from vlsync.config import CliConfig
+from vlsync.output import Printer
 
 if TYPE_CHECKING:  # loaded when a command runs
-    from shared.cli.operations import Outcome
     from shared.ledger import Ledger
+    from vlsync.operations import Outcome
 
 LIST_COLUMNS = ("externalId", "title", "languageTag", "isActive", "id")
 ITEMS_SHOWN_IN_FULL = 20
@@ -48,7 +48,7 @@ def content() -> None:
 
 
 def _ledger(conf: CliConfig) -> Ledger | None:
-    from shared.cli import storage
+    from vlsync import storage
 
     return checked(lambda: storage.ledger(conf)) if conf.storage_configured else None
 
@@ -104,8 +104,8 @@ def _one_of(external_id: str | None, content_id: str | None) -> None:
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS, REGISTRATION_OPTIONS)
 def upsert(file: str, concurrency: int) -> None:
     """Create or replace learning content from a JSON or NDJSON file (or - for stdin)."""
-    from shared.cli import operations
-    from shared.cli.io import InvalidInput, read_items
+    from vlsync import operations
+    from vlsync.io import InvalidInput, read_items
 
     conf, out = config(), printer()
     registration_id = checked(conf.require_registration)
@@ -199,7 +199,7 @@ def list_(top: int | None, select: str | None) -> None:
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS, REGISTRATION_OPTIONS)
 def status(external_id: str) -> None:
     """Whether an item exists in Graph, when it was last pushed, and when it becomes searchable."""
-    from shared.cli import operations
+    from vlsync import operations
 
     conf, out = config(), printer()
     registration_id = checked(conf.require_registration)
@@ -282,8 +282,8 @@ def get(external_id: str | None, content_id: str | None, select: str | None) -> 
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS, REGISTRATION_OPTIONS)
 def delete(external_id: str | None, content_id: str | None) -> None:
     """Delete one learning content item, by externalId or by --id. Deleting what is not there is not an error."""
-    from shared.cli import operations
     from shared.graph import GraphError
+    from vlsync import operations
 
     _one_of(external_id, content_id)
     conf, out = config(), printer()

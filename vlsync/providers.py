@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from shared.cli.app import (
+from vlsync.app import (
     GRAPH_OPTIONS,
     OUTPUT_OPTIONS,
     STORAGE_OPTIONS,
@@ -24,11 +24,11 @@ from shared.cli.app import (
     run,
     shared_option,
 )
-from shared.cli.config import CliConfig
-from shared.cli.output import Printer
+from vlsync.config import CliConfig
+from vlsync.output import Printer
 
 if TYPE_CHECKING:
-    from shared.cli.operations import Outcome
+    from vlsync.operations import Outcome
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -317,7 +317,7 @@ def delete(registration_id: str, yes: bool) -> None:
 
 
 def _activation(conf: CliConfig, out: Printer, registration_id: str, active: bool) -> Outcome:
-    from shared.cli import operations
+    from vlsync import operations
 
     async def go() -> Outcome:
         async with graph("content", conf, out) as client:
@@ -357,7 +357,7 @@ def _fail_if(outcome: Outcome | None, summary: dict[str, Any]) -> None:
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS)
 def disable(registration_id: str, deactivate_content: bool) -> None:
     """Stop the function app pushing content for one registration."""
-    from shared.cli import operations, storage
+    from vlsync import operations, storage
 
     conf, out = config(), printer()
     ledger = checked(lambda: storage.ledger(conf))
@@ -401,7 +401,7 @@ def disable(registration_id: str, deactivate_content: bool) -> None:
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS)
 def enable(registration_id: str, reactivate_content: bool) -> None:
     """Let the function app push content for a registration again, and release its held commands."""
-    from shared.cli import operations, storage
+    from vlsync import operations, storage
 
     conf, out = config(), printer()
     ledger = checked(lambda: storage.ledger(conf))

@@ -13,10 +13,10 @@ import re
 
 from pydantic import ValidationError
 
-from shared.cli.config import CliConfig, ConfigError
 from shared.ledger import Ledger, table_service
 from shared.queue import StorageCommandQueue
 from shared.settings import Settings
+from vlsync.config import CliConfig, ConfigError
 
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 

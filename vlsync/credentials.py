@@ -19,7 +19,7 @@ import httpx
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.cli.config import CallKind, CliConfig, ConfigError, CredentialChoice
+from vlsync.config import CallKind, CliConfig, ConfigError, CredentialChoice
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 APP_SCOPE = f"{GRAPH_RESOURCE}/.default"

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from shared.cli import config as cfg
-from shared.cli.output import Printer
+from vlsync import config as cfg
+from vlsync.output import Printer
 
 if TYPE_CHECKING:  # the SDKs load only when a command runs, so `--help` and usage errors are instant
-    from shared.cli.io import InvalidInput
     from shared.graph import GraphClient, GraphError, GraphTransientError
+    from vlsync.io import InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -184,9 +184,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     from azure.core.exceptions import AzureError, ClientAuthenticationError
     from pydantic import ValidationError
 
-    from shared.cli.io import InvalidInput
     from shared.graph import GraphError, GraphTransientError
     from shared.queue import QueueUnavailable
+    from vlsync.io import InvalidInput
 
     try:
         return asyncio.run(coro)
@@ -243,8 +243,8 @@ async def graph(kind: cfg.CallKind, conf: cfg.CliConfig, out: Printer) -> AsyncI
     import httpx
     from azure.core.exceptions import AzureError
 
-    from shared.cli import credentials
     from shared.graph import GraphClient
+    from vlsync import credentials
 
     choice = conf.credential_for(kind)
     scope = credentials.scope_for(kind, choice)

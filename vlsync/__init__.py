@@ -3,8 +3,8 @@ against Microsoft Graph or the local emulator). See docs/cli.md."""
 
 from __future__ import annotations
 
-from shared.cli import content, providers  # noqa: F401 - registers the command groups
-from shared.cli.app import cli
+from vlsync import content, providers  # noqa: F401 - registers the command groups
+from vlsync.app import cli
 
 
 def main() -> None:

@@ -1,5 +1,0 @@
-"""``python -m shared.cli`` is ``vlsync``."""
-
-from shared.cli import main
-
-main()

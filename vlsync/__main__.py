@@ -1,0 +1,5 @@
+"""``python -m vlsync`` is ``vlsync``."""
+
+from vlsync import main
+
+main()
