@@ -7,7 +7,7 @@ import json
 import azure.functions as func
 
 from shared import intake
-from shared.runtime import command_queue
+from shared.bootstrap import command_queue
 from shared.settings import get_settings
 
 bp = func.Blueprint()

@@ -8,7 +8,7 @@ from pathlib import Path
 import azure.functions as func
 
 from shared import worker
-from shared.runtime import worker_ports
+from shared.bootstrap import worker_ports
 from shared.settings import STORAGE_CONNECTION
 
 bp = func.Blueprint()

@@ -16,20 +16,10 @@ from pathlib import Path
 import httpx
 
 from shared.signatures import sign
+from vlsync import envfile
 
 BATCH = "application/cloudevents-batch+json"
 STRUCTURED = "application/cloudevents+json"
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, _, value = line.removeprefix("export ").partition("=")
-                values[key.strip()] = value.strip().strip("'\"")
-    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", help="function key, sent as x-functions-key (Azure only)")
     args = parser.parse_args(argv)
 
-    env = read_env_file(args.env_file)
+    env = envfile.read(args.env_file) if args.env_file.is_file() else {}
     url = args.url or env.get("INTAKE_URL", "http://127.0.0.1:7071")
     source = args.source or env.get("DEMO_SOURCE", "demo")
     secret = args.secret or env.get("DEMO_WEBHOOK_SECRET")

@@ -29,22 +29,15 @@ from pathlib import Path
 
 import httpx
 
+from local import demo
 from local.azurite import REPO_ROOT, running_azurite
+from shared.settings import STORAGE_CONNECTION
+from vlsync import envfile
 
 logger = logging.getLogger("stack")
 
 # Where the stack keeps its data, logs, secrets and stack.env; tests point it elsewhere.
 DEV = Path(os.environ.get("VLS_DEV_DIR", REPO_ROOT / ".dev")).resolve()
-DEMO_SOURCE = "demo"
-DEMO_PROVIDER = {
-    "displayName": "Viva Learning Sync demo LMS",
-    "squareLogoWebUrlForDarkTheme": "https://lms.example.com/logo/square-dark.png",
-    "longLogoWebUrlForDarkTheme": "https://lms.example.com/logo/long-dark.png",
-    "squareLogoWebUrlForLightTheme": "https://lms.example.com/logo/square-light.png",
-    "longLogoWebUrlForLightTheme": "https://lms.example.com/logo/long-light.png",
-    "loginWebUrl": "https://lms.example.com/login",
-    "isCourseActivitySyncEnabled": False,
-}
 
 
 @dataclass(frozen=True)
@@ -142,38 +135,21 @@ def check_ports_free(ports: Ports) -> None:
         raise SystemExit(f"ports in use: {', '.join(busy)} (is another `make dev` running?)")
 
 
-def ensure_provider(graph_url: str, identity_endpoint: str, identity_header: str, known: str | None) -> str:
-    """Register the demo provider with a delegated admin token, or reuse the one from the last run."""
-    token = httpx.post(
+def admin_token(identity_endpoint: str, identity_header: str) -> str:
+    """A delegated token of a learning-provider admin, from the identity endpoint's ``/dev/token``."""
+    answer = httpx.post(
         identity_endpoint.replace("/msi/token", "/dev/token"),
         json={"resource": "https://graph.microsoft.com", "scopes": ["LearningProvider.ReadWrite"]},
         headers={"X-IDENTITY-HEADER": identity_header},
         timeout=10,
-    ).json()["access_token"]
-    auth = {"Authorization": f"Bearer {token}"}
-    base = f"{graph_url}/v1.0/employeeExperience/learningProviders"
-    if known and httpx.get(f"{base}/{known}", headers=auth, timeout=10).status_code == 200:
-        return known
-    created = httpx.post(base, json=DEMO_PROVIDER, headers=auth, timeout=10)
-    created.raise_for_status()
-    return str(created.json()["id"])
-
-
-def demo_source(registration: str) -> dict[str, str]:
-    return {"kind": "cloudevents", "registrationId": registration, "secretSetting": "DEMO_WEBHOOK_SECRET"}
+    )
+    answer.raise_for_status()
+    return str(answer.json()["access_token"])
 
 
 def previous_registration() -> str | None:
-    from local.send import read_env_file
-
-    return read_env_file(DEV / "stack.env").get("REGISTRATION_ID")
-
-
-def write_stack_env(values: dict[str, str]) -> Path:
     path = DEV / "stack.env"
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    path.chmod(0o600)
-    return path
+    return envfile.read(path).get("REGISTRATION_ID") if path.is_file() else None
 
 
 @contextlib.contextmanager
@@ -217,24 +193,18 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
         procs.append(identity)
         graph_url = graph.wait_ready(30).group(1).rstrip("/")
         identity_endpoint = identity.wait_ready(30).group(1)
-        registration = ensure_provider(
-            graph_url, identity_endpoint, local_secrets["IDENTITY_HEADER"], previous_registration()
+        registration = demo.register_provider(
+            graph_url,
+            admin_token(identity_endpoint, local_secrets["IDENTITY_HEADER"]),
+            known=previous_registration(),
         )
         app_env = {
             **base_env,
             "FUNCTIONS_WORKER_RUNTIME": "python",
             "AzureWebJobsStorage": azurite.connection_string,
-            "LearningSyncStorage": azurite.connection_string,
+            STORAGE_CONNECTION: azurite.connection_string,
             "CONTENT_QUEUE_NAME": "content-commands",
-            "SOURCES": json.dumps(
-                {
-                    DEMO_SOURCE: {
-                        "kind": "cloudevents",
-                        "registrationId": registration,
-                        "secretSetting": "DEMO_WEBHOOK_SECRET",
-                    }
-                }
-            ),
+            "SOURCES": json.dumps({demo.DEMO_SOURCE: demo.source_entry(registration, "DEMO_WEBHOOK_SECRET")}),
             "DEMO_WEBHOOK_SECRET": local_secrets["DEMO_WEBHOOK_SECRET"],
             "GRAPH_BASE_URL": graph_url,
             "IDENTITY_ENDPOINT": identity_endpoint,
@@ -251,21 +221,22 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
         procs.append(host)
         host.wait_ready(90)
         intake_url = f"http://127.0.0.1:{ports.host}"
-        env_file = write_stack_env(
+        env_file = envfile.write(
+            DEV / "stack.env",
             {
                 "INTAKE_URL": intake_url,
                 "GRAPH_BASE_URL": graph_url,
                 "IDENTITY_ENDPOINT": identity_endpoint,
                 "IDENTITY_HEADER": local_secrets["IDENTITY_HEADER"],
                 "REGISTRATION_ID": registration,
-                "DEMO_SOURCE": DEMO_SOURCE,
+                "DEMO_SOURCE": demo.DEMO_SOURCE,
                 "DEMO_WEBHOOK_SECRET": local_secrets["DEMO_WEBHOOK_SECRET"],
-                "STORAGE_CONNECTION_STRING": azurite.connection_string,
-            }
+                STORAGE_CONNECTION: azurite.connection_string,
+            },
         )
         env_shown = env_file.relative_to(REPO_ROOT) if env_file.is_relative_to(REPO_ROOT) else env_file
         print(
-            f"ready: webhooks at {intake_url}/api/webhooks/{DEMO_SOURCE} -> Graph emulator {graph_url} "
+            f"ready: webhooks at {intake_url}/api/webhooks/{demo.DEMO_SOURCE} -> Graph emulator {graph_url} "
             f"(registration {registration}); settings in {env_shown}",
             flush=True,
         )

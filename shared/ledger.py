@@ -25,7 +25,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
 from shared import storage
-from shared.settings import STORAGE_CONNECTION, Settings
+from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,22 @@ SEARCHABLE_WITHIN_HOURS = 24  # the service's promise: searchable within 24 hour
 _NO_LEASE: dict[str, Any] = {"leaseOwner": "", "leaseUntil": datetime(1970, 1, 1, tzinfo=UTC)}
 
 
-class ItemBusy(Exception):
+class LedgerConflict(Exception):
+    """The ledger refused a push; ``code`` names why in reports."""
+
+    code = "LedgerConflict"
+
+
+class ItemBusy(LedgerConflict):
     """Another worker is pushing the same item right now; retry the message later."""
+
+    code = "ItemBusy"
+
+
+class StaleEvent(LedgerConflict):
+    """The ledger holds a newer event for the item, so this push would overwrite newer content."""
+
+    code = "Stale"
 
 
 def content_row_key(external_id: str) -> str:
@@ -93,14 +107,7 @@ def is_stale(known: LedgerEntry | None, event_time: datetime) -> bool:
 
 def table_service(settings: Settings) -> TableServiceClient:
     """The table service of the ``LearningSyncStorage`` connection (see ``shared.storage``)."""
-    if settings.storage_table_service_uri:
-        return TableServiceClient(settings.storage_table_service_uri, credential=storage.identity_credential(settings))
-    conn = storage.connection_string(settings)
-    if conn:
-        return TableServiceClient.from_connection_string(conn)
-    raise storage.StorageNotConfigured(
-        f"no table connection: set {STORAGE_CONNECTION} or {STORAGE_CONNECTION}__tableServiceUri"
-    )
+    return storage.open_client(TableServiceClient, settings.storage("table"))
 
 
 class Ledger:

@@ -1,6 +1,6 @@
 """Graph learning types, as Microsoft's Graph metadata defines them, and the queue message.
 
-The property names and Edm types come from ``shared/graph_metadata/learning-schemas.v1.0.json``
+The property names and Edm types come from ``local/graph_metadata/learning-schemas.v1.0.json``
 (the v1.0 CSDL; beta has the same names); a contract test fails if these models drift from it.
 Required properties follow the Graph docs (the CSDL marks them ``Nullable="false"``).
 """
@@ -20,7 +20,10 @@ _DURATION = re.compile(
     r"^-?P(?=\d|T\d)(?:(?P<d>\d+)D)?(?:T(?=\d)(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
 # RFC 3339 date-time with an explicit offset; Graph misreads offset-less values (docs issue #299).
-_DATETIME_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,7})?(?:Z|[+-]\d{2}:\d{2})$")
+# RFC 3339 allows any number of fraction digits and a lower-case 't'/'z'; Edm.DateTimeOffset takes
+# at most 7 digits (100 ns ticks) and upper case.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.(\d+))?(?:[Zz]|[+-]\d{2}:\d{2})$")
+EDM_FRACTION_DIGITS = 7
 # Control characters have no business in ids or URLs and break logs and OData keys.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -33,19 +36,31 @@ def _duration(value: str) -> str:
     return value
 
 
-def _datetime_offset(value: str) -> str:
-    if not _DATETIME_OFFSET.match(value):
+def parse_rfc3339(value: str, *, edm: bool = False) -> datetime:
+    """An RFC 3339 date-time with an offset, as an aware datetime; ``ValueError`` says what is wrong.
+
+    ``edm``: also as Edm.DateTimeOffset demands (upper-case 'T' and 'Z', at most 7 fraction digits).
+    """
+    match = _RFC3339.match(value)
+    if match is None or (
+        edm and (value[10] != "T" or value.endswith("z") or len(match.group(1) or "") > EDM_FRACTION_DIGITS)
+    ):
         raise ValueError("must be an RFC 3339 date-time with a time-zone offset, e.g. 2026-01-31T12:00:00Z")
-    seconds, _, rest = value.partition(".")
-    fraction = re.sub(r"^\d+", lambda m: m.group()[:6], rest)  # Python parses at most microseconds
+    seconds, _, rest = value.upper().replace("Z", "+00:00").partition(".")
+    rest = re.sub(r"^\d+", lambda m: m.group()[:6], rest)  # Python parses at most microseconds
     try:
-        datetime.fromisoformat((f"{seconds}.{fraction}" if rest else seconds).replace("Z", "+00:00"))
+        return datetime.fromisoformat(f"{seconds}.{rest}" if rest else seconds)
     except ValueError as exc:
         raise ValueError("is not a real date-time") from exc
+
+
+def _datetime_offset(value: str) -> str:
+    parse_rfc3339(value, edm=True)
     return value
 
 
-def _no_control(value: str) -> str:
+def no_control(value: str) -> str:
+    """Reject control characters (the rule for ids, titles and every CloudEvents context attribute)."""
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
     return value
@@ -54,11 +69,11 @@ def _no_control(value: str) -> str:
 EdmDuration = Annotated[str, AfterValidator(_duration)]
 EdmDateTimeOffset = Annotated[str, AfterValidator(_datetime_offset)]
 EdmInt32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX, strict=True)]
-NonEmptyString = Annotated[str, StringConstraints(min_length=1), AfterValidator(_no_control)]
+NonEmptyString = Annotated[str, StringConstraints(min_length=1), AfterValidator(no_control)]
 ExternalId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_EXTERNAL_ID_LENGTH),
-    AfterValidator(_no_control),
+    AfterValidator(no_control),
 ]
 
 

@@ -18,7 +18,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared import storage
-from shared.settings import STORAGE_CONNECTION, Settings
+from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,15 @@ class SentMessage:
 
 
 class CommandQueue(Protocol):
+    """The content-command queues as intake (``send_all``) and the worker (the rest) use them."""
+
     def send_all(self, texts: Sequence[str]) -> list[str]: ...
 
     def park(self, text: str) -> str: ...
+
+    def hold(self, text: str) -> str: ...
+
+    def defer(self, text: str, delay_seconds: float) -> str: ...
 
 
 class StorageCommandQueue:
@@ -163,11 +169,4 @@ class StorageCommandQueue:
 
 def service_client(settings: Settings) -> QueueServiceClient:
     """The queue service of the ``LearningSyncStorage`` connection (see ``shared.storage``)."""
-    if settings.storage_queue_service_uri:
-        return QueueServiceClient(settings.storage_queue_service_uri, credential=storage.identity_credential(settings))
-    conn = storage.connection_string(settings)
-    if conn:
-        return QueueServiceClient.from_connection_string(conn)
-    raise QueueUnavailable(
-        f"no queue connection: set {STORAGE_CONNECTION} (connection string) or {STORAGE_CONNECTION}__queueServiceUri"
-    )
+    return storage.open_client(QueueServiceClient, settings.storage("queue"))

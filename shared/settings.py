@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import storage
+
 logger = logging.getLogger(__name__)
 
 # Named connection prefix used by the queue bindings and the queue port (``connection=`` in the
@@ -198,6 +200,17 @@ class Settings(BaseSettings):
 
     def sources(self) -> dict[str, SourceConfig]:
         return parse_sources(self.sources_json)
+
+    def storage(self, service: storage.Service) -> storage.StorageConnection:
+        """The ``LearningSyncStorage`` connection for one storage service, by ``shared.storage``'s rule."""
+        values = {
+            STORAGE_CONNECTION: self.storage_connection_string,
+            f"{STORAGE_CONNECTION}__queueServiceUri": self.storage_queue_service_uri,
+            f"{STORAGE_CONNECTION}__tableServiceUri": self.storage_table_service_uri,
+            f"{STORAGE_CONNECTION}__credential": self.storage_credential,
+            f"{STORAGE_CONNECTION}__clientId": self.storage_client_id,
+        }
+        return storage.resolve(STORAGE_CONNECTION, service, values)
 
 
 def source_secret(source: SourceConfig) -> str | None:

@@ -1,45 +1,97 @@
-"""How the ``LearningSyncStorage`` connection is made: one rule for queues and tables.
+"""How a storage connection named by a setting prefix is made: one rule for the app's queues and
+tables, the queue trigger the dev host runs, and ``vlsync``.
 
-Locally the setting is a connection string (``UseDevelopmentStorage=true`` means Azurite on its
-default ports); in Azure it is identity-based (``__queueServiceUri``/``__tableServiceUri`` with
-``__credential=managedidentity`` and ``__clientId``), the same settings the queue trigger uses.
+The rule is the Functions storage extensions' own. The setting ``<prefix>`` (or
+``AzureWebJobs<prefix>``) holds a connection string: locally ``UseDevelopmentStorage=true`` (Azurite
+on its default ports) or Azurite's full string.
+Otherwise ``<prefix>__<service>ServiceUri`` (or ``<prefix>__serviceUri``) names an endpoint for an
+identity-based connection, with ``<prefix>__credential=managedidentity`` and ``<prefix>__clientId``
+for a user-assigned identity, as in Azure. ``AzureWebJobsStorage__accountName`` is the extension's
+shortcut for the default connection.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
 
-from shared.settings import Settings
-
-if TYPE_CHECKING:
-    from azure.core.credentials import TokenCredential
-
-# Azurite's well-known development account and default ports (public values, not a secret); the
-# storage SDKs, unlike the Functions host, do not understand ``UseDevelopmentStorage=true``.
-DEV_STORAGE = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-)
+Service = Literal["queue", "table", "blob"]
+DEFAULT_CONNECTION = "AzureWebJobsStorage"
+# The host accepts any letter case; the SDKs only the value "true" (with the key in any case).
+DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
 
 
-class StorageNotConfigured(RuntimeError):
-    """Neither a connection string nor an identity-based endpoint is set."""
+class StorageNotConfigured(ValueError):
+    """No setting provides the connection that a binding or the app names."""
 
 
-def connection_string(settings: Settings) -> str | None:
-    value = settings.storage_connection_string
-    if value and value.strip().rstrip(";").lower() == "usedevelopmentstorage=true":
-        return DEV_STORAGE
-    return value
+@dataclass(frozen=True)
+class StorageConnection:
+    """Where one storage service is and how to authenticate to it; ``setting`` names the source."""
+
+    setting: str
+    connection_string: str | None = None
+    endpoint: str | None = None
+    credential: str | None = None  # "managedidentity", else DefaultAzureCredential
+    client_id: str | None = None
 
 
-def identity_credential(settings: Settings) -> TokenCredential:
+def resolve(prefix: str, service: Service, settings: Mapping[str, str | None]) -> StorageConnection:
+    """What the connection ``prefix`` (empty: ``AzureWebJobsStorage``) means for ``service``."""
+    prefix = prefix or DEFAULT_CONNECTION
+    for name in (prefix, f"AzureWebJobs{prefix}"):
+        value = (settings.get(name) or "").strip()
+        if value.replace(" ", "").rstrip(";").lower() == DEVELOPMENT_STORAGE.lower():
+            value = DEVELOPMENT_STORAGE
+        if value:
+            return StorageConnection(name, connection_string=value)
+    for suffix in (f"{service}ServiceUri", "serviceUri"):
+        uri = (settings.get(f"{prefix}__{suffix}") or "").strip()
+        if uri:
+            return StorageConnection(
+                f"{prefix}__{suffix}",
+                endpoint=uri,
+                credential=settings.get(f"{prefix}__credential") or None,
+                client_id=settings.get(f"{prefix}__clientId") or None,
+            )
+    account = (settings.get(f"{prefix}__accountName") or "").strip()
+    if account and prefix == DEFAULT_CONNECTION:
+        return StorageConnection(f"{prefix}__accountName", endpoint=f"https://{account}.{service}.core.windows.net")
+    raise StorageNotConfigured(
+        f"no {service} connection: set {prefix} to a connection string (e.g. UseDevelopmentStorage=true) "
+        f"or {prefix}__{service}ServiceUri for an identity-based connection"
+    )
+
+
+class _ServiceClient(Protocol):
+    def __init__(self, account_url: str, credential: Any = ..., **kwargs: Any) -> None: ...
+
+    @classmethod
+    def from_connection_string(cls, conn_str: str, **kwargs: Any) -> Any: ...
+
+
+C = TypeVar("C", bound=_ServiceClient)
+
+
+def open_client(client_type: type[C], connection: StorageConnection, *, aio: bool = False, **options: Any) -> C:
+    """A service client (``QueueServiceClient``, ``TableServiceClient``, sync or ``aio``) for the connection.
+
+    An identity-based client owns its token credential; close the client, then ``client.credential``.
+    """
+    if connection.connection_string is not None:
+        client: C = client_type.from_connection_string(connection.connection_string, **options)
+        return client
+    assert connection.endpoint is not None
+    return client_type(connection.endpoint, credential=token_credential(connection, aio=aio), **options)
+
+
+def token_credential(connection: StorageConnection, *, aio: bool = False) -> Any:
     """The app's managed identity when the connection says so, else the developer's credentials."""
-    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
-    if (settings.storage_credential or "").lower() == "managedidentity":
-        return ManagedIdentityCredential(client_id=settings.storage_client_id)
-    return DefaultAzureCredential()
+    if aio:
+        from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+    else:
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential  # type: ignore[assignment]
+    if (connection.credential or "").lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=connection.client_id)
+    return DefaultAzureCredential(managed_identity_client_id=connection.client_id)

@@ -14,20 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared import telemetry
-from shared.graph import GraphClient, GraphPermanentError, GraphTransientError
+from shared.graph import GraphPermanentError, GraphTransientError
 from shared.ledger import LedgerEntry
 from shared.models import CommandError, ContentCommand
+from shared.queue import CommandQueue
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,18 @@ class MessageInfo:
         return self.dequeue_count >= self.max_dequeue_count
 
 
+class GraphPort(Protocol):
+    """The two Graph calls the worker makes (``shared.graph.GraphClient``)."""
+
+    async def upsert_content(
+        self, registration_id: str, content: dict[str, Any], *, correlation_id: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def delete_content(
+        self, registration_id: str, external_id: str, *, correlation_id: str | None = None
+    ) -> bool: ...
+
+
 class LedgerPort(Protocol):
     def registration_enabled(self, registration_id: str, *, fresh: bool = False) -> bool: ...
 
@@ -76,10 +88,8 @@ class LedgerPort(Protocol):
 class WorkerPorts:
     """What the worker talks to. The storage calls are synchronous SDK calls run off the event loop."""
 
-    graph: GraphClient
-    park: Callable[[str], str]
-    hold: Callable[[str], str]
-    defer: Callable[[str, float], str]
+    graph: GraphPort
+    queue: CommandQueue
     ledger: LedgerPort
     lease_seconds: float = 120.0  # longer than one push can take, retries and timeouts included
     max_deferrals: int = MAX_DEFERRALS
@@ -95,7 +105,7 @@ async def process(body: bytes, info: MessageInfo, ports: WorkerPorts) -> Outcome
             info.message_id,
             "; ".join(f"{'/'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)[:5]),
         )
-        await asyncio.to_thread(ports.park, body.decode("utf-8", errors="replace"))
+        await asyncio.to_thread(ports.queue.park, body.decode("utf-8", errors="replace"))
         telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": "malformed"})
         return Outcome.PARKED
 
@@ -120,7 +130,7 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
     log_args = (command.op, command.external_id, command.registration_id, info.message_id, command.correlation_id)
     try:
         if not await _enabled(ports.ledger, command.registration_id):
-            await asyncio.to_thread(ports.hold, command.to_json())
+            await asyncio.to_thread(ports.queue.hold, command.to_json())
             logger.info("held %s %s reg=%s message=%s correlation=%s (registration disabled)", *log_args)
             telemetry.COMMANDS_HELD.add(1)
             return Outcome.HELD
@@ -167,7 +177,7 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
             _log_retry(info, log_args, error)
             raise
         deferred = command.model_copy(update={"deferrals": command.deferrals + 1})
-        await asyncio.to_thread(ports.defer, deferred.to_json(), error.retry_after)
+        await asyncio.to_thread(ports.queue.defer, deferred.to_json(), error.retry_after)
         logger.warning(
             "deferred %s %s reg=%s message=%s correlation=%s for %.0fs (Graph Retry-After, deferral %d): %s",
             *log_args,
@@ -191,7 +201,7 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
                 )
             }
         )
-        await asyncio.to_thread(ports.park, parked.to_json())
+        await asyncio.to_thread(ports.queue.park, parked.to_json())
         telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": f"http-{error.status}"})
         return Outcome.PARKED
     except Exception as error:
@@ -223,7 +233,7 @@ def _log_retry(info: MessageInfo, log_args: tuple[str, ...], error: BaseExceptio
     telemetry.COMMANDS_RETRIED.add(1, {"vlsync.final_attempt": info.final_attempt})
 
 
-async def _push(command: ContentCommand, graph: GraphClient) -> Outcome:
+async def _push(command: ContentCommand, graph: GraphPort) -> Outcome:
     if command.op == "upsert":
         assert command.content is not None  # guaranteed by the model
         await graph.upsert_content(

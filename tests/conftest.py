@@ -1,22 +1,51 @@
-"""Shared fixtures: one real Azurite per test session, fresh queue names per test."""
+"""Shared fixtures (one real Azurite, identity endpoint and Graph emulator per session, fresh queue
+names per test) and the rule that a test's folder says what it needs (see tests/README.md)."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from local.azurite import AzuriteEndpoints, running_azurite
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy1vbmx5LTEyMzQ1Ng=="  # base64 of a test-only key
+
+# Folders whose tests run the app's functions in the dev host (or the whole `make dev` stack):
+# exactly these are marked e2e (`make e2e` runs them, `make unit` leaves them out).
+E2E_FOLDERS = frozenset({"stack"})
+
+
+def folder_of(item: pytest.Item) -> str:
+    """The folder under tests/ holding the test ("" for a test directly in tests/)."""
+    try:
+        relative = item.path.resolve().relative_to(TESTS)
+    except ValueError:  # collected from outside tests/
+        return ""
+    return relative.parts[0] if len(relative.parts) > 1 else ""
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: the marker must be there to be selected on
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The folder is the one source of the e2e marker: added here, refused anywhere else."""
+    misplaced = []
+    for item in items:
+        if folder_of(item) in E2E_FOLDERS:
+            item.add_marker(pytest.mark.e2e)
+        elif item.get_closest_marker("e2e") is not None:
+            misplaced.append(item.nodeid)
+    if misplaced:
+        raise pytest.UsageError(
+            "the e2e marker comes from the folder (tests/stack), not from the test; move or unmark: "
+            + ", ".join(misplaced)
+        )
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +80,6 @@ def settings(azurite: AzuriteEndpoints, queue_name: str, monkeypatch: pytest.Mon
 IDENTITY_HEADER = "tests-identity-header"
 UAMI_CLIENT_ID = "5a5a5a5a-0000-4000-8000-000000000001"  # holds LearningContent.ReadWrite.All
 READ_ONLY_CLIENT_ID = "5a5a5a5a-0000-4000-8000-0000000000ff"  # may read content, not write: Graph answers 403
-DEMO_PROVIDER = {
-    "displayName": "Test LMS",
-    "squareLogoWebUrlForDarkTheme": "https://lms.example/sd.png",
-    "longLogoWebUrlForDarkTheme": "https://lms.example/ld.png",
-    "squareLogoWebUrlForLightTheme": "https://lms.example/sl.png",
-    "longLogoWebUrlForLightTheme": "https://lms.example/ll.png",
-}
 
 
 @pytest.fixture(scope="session")
@@ -77,48 +99,3 @@ def emulator() -> Iterator[Any]:
 
     with run_in_thread(page_size=50) as emu:
         yield emu
-
-
-@dataclass
-class GraphSide:
-    """A fresh emulator state with one registered provider, and the env that points the SDK at it."""
-
-    url: str
-    registration_id: str
-    identity: Any
-
-    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, f"{self.url}/_emulator{path}", timeout=10, **kwargs)
-
-    def app_headers(self) -> dict[str, str]:
-        token = self.identity.dev_token(roles=["LearningContent.ReadWrite.All"])["access_token"]
-        return {"Authorization": f"Bearer {token}"}
-
-    def get_content(self, external_id: str, version: str = "v1.0") -> httpx.Response:
-        from shared.odata import content_by_external_id
-
-        return httpx.get(
-            self.url + f"/{version}" + content_by_external_id(self.registration_id, external_id),
-            headers=self.app_headers(),
-            timeout=10,
-        )
-
-    def script_faults(self, faults: list[dict[str, Any]]) -> None:
-        self.admin("POST", "/faults/next", json=faults).raise_for_status()
-
-
-@pytest.fixture
-def graph_side(emulator: Any, identity_server: Any, monkeypatch: pytest.MonkeyPatch) -> GraphSide:
-    httpx.post(f"{emulator.url}/_emulator/reset", timeout=10).raise_for_status()
-    identity_server.clear_faults()
-    for key, value in identity_server.env.items():
-        monkeypatch.setenv(key, value)
-    token = identity_server.dev_token(scopes=["LearningProvider.ReadWrite"])["access_token"]
-    created = httpx.post(
-        f"{emulator.url}/v1.0/employeeExperience/learningProviders",
-        json=DEMO_PROVIDER,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    created.raise_for_status()
-    return GraphSide(emulator.url, created.json()["id"], identity_server)

@@ -89,7 +89,7 @@ STORAGE_OPTIONS = [
     shared_option(
         "--storage-connection-string",
         "storage_connection_string",
-        help="The app's storage (ledger, queues); env STORAGE_CONNECTION_STRING (in stack.env).",
+        help="The app's storage (ledger, queues); env LearningSyncStorage (in stack.env).",
     ),
     shared_option(
         "--storage-account",
@@ -163,6 +163,11 @@ def checked(factory: Callable[[], T]) -> T:
         raise click.UsageError(str(exc)) from None
 
 
+def comma_list(value: str | None) -> list[str] | None:
+    """``--select a, b`` as ``["a", "b"]``; ``None`` when the option is absent or empty."""
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
 def printer() -> Printer:
     return Printer(bool(click.get_current_context().find_root().meta.get(META_KEY, {}).get("json")))
 
@@ -185,6 +190,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     from pydantic import ValidationError
 
     from shared.graph import GraphError, GraphTransientError
+    from shared.ledger import LedgerConflict
     from shared.queue import QueueUnavailable
     from vlsync.io import InvalidInput
 
@@ -199,6 +205,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         ) from None
     except InvalidInput as error:
         raise invalid(error) from None
+    except LedgerConflict as error:
+        raise Failure(f"ledger: {error}", {"code": error.code}) from None
     except cfg.ConfigError as error:
         raise click.UsageError(str(error)) from None
     except ClientAuthenticationError as error:

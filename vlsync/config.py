@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from pydantic import AliasChoices
+
+from shared.settings import Settings
+from vlsync import envfile
+
 CredentialChoice = Literal["local", "device-code", "browser", "azure-cli", "default", "environment", "managed-identity"]
 CREDENTIAL_CHOICES: tuple[str, ...] = (
     "local",
@@ -27,32 +32,47 @@ CREDENTIAL_CHOICES: tuple[str, ...] = (
 )
 CallKind = Literal["provider", "content"]
 
-DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com"
-# The app settings' defaults (shared.settings.Settings; a test keeps them equal, and importing the
-# settings model here would slow every vlsync start).
-DEFAULT_QUEUE = "content-commands"
-DEFAULT_LEDGER_TABLE = "ledger"
-DEFAULT_STATE_CACHE_SECONDS = 10.0
+
+def _app_name(field: str) -> str:
+    """The app-setting name of a ``Settings`` field, so the CLI reads the variables the app reads."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    assert isinstance(alias, str), field
+    return alias
+
+
+def _app_default(field: str) -> Any:
+    """The app's own default for a setting (``shared.settings.Settings``), never a copy of it."""
+    return Settings.model_fields[field].default
+
+
+DEFAULT_GRAPH_BASE_URL: str = _app_default("graph_base_url")
+DEFAULT_QUEUE: str = _app_default("content_queue_name")
+DEFAULT_LEDGER_TABLE: str = _app_default("ledger_table_name")
+DEFAULT_STATE_CACHE_SECONDS: float = _app_default("registration_state_cache_seconds")
+# The CLI's own: an operator waits longer for Graph than a queue invocation may.
 DEFAULT_MAX_RETRY_SECONDS = 120.0
-DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_TIMEOUT_SECONDS: float = _app_default("graph_timeout_seconds")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-# option name -> environment variable (and env-file key) that supplies it when the option is absent
+# option name -> environment variable (and env-file key) that supplies it when the option is absent;
+# the app's settings by the app's own names.
 ENV_NAMES: dict[str, str] = {
-    "graph_base_url": "GRAPH_BASE_URL",
-    "graph_version": "GRAPH_API_VERSION",
+    "graph_base_url": _app_name("graph_base_url"),
+    "graph_version": _app_name("graph_api_version"),
     "credential": "VLSYNC_CREDENTIAL",
     "tenant_id": "VLSYNC_TENANT_ID",
     "client_id": "VLSYNC_CLIENT_ID",
     "registration_id": "REGISTRATION_ID",
-    "storage_connection_string": "STORAGE_CONNECTION_STRING",
+    "storage_connection_string": _app_name("storage_connection_string"),
     "storage_account": "VLSYNC_STORAGE_ACCOUNT",
-    "queue": "CONTENT_QUEUE_NAME",
-    "ledger_table": "LEDGER_TABLE_NAME",
+    "queue": _app_name("content_queue_name"),
+    "ledger_table": _app_name("ledger_table_name"),
     "identity_endpoint": "IDENTITY_ENDPOINT",
     "identity_header": "IDENTITY_HEADER",
-    "managed_identity_client_id": "AZURE_CLIENT_ID",
-    "state_cache_seconds": "REGISTRATION_STATE_CACHE_SECONDS",
+    "managed_identity_client_id": _app_name("azure_client_id"),
+    "state_cache_seconds": _app_name("registration_state_cache_seconds"),
     "max_retry_seconds": "VLSYNC_MAX_RETRY_SECONDS",
 }
 
@@ -117,17 +137,6 @@ class CliConfig:
 def default_env_file(environ: Mapping[str, str], cwd: Path) -> Path:
     dev_dir = environ.get("VLS_DEV_DIR")
     return Path(dev_dir) / "stack.env" if dev_dir else cwd / ".dev" / "stack.env"
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """``KEY=value`` lines (``export`` and quotes allowed, ``#`` comments skipped), as ``make dev`` writes."""
-    values: dict[str, str] = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.removeprefix("export ").partition("=")
-            values[key.strip()] = value.strip().strip("'\"")
-    return values
 
 
 def locate_env_file(option: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
@@ -206,5 +215,5 @@ def load(options: Mapping[str, Any], environ: Mapping[str, str] | None = None, c
     """``resolve`` with the real environment and env file."""
     env = dict(os.environ if environ is None else environ)
     path = locate_env_file(options.get("env_file"), env, cwd or Path.cwd())
-    file_values = read_env_file(path) if path else {}
+    file_values = envfile.read(path) if path else {}
     return resolve({**options, "env_file_path": path}, env, file_values)

@@ -17,6 +17,7 @@ from vlsync.app import (
     Failure,
     checked,
     cli,
+    comma_list,
     config,
     example,
     graph,
@@ -30,7 +31,7 @@ from vlsync.output import Printer
 
 if TYPE_CHECKING:  # loaded when a command runs
     from shared.ledger import Ledger
-    from vlsync.operations import Outcome
+    from vlsync.operations import BatchResult
 
 LIST_COLUMNS = ("externalId", "title", "languageTag", "isActive", "id")
 ITEMS_SHOWN_IN_FULL = 20
@@ -71,10 +72,6 @@ def readable(item: dict[str, Any]) -> dict[str, Any]:
 def when(value: str) -> str:
     """An ISO date-time from the ledger, for people: ``2026-11-27 10:39:54 UTC``."""
     return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _split(value: str | None) -> list[str] | None:
-    return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
 
 def _one_of(external_id: str | None, content_id: str | None) -> None:
@@ -119,7 +116,7 @@ def upsert(file: str, concurrency: int) -> None:
     if len(bodies) > ITEMS_SHOWN_IN_FULL:
         out.note(f"upserting {len(bodies)} item(s) into {registration_id}, {concurrency} at a time")
 
-    async def go() -> Outcome:
+    async def go() -> BatchResult:
         async with graph("content", conf, out) as client:
             return await operations.upsert_all(
                 client, registration_id, bodies, concurrency=concurrency, ledger=ledger, progress=out.note
@@ -172,13 +169,13 @@ def list_(top: int | None, select: str | None) -> None:
 
     async def go() -> list[dict[str, Any]]:
         async with graph("content", conf, out) as client:
-            return [i async for i in client.list_contents(registration_id, top=top, select=_split(select))]
+            return [i async for i in client.list_contents(registration_id, top=top, select=comma_list(select))]
 
     items = run(go())
     if out.as_json:
         out.json(items)
         return
-    columns = _split(select) or list(LIST_COLUMNS)
+    columns = comma_list(select) or list(LIST_COLUMNS)
     out.rows(columns, [[item.get(c) for c in columns] for item in items])
     out.line(f"{len(items)} item(s) in registration {registration_id}")
 
@@ -262,9 +259,9 @@ def get(external_id: str | None, content_id: str | None, select: str | None) -> 
     async def go() -> dict[str, Any]:
         async with graph("content", conf, out) as client:
             if content_id is not None:
-                return await client.get_content_by_id(registration_id, content_id, select=_split(select))
+                return await client.get_content_by_id(registration_id, content_id, select=comma_list(select))
             assert external_id is not None
-            return await client.get_content(registration_id, external_id, select=_split(select))
+            return await client.get_content(registration_id, external_id, select=comma_list(select))
 
     item = run(go())
     if out.as_json:

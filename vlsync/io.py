@@ -15,12 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.models import LearningContent
+from shared.problems import json_pointer
 
 READ_ONLY = frozenset({"id"})
 
 
 @dataclass(frozen=True)
-class Problem:
+class InputProblem:
     where: str  # "line 3", "item 2", "object"
     pointer: str  # JSON pointer of the field, "" for the whole item
     message: str
@@ -32,7 +33,7 @@ class Problem:
 class InvalidInput(ValueError):
     """The input holds invalid items; nothing was sent."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[InputProblem]) -> None:
         super().__init__(f"{len(problems)} problem(s) in the input; nothing was sent")
         self.problems = problems
 
@@ -48,12 +49,8 @@ def writable(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in READ_ONLY and not k.startswith("@odata.")}
 
 
-def _pointer(loc: tuple[int | str, ...]) -> str:
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
-
-
-def _syntax(exc: json.JSONDecodeError, line_offset: int = 0) -> Problem:
-    return Problem(f"line {exc.lineno + line_offset}", "", f"invalid JSON: {exc.msg} (column {exc.colno})")
+def _syntax(exc: json.JSONDecodeError, line_offset: int = 0) -> InputProblem:
+    return InputProblem(f"line {exc.lineno + line_offset}", "", f"invalid JSON: {exc.msg} (column {exc.colno})")
 
 
 def parse_documents(text: str) -> list[tuple[str, Any]]:
@@ -61,7 +58,7 @@ def parse_documents(text: str) -> list[tuple[str, Any]]:
     body = text.removeprefix("\ufeff")
     stripped = body.strip()
     if not stripped:
-        raise InvalidInput([Problem("input", "", "is empty")])
+        raise InvalidInput([InputProblem("input", "", "is empty")])
     if stripped.startswith("["):
         try:
             documents = json.loads(body)
@@ -76,7 +73,7 @@ def parse_documents(text: str) -> list[tuple[str, Any]]:
         if not ndjson:  # one broken (maybe pretty-printed) object
             raise InvalidInput([_syntax(exc)]) from None
     found: list[tuple[str, Any]] = []
-    problems: list[Problem] = []
+    problems: list[InputProblem] = []
     for number, line in enumerate(body.splitlines(), start=1):
         if not line.strip():
             continue
@@ -92,29 +89,29 @@ def parse_documents(text: str) -> list[tuple[str, Any]]:
 def validate(documents: list[tuple[str, Any]]) -> list[Item]:
     """Every document as ``LearningContent``; all problems at once (including repeated externalIds)."""
     items: list[Item] = []
-    problems: list[Problem] = []
+    problems: list[InputProblem] = []
     first_seen: dict[str, str] = {}
     for where, doc in documents:
         if not isinstance(doc, dict):
-            problems.append(Problem(where, "", f"must be a JSON object, not {type(doc).__name__}"))
+            problems.append(InputProblem(where, "", f"must be a JSON object, not {type(doc).__name__}"))
             continue
         external_id = doc.get("externalId")
         if isinstance(external_id, str):
             earlier = first_seen.setdefault(external_id, where)
             if earlier != where:
-                problems.append(Problem(where, "/externalId", f"{external_id!r} repeats {earlier}"))
+                problems.append(InputProblem(where, "/externalId", f"{external_id!r} repeats {earlier}"))
         try:
             content = LearningContent.model_validate(writable(doc))
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
                 message = str(error["msg"]).removeprefix("Value error, ")
-                problems.append(Problem(where, _pointer(error["loc"]), message))
+                problems.append(InputProblem(where, json_pointer(error["loc"]), message))
             continue
         items.append(Item(where, content))
     if problems:
         raise InvalidInput(problems)
     if not items:
-        raise InvalidInput([Problem("input", "", "holds no items")])
+        raise InvalidInput([InputProblem("input", "", "holds no items")])
     return items
 
 

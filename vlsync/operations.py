@@ -12,13 +12,11 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from shared.graph import GraphClient, GraphError
-
-if TYPE_CHECKING:  # the storage SDKs load only when storage is used
-    from shared.ledger import Ledger, LedgerEntry
-    from shared.queue import StorageCommandQueue
+from shared.ledger import SEARCHABLE_WITHIN_HOURS, ItemBusy, Ledger, LedgerConflict, LedgerEntry, StaleEvent
+from shared.queue import StorageCommandQueue
 
 PUSHED_BY = "cli"
 CLI_LEASE_SECONDS = 120.0  # as the worker's: longer than one push with its retries
@@ -43,8 +41,6 @@ def replacement(item: dict[str, Any], active: bool) -> dict[str, Any] | None:
 
 def searchable_by(pushed_at: datetime) -> datetime:
     """The service promises search within 24 hours of ingestion (the ledger module owns the number)."""
-    from shared.ledger import SEARCHABLE_WITHIN_HOURS
-
     return pushed_at + timedelta(hours=SEARCHABLE_WITHIN_HOURS)
 
 
@@ -102,7 +98,9 @@ def belongs_to(registration_id: str) -> Callable[[str], bool]:
 
 
 @dataclass
-class Outcome:
+class BatchResult:
+    """Per-item results of a command that touches many items."""
+
     done: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
@@ -118,7 +116,9 @@ async def _bounded(limit: int, jobs: list[Callable[[], Awaitable[None]]]) -> Non
     await asyncio.gather(*(one(job) for job in jobs))
 
 
-def _failure(external_id: str, error: GraphError) -> dict[str, Any]:
+def _failure(external_id: str, error: GraphError | LedgerConflict) -> dict[str, Any]:
+    if isinstance(error, LedgerConflict):
+        return {"externalId": external_id, "status": None, "code": error.code, "message": str(error), "requestId": None}
     return {
         "externalId": external_id,
         "status": error.status,
@@ -136,12 +136,12 @@ async def upsert_all(
     concurrency: int,
     ledger: Ledger | None,
     progress: Progress | None = None,
-) -> Outcome:
+) -> BatchResult:
     """Upsert every item (at most ``concurrency`` at a time); record each push in the ledger if given.
 
     A Graph failure of one item is reported with the others' results, not raised.
     """
-    outcome = Outcome()
+    outcome = BatchResult()
     total = len(items)
 
     async def push(body: dict[str, Any]) -> None:
@@ -149,7 +149,7 @@ async def upsert_all(
         try:
             async with pushing(ledger, registration_id, external_id, "upsert"):
                 answer = await graph.upsert_content(registration_id, body)
-        except GraphError as error:
+        except (GraphError, LedgerConflict) as error:
             outcome.failed.append(_failure(external_id, error))
             return
         outcome.done.append({"externalId": external_id, "id": answer.get("id")})
@@ -160,12 +160,14 @@ async def upsert_all(
     return outcome
 
 
-async def set_active_all(graph: GraphClient, registration_id: str, active: bool, *, concurrency: int = 4) -> Outcome:
+async def set_active_all(
+    graph: GraphClient, registration_id: str, active: bool, *, concurrency: int = 4
+) -> BatchResult:
     """Set ``isActive`` on every item of the registration: list them, then GET each and upsert the full
     item with the new state. Not recorded in the ledger: it is a visibility switch, not a content change,
     and a ledger time of now would make the LMS's held (older) events look stale."""
     external_ids = [str(item["externalId"]) async for item in graph.list_contents(registration_id)]
-    outcome = Outcome()
+    outcome = BatchResult()
 
     async def switch(external_id: str) -> None:
         try:
@@ -212,8 +214,6 @@ async def pushing(
     if ledger is None:
         yield
         return
-    from shared.ledger import ItemBusy, LedgerEntry
-
     owner = f"{PUSHED_BY}/{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)
     for _ in range(BUSY_ATTEMPTS):
@@ -223,9 +223,9 @@ async def pushing(
         except ItemBusy:
             await asyncio.sleep(BUSY_WAIT_SECONDS)
     else:
-        raise GraphError(None, "ItemBusy", f"{external_id!r} is being pushed by the function app; try again")
+        raise ItemBusy(f"{external_id!r} is being pushed by the function app; try again")
     if not claimed:
-        raise GraphError(None, "Stale", "the ledger holds a newer event for this item; it was not overwritten")
+        raise StaleEvent("the ledger holds a newer event for this item; it was not overwritten")
     try:
         yield
     except BaseException:
@@ -242,8 +242,6 @@ async def record(
 ) -> bool:
     if ledger is None:
         return False
-    from shared.ledger import LedgerEntry
-
     now = datetime.now(UTC)
     entry = LedgerEntry(registration_id, external_id, op, event_time=now, pushed_at=now, pushed_by=PUSHED_BY)
     return await asyncio.to_thread(ledger.record, entry)

@@ -16,6 +16,7 @@ from vlsync.app import (
     Failure,
     checked,
     cli,
+    comma_list,
     config,
     example,
     graph,
@@ -28,7 +29,7 @@ from vlsync.config import CliConfig
 from vlsync.output import Printer
 
 if TYPE_CHECKING:
-    from vlsync.operations import Outcome
+    from vlsync.operations import BatchResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -254,7 +255,7 @@ def get(registration_id: str, select: str | None) -> None:
 
     async def go() -> dict[str, Any]:
         async with graph("provider", conf, out) as client:
-            return await client.get_provider(registration_id, select=_split(select))
+            return await client.get_provider(registration_id, select=comma_list(select))
 
     item = run(go())
     if out.as_json:
@@ -316,10 +317,10 @@ def delete(registration_id: str, yes: bool) -> None:
 # -- disable / enable ----------------------------------------------------------------------------------
 
 
-def _activation(conf: CliConfig, out: Printer, registration_id: str, active: bool) -> Outcome:
+def _activation(conf: CliConfig, out: Printer, registration_id: str, active: bool) -> BatchResult:
     from vlsync import operations
 
-    async def go() -> Outcome:
+    async def go() -> BatchResult:
         async with graph("content", conf, out) as client:
             return await operations.set_active_all(client, registration_id, active)
 
@@ -332,7 +333,7 @@ def _activation(conf: CliConfig, out: Printer, registration_id: str, active: boo
     return outcome
 
 
-def _fail_if(outcome: Outcome | None, summary: dict[str, Any]) -> None:
+def _fail_if(outcome: BatchResult | None, summary: dict[str, Any]) -> None:
     if outcome is not None and outcome.failed:
         raise Failure(
             f"{len(outcome.failed)} item(s) could not be changed",
@@ -431,7 +432,3 @@ def enable(registration_id: str, reactivate_content: bool) -> None:
         out.line(f"reactivated {len(outcome.done)} item(s) of {registration_id} (isActive=true)")
     if out.as_json:
         out.json(summary)
-
-
-def _split(value: str | None) -> list[str] | None:
-    return [part.strip() for part in value.split(",") if part.strip()] if value else None

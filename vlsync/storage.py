@@ -1,6 +1,6 @@
 """The app's storage as ``vlsync`` reaches it: the ledger table and the command queues.
 
-A connection string (``--storage-connection-string``, ``STORAGE_CONNECTION_STRING``; the local stack
+A connection string (``--storage-connection-string``, ``LearningSyncStorage``; the local stack
 writes Azurite's into ``stack.env``) or an account name for an identity-based connection
 (``--storage-account``: ``DefaultAzureCredential`` on ``https://NAME.queue|table.core.windows.net``;
 the signed-in identity needs Storage Queue Data Contributor and Storage Table Data Contributor).
@@ -20,7 +20,7 @@ from vlsync.config import CliConfig, ConfigError
 
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 
-NOT_CONFIGURED = "no storage: give --storage-connection-string (or STORAGE_CONNECTION_STRING) or --storage-account NAME"
+NOT_CONFIGURED = "no storage: give --storage-connection-string (or LearningSyncStorage) or --storage-account NAME"
 
 
 def settings(config: CliConfig) -> Settings:

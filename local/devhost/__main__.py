@@ -11,15 +11,16 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from local.serving import serve_until_signalled
+
 from .host_config import load_host_config
 from .indexing import describe, index_app, load_app
-from .runtime import HostRuntime
 from .settings import load_local_settings
+from .triggers import HostRuntime
 
 logger = logging.getLogger("local.devhost")
 
@@ -35,31 +36,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to let work finish on stop")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
-
-
-async def serve(runtime: HostRuntime, lines: Sequence[str]) -> None:
-    """Run until SIGINT/SIGTERM, printing the ready line and the function list once started."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            logger.warning("second %s: exiting without waiting", signal.Signals(signum).name)
-            os._exit(130)
-        logger.info("%s received: stopping (finishing in-flight work)", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    await runtime.start()
-    print(f"dev host listening on {runtime.base_url}", flush=True)
-    for line in lines:
-        print(line, flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runtime.stop()
-        logger.info("dev host stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,8 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runtime = HostRuntime(
             functions, config, os.environ, host=args.host, port=args.port, drain_timeout=args.drain_timeout
         )
-        lines = [describe(f, config.route_prefix) for f in functions]
-        asyncio.run(serve(runtime, lines))
+        listed = "".join(f"\n{describe(f, config.route_prefix)}" for f in functions)
+        asyncio.run(serve_until_signalled(runtime.start(), lambda rt: f"dev host listening on {rt.base_url}{listed}"))
     except (ValueError, OSError, ImportError) as exc:
         logger.error("dev host failed: %s", exc)
         return 1

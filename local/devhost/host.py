@@ -9,33 +9,31 @@ Indexing happens on the caller's thread, so an unsupported binding raises right 
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import os
-import threading
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from azure.functions.decorators.function_app import FunctionRegister
 
+from local.serving import LoopThread
+
 from .host_config import HostConfig, load_host_config
 from .indexing import IndexedFunction, index_app
-from .runtime import HostRuntime
+from .triggers import HostRuntime
 
 logger = logging.getLogger(__name__)
-R = TypeVar("R")
 
 
 class DevHost:
     """A running dev host; use :meth:`start` to create one and :meth:`stop` (or ``with``) to end it."""
 
-    def __init__(self, runtime: HostRuntime, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    def __init__(self, runtime: HostRuntime, thread: LoopThread) -> None:
         self._runtime = runtime
-        self._loop = loop
         self._thread = thread
         self._stopped = False
 
@@ -61,29 +59,14 @@ class DevHost:
         config = host_json if isinstance(host_json, HostConfig) else load_host_config(host_json)
         functions = index_app(app, effective)
         runtime = HostRuntime(functions, config, effective, host=host, port=port, drain_timeout=drain_timeout)
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=cls._run_loop, args=(loop,), name="devhost-loop", daemon=True)
-        thread.start()
-        dev_host = cls(runtime, loop, thread)
+        thread = LoopThread("devhost-loop")
         try:
-            dev_host._call(runtime.start(), timeout=startup_timeout)
+            thread.call(runtime.start(), startup_timeout)
         except BaseException:
-            dev_host._close_loop()
+            thread.close()
             raise
         logger.info("dev host listening on %s", runtime.base_url)
-        return dev_host
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    def _call(self, coroutine: Coroutine[Any, Any, R], *, timeout: float | None) -> R:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+        return cls(runtime, thread)
 
     @property
     def base_url(self) -> str:
@@ -113,7 +96,7 @@ class DevHost:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"dev host not idle after {timeout}s")
-            if self._call(self._runtime.is_idle(), timeout=remaining):
+            if self._thread.call(self._runtime.is_idle(), remaining):
                 return
             time.sleep(poll_interval)
 
@@ -123,13 +106,9 @@ class DevHost:
             return
         self._stopped = True
         try:
-            self._call(self._runtime.stop(), timeout=timeout)
+            self._thread.call(self._runtime.stop(), timeout)
         finally:
-            self._close_loop()
-
-    def _close_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+            self._thread.close()
 
     def __enter__(self) -> DevHost:
         return self

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .app import create_app
 from .faults import FaultConfig, FaultMatch, ScriptedFault, TokenBucketConfig
-from .server import RunningEmulator, listening_line, run_in_thread, serve_forever
+from .server import RunningEmulator, run_in_thread
 from .state import EmulatorState
 
 __all__ = [
@@ -21,7 +21,5 @@ __all__ = [
     "ScriptedFault",
     "TokenBucketConfig",
     "create_app",
-    "listening_line",
     "run_in_thread",
-    "serve_forever",
 ]

@@ -12,9 +12,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from local.serving import serve_until_signalled, start_site
+
+from .app import create_app
+from .context import DEFAULT_PAGE_SIZE
 from .faults import FaultConfig
-from .runtime import DEFAULT_PAGE_SIZE
-from .server import serve_forever
+from .state import EmulatorState
 
 
 def _positive(text: str) -> int:
@@ -52,12 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, ValidationError) as exc:
             print(f"invalid --faults file: {exc}", file=sys.stderr)
             return 2
+    app = create_app(EmulatorState(args.snapshot), page_size=args.page_size, faults=faults)
+    logging.getLogger("graph_emulator").info("serving page_size=%s snapshot=%s", args.page_size, args.snapshot)
+    starting = start_site(app, args.host, args.port)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve_forever(
-                host=args.host, port=args.port, page_size=args.page_size, snapshot=args.snapshot, faults=faults
-            )
-        )
+        asyncio.run(serve_until_signalled(starting, lambda site: f"graph emulator listening on {site.url}"))
     return 0
 
 

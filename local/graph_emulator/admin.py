@@ -12,10 +12,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
+from .context import RUNTIME
 from .errors import GraphError, bad_request, method_not_allowed
 from .faults import FaultConfig, ScriptedFault
 from .payloads import json_response, read_json
-from .runtime import RUNTIME
 
 log = logging.getLogger("graph_emulator.admin")
 

@@ -13,11 +13,11 @@ from aiohttp.typedefs import Handler
 
 from . import admin
 from .auth import token_kind_hint
+from .context import CALLER, DEFAULT_PAGE_SIZE, RUNTIME, EmulatorRuntime, EmulatorSettings
 from .errors import GraphError, code_for_status, error_bytes
 from .faults import FaultConfig, FaultDecision, FaultInjector
 from .requestlog import RequestLog, RequestRecord
 from .routes import handle_graph
-from .runtime import CALLER, DEFAULT_PAGE_SIZE, RUNTIME, EmulatorRuntime, EmulatorSettings
 from .schema import Validator, load_metadata
 from .state import EmulatorState
 

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from . import auth
+from .context import CALLER, RUNTIME, EmulatorRuntime
 from .errors import GraphError, bad_request, method_not_allowed, not_found, segment_not_found
 from .odata import (
     ENTITY_OPTIONS,
@@ -28,7 +29,6 @@ from .odata import (
     split_target,
 )
 from .payloads import json_response, read_json
-from .runtime import CALLER, RUNTIME, EmulatorRuntime
 from .schema import EntitySchema, Metadata, select_properties
 
 log = logging.getLogger("graph_emulator.routes")

@@ -1,6 +1,6 @@
 """Request-body validation driven by the Graph CSDL extract.
 
-Types, nullability and enum members are read from ``shared/graph_metadata/learning-schemas.v1.0.json``
+Types, nullability and enum members are read from ``local/graph_metadata/learning-schemas.v1.0.json``
 (not hand-listed) so the emulator stays in step with the metadata. What the CSDL cannot say (which
 properties the docs call required, documented defaults) is kept in the small tables below with the
 doc that states it.
@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import bad_request
 
-METADATA_PATH = Path(__file__).resolve().parents[2] / "shared/graph_metadata/learning-schemas.v1.0.json"
+METADATA_PATH = Path(__file__).resolve().parents[2] / "local/graph_metadata/learning-schemas.v1.0.json"
 NAMESPACE = "microsoft.graph"
 
 # Required on create/upsert per the docs (CSDL Nullable=false is not the same thing):

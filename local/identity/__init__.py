@@ -22,7 +22,7 @@ from .config import (
     IdentityConfig,
     derived_object_id,
 )
-from .runner import IdentityServer, make_config, run_in_thread, serve, start
+from .runner import IdentityServer, make_config, run_in_thread
 
 __all__ = [
     "API_VERSION",
@@ -45,6 +45,4 @@ __all__ = [
     "derived_object_id",
     "make_config",
     "run_in_thread",
-    "serve",
-    "start",
 ]

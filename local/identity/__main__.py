@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
+from local.serving import serve_until_signalled, start_site
+
+from .app import TOKEN_PATH, build_app
 from .config import DEFAULT_LIFETIME_SECONDS, DEFAULT_ROLES, Identity
-from .runner import make_config, serve
+from .runner import make_config
 
 logger = logging.getLogger("local.identity")
 
@@ -80,22 +81,15 @@ async def _main(args: argparse.Namespace) -> None:
         system=not args.no_system,
         lifetime=args.lifetime,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):  # not on Windows
-            loop.add_signal_handler(sig, stop.set)
-
-    def ready(endpoint: str) -> None:
-        logger.info(
-            "identities: system=%s user-assigned=%s lifetime=%ss",
-            config.system.client_id if config.system else None,
-            [i.client_id for i in config.user_assigned],
-            config.lifetime_seconds,
-        )
-        print(READY_PREFIX + endpoint, flush=True)
-
-    await serve(config, args.host, args.port, ready=ready, stop=stop)
+    logger.info(
+        "identities: system=%s user-assigned=%s lifetime=%ss",
+        config.system.client_id if config.system else None,
+        [i.client_id for i in config.user_assigned],
+        config.lifetime_seconds,
+    )
+    await serve_until_signalled(
+        start_site(build_app(config), args.host, args.port), lambda s: READY_PREFIX + s.url + TOKEN_PATH
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

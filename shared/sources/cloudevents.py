@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared import signatures
-from shared.models import MAX_EXTERNAL_ID_LENGTH, ContentCommand, LearningContent
+from shared.models import MAX_EXTERNAL_ID_LENGTH, ContentCommand, LearningContent, no_control, parse_rfc3339
 from shared.problems import (
     BAD_JSON,
     EMPTY_BATCH,
@@ -38,8 +38,6 @@ UPSERT_SUFFIXES = (".created", ".updated", ".upserted")
 DELETE_SUFFIX = ".deleted"
 MAX_BATCH_EVENTS = 1000
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A sender's clock may run a little ahead; an event much further in the future would make every
 # real event for the item look stale, so it is refused.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -68,20 +66,13 @@ class CloudEvent(BaseModel):
     @field_validator("id", "source", "type", "subject")
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
-        if value is not None and _CONTROL.search(value):
-            raise ValueError("must not contain control characters")
-        return value
+        return None if value is None else no_control(value)
 
     @field_validator("time")
     @classmethod
     def _time(cls, value: str | None) -> str | None:
         if value is not None:
-            if not _RFC3339.match(value):
-                raise ValueError("must be an RFC 3339 timestamp with an offset")
-            try:
-                _parse_time(value)
-            except ValueError:
-                raise ValueError("is not a real date-time") from None
+            parse_rfc3339(value)
         return value
 
     @field_validator("datacontenttype")
@@ -98,16 +89,6 @@ class CloudEvent(BaseModel):
         if self.type.endswith(DELETE_SUFFIX):
             return "delete"
         return None
-
-
-def _parse_time(value: str) -> datetime:
-    head, _, frac = value.upper().replace("Z", "+00:00").partition(".")
-    if frac:
-        digits = re.match(r"\d+", frac)
-        assert digits is not None
-        frac = digits.group()[:6] + frac[digits.end() :]
-        return datetime.fromisoformat(f"{head}.{frac}")
-    return datetime.fromisoformat(head)
 
 
 def _pydantic_errors(exc: ValidationError, prefix: tuple[str | int, ...]) -> list[FieldError]:
@@ -254,7 +235,7 @@ class CloudEventsAdapter:
         elif not isinstance(external_id, str) or not external_id:
             _raise_field("must be a non-empty string", json_pointer((*data_prefix, "externalId")))
 
-        event_time = _parse_time(event.time) if event.time else (delivery.sent_at or request.received_at)
+        event_time = parse_rfc3339(event.time) if event.time else (delivery.sent_at or request.received_at)
         if event_time > request.received_at + MAX_CLOCK_SKEW:
             loc = where("time")
             raise Problem(SCHEMA_VIOLATION, "invalid event", [FieldError(

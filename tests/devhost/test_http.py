@@ -30,26 +30,22 @@ def echo_payload(req: func.HttpRequest) -> dict[str, object]:
 def http_app() -> func.FunctionApp:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-    @app.route(route="echo/{source}/{id:int?}", methods=["POST", "PUT"])
+    @app.route(route="echo/{source}/{id}", methods=["POST", "PUT"])
     def echo(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse(json.dumps(echo_payload(req)), mimetype="application/json")
 
-    @app.route(route="async/{name:alpha}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+    @app.route(route="async/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
     async def async_echo(req: func.HttpRequest) -> func.HttpResponse:
         await asyncio.sleep(0)
         return func.HttpResponse(json.dumps(echo_payload(req)), mimetype="application/json")
 
-    @app.route(route="items/{id:guid}")
-    def by_guid(req: func.HttpRequest) -> str:
-        return "guid " + str(req.route_params["id"])
+    @app.route(route="items/{id}")
+    def by_id(req: func.HttpRequest) -> str:
+        return "item " + str(req.route_params["id"])
 
     @app.route(route="items/latest")
     def latest(req: func.HttpRequest) -> str:
         return "latest"
-
-    @app.route(route="files/{*path}")
-    def files(req: func.HttpRequest) -> str:
-        return "path=" + str(req.route_params.get("path", ""))
 
     @app.route(route="boom")
     def boom(req: func.HttpRequest) -> func.HttpResponse:
@@ -124,12 +120,6 @@ def test_request_fields_reach_a_sync_function_exactly(client: httpx.Client) -> N
     assert seen["thread"].startswith("devhost-fn")  # sync functions run in the thread pool
 
 
-def test_optional_route_parameter_may_be_absent(client: httpx.Client) -> None:
-    seen = client.put("echo/canvas").json()
-    assert seen["route_params"] == {"source": "canvas"}
-    assert seen["method"] == "PUT"
-
-
 def test_async_function_runs_on_the_event_loop(client: httpx.Client) -> None:
     response = client.get("async/Moodle")
     assert response.status_code == 200
@@ -140,10 +130,9 @@ def test_async_function_runs_on_the_event_loop(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("path", "text"),
     [
-        ("items/latest", "latest"),
-        ("items/0f8fad5b-d9cb-469f-a165-70867728950e", "guid 0f8fad5b-d9cb-469f-a165-70867728950e"),
-        ("files/a/b/c.txt", "path=a/b/c.txt"),
-        ("FILES", "path="),
+        ("items/latest", "latest"),  # the literal wins over items/{id}, registered first
+        ("ITEMS/Latest/", "latest"),
+        ("items/pen%20one", "item pen one"),
     ],
 )
 def test_route_resolution(client: httpx.Client, path: str, text: str) -> None:
@@ -151,11 +140,8 @@ def test_route_resolution(client: httpx.Client, path: str, text: str) -> None:
     assert (response.status_code, response.text) == (200, text)
 
 
-@pytest.mark.parametrize(
-    "path",
-    ["items/not-a-guid", "async/abc1", "echo/a/notanint", "nowhere", "../echo/x"],
-)
-def test_unknown_routes_and_failed_constraints_are_404(client: httpx.Client, path: str) -> None:
+@pytest.mark.parametrize("path", ["echo/a", "echo/a/1/2", "items", "nowhere", "../echo/x/1"])
+def test_unknown_routes_are_404(client: httpx.Client, path: str) -> None:
     assert client.post(path).status_code == 404
 
 
@@ -164,7 +150,7 @@ def test_outside_the_route_prefix_is_404(host: DevHost) -> None:
 
 
 def test_wrong_method_is_404_like_the_host(client: httpx.Client) -> None:
-    response = client.get("echo/moodle")
+    response = client.get("echo/moodle/1")
     assert response.status_code == 404
     assert "POST,PUT" in response.text
 

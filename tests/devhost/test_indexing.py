@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import azure.functions as func
@@ -151,14 +152,17 @@ def test_invalid_queue_name_is_rejected() -> None:
         index_app(app, {"Q": "bad_name"})
 
 
-def test_invalid_route_is_rejected_with_the_function_named() -> None:
+@pytest.mark.parametrize(("route", "unsupported"), [("items/{id:int}", "route constraints"), ("{*path}", "catch-all")])
+def test_unsupported_route_is_refused_at_indexing(route: str, unsupported: str) -> None:
     app = func.FunctionApp()
 
-    @app.route(route="items/{id:nope}")
+    @app.route(route=route)
     def item(req: func.HttpRequest) -> str:
         return "x"
 
-    with pytest.raises(IndexingError, match=r"function 'item'.*unknown route constraint 'nope'"):
+    with pytest.raises(
+        IndexingError, match=rf"function 'item'.*{re.escape(unsupported)}.*not supported by the dev host"
+    ):
         index_app(app, {})
 
 

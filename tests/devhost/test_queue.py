@@ -18,7 +18,7 @@ from azure.functions.queue import QueueMessage as MetadataQueueMessage
 from azure.storage.queue import QueueClient
 
 from local.devhost import DevHost
-from local.devhost.queue_connection import ConnectionSettingError
+from shared.storage import StorageNotConfigured
 
 from .conftest import b64, host_json, peek_all, wait_for
 
@@ -231,5 +231,5 @@ def test_stop_lets_in_flight_invocations_finish(
 
 
 def test_missing_connection_setting_fails_at_start(queue_name: str) -> None:
-    with pytest.raises(ConnectionSettingError, match="'Store'"):
+    with pytest.raises(StorageNotConfigured, match="set Store "):
         DevHost.start(recording_app([]), settings={"Q": queue_name}, host_json=host_json())

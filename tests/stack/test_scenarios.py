@@ -13,10 +13,9 @@ import pytest
 
 from local.azurite import free_port
 from tests.conftest import REPO
-from tests.e2e.test_make_dev import StackProcess
-from vlsync.config import read_env_file
+from tests.stack.test_make_dev import StackProcess
+from vlsync.envfile import read as read_env_file
 
-pytestmark = pytest.mark.e2e
 VENV_BIN = Path(sys.executable).parent
 
 

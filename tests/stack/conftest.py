@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
@@ -14,13 +13,13 @@ import httpx
 import pytest
 from azure.storage.queue import QueueClient
 
+from local import demo
 from local.devhost import DevHost
-from shared import runtime
+from shared import bootstrap
 from shared.odata import content_by_external_id
-from tests.conftest import DEMO_PROVIDER, REPO, SECRET, UAMI_CLIENT_ID
+from tests.conftest import REPO, SECRET, UAMI_CLIENT_ID
+from tests.queues import peek_json
 from tests.webhooks import signed
-
-pytestmark = pytest.mark.e2e
 
 
 @dataclass
@@ -53,11 +52,7 @@ class Stack:
             time.sleep(0.1)
 
     def poison(self) -> list[dict[str, Any]]:
-        client = QueueClient.from_connection_string(self.connection_string, f"{self.queue_name}-poison")
-        try:
-            return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
-        except Exception:
-            return []
+        return peek_json(self.connection_string, f"{self.queue_name}-poison")
 
     def clear_poison(self) -> None:
         QueueClient.from_connection_string(self.connection_string, f"{self.queue_name}-poison").clear_messages()
@@ -70,14 +65,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
     token = identity_server.dev_token(scopes=["LearningProvider.ReadWrite"])["access_token"]
-    provider = httpx.post(
-        f"{emulator.url}/v1.0/employeeExperience/learningProviders",
-        json=DEMO_PROVIDER,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    provider.raise_for_status()
-    registration_id = provider.json()["id"]
+    registration_id = demo.register_provider(emulator.url, token)
     queue_name = f"e2e-{uuid.uuid4().hex[:10]}"
     env = {
         "LearningSyncStorage": azurite.connection_string,
@@ -85,8 +73,8 @@ def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
         "CONTENT_QUEUE_NAME": queue_name,
         "SOURCES": json.dumps(
             {
-                "demo": {"kind": "cloudevents", "registrationId": registration_id, "secretSetting": "E2E_SECRET"},
-                "orphan": {"kind": "cloudevents", "registrationId": "not-registered", "secretSetting": "E2E_SECRET"},
+                "demo": demo.source_entry(registration_id, "E2E_SECRET"),
+                "orphan": demo.source_entry("not-registered", "E2E_SECRET"),
             }
         ),
         "E2E_SECRET": SECRET,
@@ -102,9 +90,9 @@ def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        runtime.reset()
+        bootstrap.reset()
         import function_app
 
         with DevHost.start(function_app.app, host_json=host_json, port=0) as host:
             yield Stack(host, emulator.url, registration_id, queue_name, azurite.connection_string, identity_server)
-        runtime.reset()
+        bootstrap.reset()

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from shared.ledger import LedgerEntry
+from shared.settings import Settings
 from vlsync import cli
 from vlsync.config import ConfigError, load, resolve
 from vlsync.credentials import dev_token_url, scope_for
@@ -164,15 +165,32 @@ def test_held_commands_are_matched_by_registration() -> None:
     assert not mine("[1]")
 
 
-def test_cli_defaults_are_the_app_settings_defaults() -> None:
-    from shared.settings import Settings
-    from vlsync import config
+def test_cli_reads_the_app_settings_by_the_apps_names_and_defaults() -> None:
+    from shared.settings import STORAGE_CONNECTION
 
-    fields = Settings.model_fields
-    assert fields["content_queue_name"].default == config.DEFAULT_QUEUE
-    assert fields["ledger_table_name"].default == config.DEFAULT_LEDGER_TABLE
-    assert fields["registration_state_cache_seconds"].default == config.DEFAULT_STATE_CACHE_SECONDS
-    assert fields["graph_base_url"].default == config.DEFAULT_GRAPH_BASE_URL
+    app_env = {
+        STORAGE_CONNECTION: "UseDevelopmentStorage=true",
+        "CONTENT_QUEUE_NAME": "q-from-app",
+        "LEDGER_TABLE_NAME": "ledgerFromApp",
+        "GRAPH_API_VERSION": "beta",
+        "REGISTRATION_STATE_CACHE_SECONDS": "3",
+    }
+    conf = resolve({}, {}, app_env)  # e.g. local.settings values exported, or stack.env
+    assert conf.storage_connection_string == "UseDevelopmentStorage=true"
+    assert (conf.queue, conf.ledger_table, conf.graph_version, conf.state_cache_seconds) == (
+        "q-from-app",
+        "ledgerFromApp",
+        "beta",
+        3.0,
+    )
+    defaults = resolve({}, {}, {})
+    app = Settings()
+    assert (defaults.queue, defaults.ledger_table, defaults.graph_base_url) == (
+        app.content_queue_name,
+        app.ledger_table_name,
+        app.graph_base_url,
+    )
+    assert defaults.state_cache_seconds == app.registration_state_cache_seconds
 
 
 def test_storage_account_means_identity_based_endpoints() -> None:

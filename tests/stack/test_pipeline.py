@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.e2e.conftest import Stack
+from tests.stack.conftest import Stack
 from tests.webhooks import content, event
-
-pytestmark = pytest.mark.e2e
 
 
 def test_upsert_then_delete_reaches_graph(stack: Stack) -> None:

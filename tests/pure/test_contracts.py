@@ -31,18 +31,6 @@ def test_host_json_encoding_matches_the_producer() -> None:
     assert host["extensions"]["queues"].get("messageEncoding", "base64") == queue.MESSAGE_ENCODING
 
 
-def test_producer_really_base64_encodes(settings: Settings) -> None:
-    from azure.storage.queue import QueueClient
-
-    q = queue.StorageCommandQueue.from_settings(settings)
-    q.send_all(['{"x": "é"}'])
-    raw = QueueClient.from_connection_string(settings.storage_connection_string or "", settings.content_queue_name)
-    [message] = raw.peek_messages()
-    import base64
-
-    assert base64.b64decode(message.content).decode() == '{"x": "é"}'
-
-
 def test_worker_binding_uses_the_setting_and_named_connection(bindings: dict[str, list[dict[str, Any]]]) -> None:
     [trigger] = bindings["apply_content_command"]
     assert trigger["type"] == "queueTrigger"

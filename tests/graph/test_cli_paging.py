@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import content_line, make_runner
+from tests.vlsync_runner import content_line, make_runner
 
 TOTAL = 2500
 PAGE_SIZE = 37  # small and odd: 68 pages, the last one partial

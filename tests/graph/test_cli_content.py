@@ -7,7 +7,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.cli.conftest import CliSide, content_line, make_runner
+from tests.graph.conftest import CliSide
+from tests.vlsync_runner import content_line, make_runner
 
 HOSTILE_IDS = ["O'Brien/1", "100% + #2", "a b?c=d&e", 'say "hi"', "Ünïcødé курс 課程", "[draft] C#"]
 
@@ -78,7 +79,7 @@ def test_status_reads_as_a_table(cli_side: CliSide, tmp_path: Path) -> None:
 
 
 def test_status_without_storage_says_the_ledger_is_not_configured(cli_side: CliSide) -> None:
-    env = {k: v for k, v in cli_side.env.items() if k != "STORAGE_CONNECTION_STRING"}
+    env = {k: v for k, v in cli_side.env.items() if k != "LearningSyncStorage"}
     result = make_runner(env)("content", "status", "x")
     assert result.exit_code == 0, result.stderr
     assert "ledger not configured" in result.stdout

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 import pytest
-from azure.storage.queue import QueueClient
 
 from shared import intake
 from shared.models import ContentCommand
 from shared.queue import StorageCommandQueue
 from shared.settings import Settings
 from tests.conftest import SECRET
+from tests.queues import peek_json, peek_messages
 from tests.webhooks import content, event, signed
 
 
 def queued(settings: Settings) -> list[dict[str, Any]]:
-    client = QueueClient.from_connection_string(settings.storage_connection_string or "", settings.content_queue_name)
-    try:
-        messages = client.peek_messages(max_messages=32)
-    except Exception:
-        return []
-    return [json.loads(base64.b64decode(m.content)) for m in messages]
+    return peek_json(settings.storage_connection_string or "", settings.content_queue_name)
 
 
 def post(settings: Settings, body: Any, source: str = "demo", **kw: Any) -> intake.IntakeResponse:
@@ -173,17 +166,6 @@ def test_unresolved_key_vault_reference_is_a_misconfiguration(
     assert queued(settings) == []
 
 
-def test_use_development_storage_means_azurite_defaults() -> None:
-    from shared import storage
-    from shared.ledger import table_service
-    from shared.queue import service_client
-
-    dev = Settings(storage_connection_string="UseDevelopmentStorage=true")
-    assert storage.connection_string(dev) == storage.DEV_STORAGE
-    assert service_client(dev).url.startswith("http://127.0.0.1:10001/devstoreaccount1")
-    assert table_service(dev).url.startswith("http://127.0.0.1:10002/devstoreaccount1")
-
-
 def test_correlation_id_with_trailing_newline_is_replaced(settings: Settings) -> None:
     response = post(settings, event("x.created", content()), extra_headers={"x-correlation-id": "abc"})
     assert response.headers["x-correlation-id"] == "abc"
@@ -192,6 +174,5 @@ def test_correlation_id_with_trailing_newline_is_replaced(settings: Settings) ->
 
 def test_queued_messages_never_expire(settings: Settings) -> None:
     post(settings, event("x.created", content("ttl")))
-    client = QueueClient.from_connection_string(settings.storage_connection_string or "", settings.content_queue_name)
-    [message] = client.peek_messages()
+    [message] = peek_messages(settings.storage_connection_string or "", settings.content_queue_name)
     assert message.expires_on is None or message.expires_on.year >= 9999

@@ -1,4 +1,4 @@
-"""The dev host's async core: one HTTP server plus one queue listener per queue-triggered function.
+"""The app's triggers: one HTTP server for the HTTP functions, one queue listener per queue function.
 
 Used directly by the CLI (``asyncio.run``) and from a background thread by :class:`DevHost`.
 """
@@ -9,19 +9,22 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from aiohttp import web
 from azure.storage.queue.aio import QueueServiceClient
+
+from local.serving import Site, http_url, start_site
+from shared import storage
 
 from .host_config import HostConfig
 from .http_server import HttpFrontend
 from .indexing import HttpFunction, IndexedFunction, QueueFunction
-from .queue_connection import QueueConnection, create_service_client, resolve_queue_connection
 from .queue_listener import QueueListener
 from .queue_policy import poison_queue_name
 
 logger = logging.getLogger(__name__)
+
+# The SDK's default retry waits 15 s and more between attempts; locally, fail fast and say why.
+_STORAGE_RETRIES = {"retry_total": 2, "initial_backoff": 1, "increment_base": 2}
 
 
 def thread_count(settings: Mapping[str, str]) -> int | None:
@@ -47,9 +50,8 @@ class HostRuntime:
         self.config = config
         self.settings = settings
         self.host = host
-        self.requested_port = port
+        self.port = port  # the bound port once started
         self.drain_timeout = drain_timeout
-        self.port = port
         self.listeners: list[QueueListener] = []
         self._executor = ThreadPoolExecutor(thread_count(settings), thread_name_prefix="devhost-fn")
         self._http = HttpFrontend(
@@ -57,19 +59,21 @@ class HostRuntime:
         )
         # Resolved now so a missing connection setting fails before any port is opened.
         queue_functions = [f for f in self.functions if isinstance(f, QueueFunction)]
-        self._connections = {f.name: resolve_queue_connection(f.connection, settings) for f in queue_functions}
-        self._runner: web.AppRunner | None = None
-        self._clients: dict[QueueConnection, tuple[QueueServiceClient, Any]] = {}
+        self._connections = {f.name: storage.resolve(f.connection, "queue", settings) for f in queue_functions}
+        self._site: Site | None = None
+        self._clients: dict[storage.StorageConnection, QueueServiceClient] = {}
 
     @property
     def base_url(self) -> str:
-        root = f"http://{self.host}:{self.port}"
+        root = http_url(self.host, self.port)
         return f"{root}/{self.config.route_prefix}" if self.config.route_prefix else root
 
-    async def start(self) -> None:
+    async def start(self) -> HostRuntime:
         """Open the HTTP port and start every queue listener; undo everything on failure."""
         try:
-            await self._start_http()
+            http = self._http.application()
+            self._site = await start_site(http, self.host, self.port, shutdown_timeout=self.drain_timeout)
+            self.port = self._site.port
             for function in self.functions:
                 if isinstance(function, QueueFunction):
                     await self._start_listener(function)
@@ -77,21 +81,14 @@ class HostRuntime:
             await self.stop()
             raise
         self._log_auth_levels()
+        return self
 
-    async def _start_http(self) -> None:
-        self._runner = web.AppRunner(
-            self._http.application(), handle_signals=False, access_log=None, shutdown_timeout=self.drain_timeout
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.requested_port)
-        await site.start()
-        address = self._runner.addresses[0]
-        self.port = int(address[1])
-
-    def _client_for(self, connection: QueueConnection) -> QueueServiceClient:
+    def _client_for(self, connection: storage.StorageConnection) -> QueueServiceClient:
         if connection not in self._clients:
-            self._clients[connection] = create_service_client(connection)
-        return self._clients[connection][0]
+            self._clients[connection] = storage.open_client(
+                QueueServiceClient, connection, aio=True, **_STORAGE_RETRIES
+            )
+        return self._clients[connection]
 
     async def _start_listener(self, function: QueueFunction) -> None:
         connection = self._connections[function.name]
@@ -139,12 +136,12 @@ class HostRuntime:
         """Stop polling, finish in-flight invocations and requests, then release every resource."""
         listeners, self.listeners = self.listeners, []
         await asyncio.gather(*(listener.stop(self.drain_timeout) for listener in listeners))
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._site is not None:
+            site, self._site = self._site, None
+            await site.stop()
         clients, self._clients = self._clients, {}
-        for client, credential in clients.values():
+        for connection, client in clients.items():
             await client.close()
-            if credential is not None:
-                await credential.close()
+            if connection.endpoint is not None:  # an identity-based client owns its token credential
+                await client.credential.close()
         self._executor.shutdown(wait=False, cancel_futures=False)

@@ -7,7 +7,6 @@ both registrations are created and inspected with ``vlsync`` itself.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
@@ -18,15 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-from azure.storage.queue import QueueClient
 
+from local import demo
 from local.devhost import DevHost
-from shared import runtime
-from tests.cli.conftest import Vlsync, make_runner
+from shared import bootstrap
 from tests.conftest import REPO, SECRET
+from tests.queues import peek_json
+from tests.vlsync_runner import Vlsync, make_runner
 from tests.webhooks import content, event, signed
-
-pytestmark = pytest.mark.e2e
 
 LOGOS = [
     "--square-logo-light", "https://lms.example/a.png", "--long-logo-light", "https://lms.example/b.png",
@@ -53,11 +51,7 @@ class App:
         return result.exit_code == 0
 
     def held(self) -> list[dict[str, Any]]:
-        client = QueueClient.from_connection_string(self.connection_string, f"{self.queue}-held")
-        try:
-            return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
-        except Exception:
-            return []
+        return peek_json(self.connection_string, f"{self.queue}-held")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -77,7 +71,7 @@ def app(
     cli_env = {
         "GRAPH_BASE_URL": emulator.url,
         **identity_server.env,
-        "STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "LearningSyncStorage": azurite.connection_string,
         "CONTENT_QUEUE_NAME": queue,
         "LEDGER_TABLE_NAME": ledger_table,
         "REGISTRATION_STATE_CACHE_SECONDS": "0",
@@ -91,16 +85,14 @@ def app(
         regs.append(result.stdout.strip())
     reg_a, reg_b = regs
 
-    def source(registration: str) -> dict[str, str]:
-        return {"kind": "cloudevents", "registrationId": registration, "secretSetting": "MULTI_SECRET"}
-
+    sources = {"lms-a": reg_a, "lms-a-archive": reg_a, "lms-b": reg_b}
     app_env = {
         "LearningSyncStorage": azurite.connection_string,
         "AzureWebJobsStorage": azurite.connection_string,
         "CONTENT_QUEUE_NAME": queue,
         "LEDGER_TABLE_NAME": ledger_table,
         "REGISTRATION_STATE_CACHE_SECONDS": "0",
-        "SOURCES": json.dumps({"lms-a": source(reg_a), "lms-a-archive": source(reg_a), "lms-b": source(reg_b)}),
+        "SOURCES": json.dumps({name: demo.source_entry(reg, "MULTI_SECRET") for name, reg in sources.items()}),
         "MULTI_SECRET": SECRET,
         "GRAPH_BASE_URL": emulator.url,
         "GRAPH_MAX_INLINE_RETRY_SECONDS": "3",
@@ -111,14 +103,14 @@ def app(
     monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
     host_json = json.loads((REPO / "host.json").read_text())
     host_json["extensions"]["queues"].update({"visibilityTimeout": "00:00:01", "maxPollingInterval": "00:00:00.500"})
-    runtime.reset()
+    bootstrap.reset()
     import function_app
 
     try:
         with DevHost.start(function_app.app, host_json=host_json, port=0) as host:
             yield App(host, vlsync, reg_a, reg_b, queue, azurite.connection_string)
     finally:
-        runtime.reset()
+        bootstrap.reset()
         # get_functions() may run once per app object; leave it unindexed for later tests (contract tests).
         function_app.app.functions_bindings = {}
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from shared.models import LearningContent, LearningProvider, Level
 
 METADATA = json.loads(
-    (Path(__file__).resolve().parents[2] / "shared/graph_metadata/learning-schemas.v1.0.json").read_text()
+    (Path(__file__).resolve().parents[2] / "local/graph_metadata/learning-schemas.v1.0.json").read_text()
 )
 ENTITIES = [("learningContent", LearningContent), ("learningProvider", LearningProvider)]
 EDM_TO_PY = {

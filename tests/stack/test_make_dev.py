@@ -15,10 +15,9 @@ import httpx
 import pytest
 
 from local.azurite import free_port
-from local.send import read_env_file
 from tests.conftest import REPO
+from vlsync.envfile import read as read_env_file
 
-pytestmark = pytest.mark.e2e
 READY_TIMEOUT = 120  # the promise: ready within 2 minutes on a clean machine
 
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from azure.identity.aio import ManagedIdentityCredential
 
-from shared.graph import GraphClient, GraphPermanentError, GraphTransientError, classify, retry_after_seconds
-from tests.conftest import GraphSide
+from shared.graph import GraphClient, GraphPermanentError, GraphTransientError
+from tests.graph.conftest import GraphSide
 from tests.webhooks import content
 
 
@@ -144,32 +144,6 @@ def test_beta_version_is_served_too(graph_side: GraphSide) -> None:
     assert graph_side.get_content("nothing", version="beta").status_code == 404
 
 
-@pytest.mark.parametrize(
-    ("status", "method", "expected"),
-    [
-        (202, "PATCH", "ok"),
-        (204, "DELETE", "ok"),
-        (404, "DELETE", "absent"),
-        (404, "PATCH", "permanent"),
-        (400, "PATCH", "permanent"),
-        (403, "PATCH", "permanent"),
-        (401, "PATCH", "transient"),
-        (429, "PATCH", "transient"),
-        (500, "DELETE", "transient"),
-        (503, "PATCH", "transient"),
-    ],
-)
-def test_classify(status: int, method: str, expected: str) -> None:
-    assert classify(status, method) == expected
-
-
-def test_retry_after_sources() -> None:
-    assert retry_after_seconds(httpx.Headers({"Retry-After": "7"}), None) == 7
-    assert retry_after_seconds(httpx.Headers({}), "Retry after 2 minutes") == 120
-    assert retry_after_seconds(httpx.Headers({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}), None) == 0
-    assert retry_after_seconds(httpx.Headers({}), "nothing here") is None
-
-
 async def test_retry_after_zero_does_not_hot_loop(client: GraphClient, graph_side: GraphSide, sleeps: Sleeps) -> None:
     graph_side.script_faults([{"status": 429, "retryAfterSeconds": 0}] * 50)
     graph_side.admin("DELETE", "/requests")
@@ -177,14 +151,3 @@ async def test_retry_after_zero_does_not_hot_loop(client: GraphClient, graph_sid
         await client.upsert_content(graph_side.registration_id, content("c-zero"))
     assert sleeps.calls == [1.0, 2.0, 4.0]  # back-off floor; the next wait would pass the budget
     assert len(emulator_log(graph_side)) == 4
-
-
-def test_odd_error_bodies_are_still_graph_errors() -> None:
-    from shared.graph import _graph_error
-
-    oauth = httpx.Response(400, json={"error": "invalid_request", "error_description": "bad"})
-    assert _graph_error(oauth) == ("invalid_request", "bad")
-    assert _graph_error(httpx.Response(502, text="<html>bad gateway</html>"))[1] == "<html>bad gateway</html>"
-    assert len(_graph_error(httpx.Response(400, json={"error": {"code": "X", "message": "m" * 5000}}))[1]) == 1024
-    assert retry_after_seconds(httpx.Headers({"Retry-After": "1.5"}), None) == 1.5
-    assert retry_after_seconds(httpx.Headers({"Retry-After": "soon"}), None) is None

@@ -1,4 +1,5 @@
-"""Process-wide clients: one queue client, one httpx client and one credential per worker process.
+"""The composition root: the process-wide clients that the triggers hand to ``shared``: one queue
+client, one ledger, one httpx client and one credential per worker process.
 
 Built on first use (the Functions host imports the app before settings may be complete, and Flex
 Consumption gives module import 30 s), then reused by every invocation so tokens and connections
@@ -38,9 +39,7 @@ def worker_ports() -> WorkerPorts:
     settings = get_settings()
     return WorkerPorts(
         graph=graph_client(),
-        park=queue.park,
-        hold=queue.hold,
-        defer=queue.defer,
+        queue=queue,
         ledger=ledger(),
         lease_seconds=max(120.0, 3 * settings.graph_timeout_seconds + settings.graph_max_inline_retry_seconds),
         max_deferrals=settings.graph_max_deferrals,

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from azure.storage.queue import QueueClient
-
 from shared.ledger import Ledger
 from shared.models import ContentCommand
 from shared.queue import StorageCommandQueue
-from tests.cli.conftest import CliSide, content_line
+from tests.graph.conftest import CliSide
+from tests.queues import peek_json
+from tests.vlsync_runner import content_line
 
 LOGOS = [
     "--square-logo-light", "https://lms.example/sq-light.png",
@@ -109,13 +108,8 @@ def _command(registration_id: str, external_id: str) -> str:
     ).to_json()
 
 
-def _peek(conn: str, queue: str) -> list[dict[str, object]]:
-    client = QueueClient.from_connection_string(conn, queue)
-    return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
-
-
 def test_disable_holds_enable_releases_only_this_registrations_commands(cli_side: CliSide, tmp_path: Path) -> None:
-    conn, queue = cli_side.env["STORAGE_CONNECTION_STRING"], cli_side.env["CONTENT_QUEUE_NAME"]
+    conn, queue = cli_side.env["LearningSyncStorage"], cli_side.env["CONTENT_QUEUE_NAME"]
     reg = cli_side.registration_id
     ledger_table = cli_side.env["LEDGER_TABLE_NAME"]
 
@@ -143,8 +137,8 @@ def test_disable_holds_enable_releases_only_this_registrations_commands(cli_side
     enabled = cli_side.json("provider", "enable", reg)
     assert enabled == {"registrationId": reg, "enabled": True, "released": 2, "reactivated": None}
     assert ledger.registration_enabled(reg) is True
-    assert sorted(str(m["externalId"]) for m in _peek(conn, queue)) == ["held-1", "held-2"]
-    assert [m["externalId"] for m in _peek(conn, f"{queue}-held")] == ["held-other"]
+    assert sorted(str(m["externalId"]) for m in peek_json(conn, queue)) == ["held-1", "held-2"]
+    assert [m["externalId"] for m in peek_json(conn, f"{queue}-held")] == ["held-other"]
 
     human = cli_side.run("provider", "enable", reg)
     assert "released 0 held command(s)" in human.stdout
@@ -183,9 +177,9 @@ def test_deactivate_and_reactivate_content_keep_every_other_property(cli_side: C
 
 
 def test_disable_needs_storage(cli_side: CliSide) -> None:
-    from tests.cli.conftest import make_runner
+    from tests.vlsync_runner import make_runner
 
-    env = {k: v for k, v in cli_side.env.items() if k != "STORAGE_CONNECTION_STRING"}
+    env = {k: v for k, v in cli_side.env.items() if k != "LearningSyncStorage"}
     result = make_runner(env)("provider", "disable", cli_side.registration_id)
     assert result.exit_code == 2
     assert "--storage-connection-string" in result.stderr

@@ -1,0 +1,103 @@
+"""The one storage-connection rule (``shared.storage``): which settings a connection prefix means,
+for the app's queues and tables, the dev host's queue trigger and ``vlsync`` (clients are built,
+nothing is called)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueServiceClient
+from azure.storage.queue.aio import QueueServiceClient as AsyncQueueServiceClient
+
+from shared.ledger import table_service
+from shared.queue import service_client
+from shared.settings import Settings
+from shared.storage import StorageConnection, StorageNotConfigured, open_client, resolve
+
+CS = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;QueueEndpoint=http://127.0.0.1:1/a;"
+
+
+def test_empty_connection_means_azure_web_jobs_storage() -> None:
+    assert resolve("", "queue", {"AzureWebJobsStorage": CS}) == StorageConnection("AzureWebJobsStorage", CS)
+
+
+def test_connection_is_a_setting_prefix_with_an_azure_web_jobs_fallback() -> None:
+    settings = {"Store": CS, "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    assert resolve("Store", "queue", settings) == StorageConnection("Store", CS)
+    assert resolve("Store", "queue", {"AzureWebJobsStore": CS}) == StorageConnection("AzureWebJobsStore", CS)
+
+
+@pytest.mark.parametrize("value", ["UseDevelopmentStorage=true", "usedevelopmentstorage=TRUE;"])
+def test_development_storage_means_azurite_on_its_default_ports_for_every_client(value: str) -> None:
+    dev = Settings(storage_connection_string=value)
+    assert service_client(dev).url.startswith("http://127.0.0.1:10001/devstoreaccount1")
+    assert table_service(dev).url.startswith("http://127.0.0.1:10002/devstoreaccount1")
+    found = resolve("Store", "queue", {"Store": value})
+    assert open_client(AsyncQueueServiceClient, found).url.startswith("http://127.0.0.1:10001/devstoreaccount1")
+
+
+def test_identity_based_connection_per_service() -> None:
+    settings = {
+        "Store__queueServiceUri": "https://acct.queue.core.windows.net",
+        "Store__tableServiceUri": "https://acct.table.core.windows.net",
+        "Store__credential": "managedidentity",
+        "Store__clientId": "cid",
+    }
+    assert resolve("Store", "queue", settings) == StorageConnection(
+        "Store__queueServiceUri", None, "https://acct.queue.core.windows.net", "managedidentity", "cid"
+    )
+    assert resolve("Store", "table", settings).endpoint == "https://acct.table.core.windows.net"
+    assert resolve("S", "queue", {"S__serviceUri": "https://x"}) == StorageConnection(
+        "S__serviceUri", endpoint="https://x"
+    )
+
+
+def test_the_app_settings_use_the_same_rule() -> None:
+    settings = Settings(
+        storage_queue_service_uri="https://acct.queue.core.windows.net",
+        storage_table_service_uri="https://acct.table.core.windows.net",
+        storage_credential="managedidentity",
+        storage_client_id="cid",
+    )
+    assert settings.storage("queue").setting == "LearningSyncStorage__queueServiceUri"
+    assert settings.storage("table") == StorageConnection(
+        "LearningSyncStorage__tableServiceUri", None, "https://acct.table.core.windows.net", "managedidentity", "cid"
+    )
+    assert service_client(settings).url.startswith("https://acct.queue.core.windows.net")
+    assert table_service(settings).url.startswith("https://acct.table.core.windows.net")
+
+
+def test_account_name_shortcut_only_for_azure_web_jobs_storage() -> None:
+    found = resolve("", "queue", {"AzureWebJobsStorage__accountName": "acct"})
+    assert found == StorageConnection(
+        "AzureWebJobsStorage__accountName", endpoint="https://acct.queue.core.windows.net"
+    )
+    with pytest.raises(StorageNotConfigured):
+        resolve("Store", "queue", {"Store__accountName": "acct"})
+
+
+def test_missing_connection_names_the_settings_to_set() -> None:
+    with pytest.raises(StorageNotConfigured, match=r"set Store .*Store__queueServiceUri"):
+        resolve("Store", "queue", {})
+    with pytest.raises(StorageNotConfigured, match=r"LearningSyncStorage__tableServiceUri"):
+        table_service(Settings())
+
+
+@pytest.mark.parametrize("credential", [None, "managedidentity"])
+def test_identity_clients_own_a_closable_credential_sync_and_async(credential: str | None) -> None:
+    connection = StorageConnection("S__queueServiceUri", endpoint="https://acct.queue.core.windows.net",
+                                   credential=credential, client_id="cid")  # fmt: skip
+    sync_client = open_client(QueueServiceClient, connection)
+    assert sync_client.url.startswith("https://acct.queue.core.windows.net")
+    sync_client.close()
+    assert open_client(TableServiceClient, connection).url.startswith("https://acct.queue.core.windows.net")
+
+    async def build() -> None:
+        client = open_client(AsyncQueueServiceClient, connection, aio=True)
+        assert client.credential is not None
+        await client.close()
+        await client.credential.close()
+
+    asyncio.run(build())
