@@ -8,7 +8,7 @@ Required properties follow the Graph docs (the CSDL marks them ``Nullable="false
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -24,8 +24,13 @@ _DURATION = re.compile(
 # at most 7 digits (100 ns ticks) and upper case.
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.(\d+))?(?:[Zz]|[+-]\d{2}:\d{2})$")
 EDM_FRACTION_DIGITS = 7
-# Control characters have no business in ids or URLs and break logs and OData keys.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters (C0, DEL and C1) have no business in ids or URLs and break logs and OData keys.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Bidi formatting characters reorder how an id is shown ("Trojan Source"), so two different ids can
+# look the same to an operator. Text fields may need them (Arabic, Hebrew); identifiers never do.
+_BIDI_CONTROL = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Table storage cannot hold dates before 1601, and no LMS event predates this.
+MIN_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MAX_EXTERNAL_ID_LENGTH = 512
 
@@ -66,6 +71,13 @@ def no_control(value: str) -> str:
     return value
 
 
+def identifier(value: str) -> str:
+    """The rule for ids: no control characters and no bidi formatting characters."""
+    if _BIDI_CONTROL.search(no_control(value)):
+        raise ValueError("must not contain bidi formatting characters")
+    return value
+
+
 EdmDuration = Annotated[str, AfterValidator(_duration)]
 EdmDateTimeOffset = Annotated[str, AfterValidator(_datetime_offset)]
 EdmInt32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX, strict=True)]
@@ -73,7 +85,7 @@ NonEmptyString = Annotated[str, StringConstraints(min_length=1), AfterValidator(
 ExternalId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_EXTERNAL_ID_LENGTH),
-    AfterValidator(no_control),
+    AfterValidator(identifier),
 ]
 
 
@@ -176,6 +188,13 @@ class ContentCommand(BaseModel):
     trace_context: dict[str, str] | None = Field(default=None, alias="traceContext")
     deferrals: int = Field(default=0, ge=0, description="How often Graph's Retry-After sent it back to the queue")
     last_error: CommandError | None = Field(default=None, alias="lastError")
+
+    @field_validator("event_time")
+    @classmethod
+    def _storable(cls, value: datetime) -> datetime:
+        if value < MIN_EVENT_TIME:
+            raise ValueError(f"must not be before {MIN_EVENT_TIME:%Y-%m-%d}")
+        return value
 
     def model_post_init(self, __context: Any) -> None:
         if self.op == "upsert" and self.content is None:

@@ -6,6 +6,7 @@ a test keeps the two in step.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,3 +102,30 @@ class Problem(Exception):
 def json_pointer(path: tuple[str | int, ...] | list[str | int]) -> str:
     """RFC 6901 pointer of a location tuple (``~`` and ``/`` escaped)."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def lone_surrogates(document: Any) -> list[str]:
+    """Pointers to the strings (keys included) of a decoded JSON document that hold a lone surrogate.
+
+    JSON may escape one (``"\\ud800"``); Python decodes it, and only encoding it again (for the queue,
+    for Graph) fails. A valid pair decodes to one character, so any surrogate left is a lone one.
+    """
+    found: list[str] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(document, ())]
+    while stack:  # iterative: a deeply nested body must not exhaust the stack
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                found.append(json_pointer(path))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):  # the pointer names it escaped, so the answer stays encodable
+                    key = key.encode("utf-8", "backslashreplace").decode("ascii")
+                    found.append(json_pointer((*path, key)))
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, index)) for index, item in enumerate(value))
+    return sorted(found)

@@ -7,6 +7,7 @@ LMS operator can tell a clock skew from a wrong secret.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
 import time
@@ -51,9 +52,7 @@ def verify(body: bytes, headers: Mapping[str, str], secret: str | None) -> Verif
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise Problem(SIGNATURE_INVALID, "the body is not UTF-8, so it cannot carry a valid signature") from None
-    signatures = " ".join(
-        s for s in lowered["webhook-signature"].split() if s.count(",") == 1 and s.split(",", 1)[0] == "v1"
-    )
+    signatures = " ".join(_v1_signatures(lowered["webhook-signature"]))
     if not signatures:
         raise Problem(SIGNATURE_INVALID, "webhook-signature holds no 'v1,<base64>' signature")
     checked = {"webhook-id": lowered["webhook-id"], "webhook-timestamp": raw_ts, "webhook-signature": signatures}
@@ -64,6 +63,22 @@ def verify(body: bytes, headers: Mapping[str, str], secret: str | None) -> Verif
             continue  # a wrong, empty or malformed candidate: try the next rotated secret
         return VerifiedDelivery(webhook_id=lowered["webhook-id"], timestamp=timestamp)
     raise Problem(SIGNATURE_INVALID, "no signature matches the source's secret")
+
+
+def _v1_signatures(header: str) -> list[str]:
+    """The well-formed ``v1,<base64>`` entries. The library stops at the first entry it cannot decode,
+    so a sender's malformed (or future-version) entry must not hide a valid one after it."""
+    found = []
+    for entry in header.split():
+        version, _, value = entry.partition(",")
+        if version != "v1" or not value:
+            continue
+        try:
+            base64.b64decode(value, validate=True)
+        except binascii.Error:
+            continue
+        found.append(entry)
+    return found
 
 
 def sign(body: bytes, secret: str, *, webhook_id: str, timestamp: int) -> dict[str, str]:

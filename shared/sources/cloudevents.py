@@ -19,7 +19,14 @@ from urllib.parse import unquote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared import signatures
-from shared.models import MAX_EXTERNAL_ID_LENGTH, ContentCommand, LearningContent, no_control, parse_rfc3339
+from shared.models import (
+    MAX_EXTERNAL_ID_LENGTH,
+    MIN_EVENT_TIME,
+    ContentCommand,
+    LearningContent,
+    identifier,
+    parse_rfc3339,
+)
 from shared.problems import (
     BAD_JSON,
     EMPTY_BATCH,
@@ -28,6 +35,7 @@ from shared.problems import (
     FieldError,
     Problem,
     json_pointer,
+    lone_surrogates,
 )
 from shared.settings import SourceConfig
 from shared.sources import Delivery, WebhookRequest
@@ -66,7 +74,7 @@ class CloudEvent(BaseModel):
     @field_validator("id", "source", "type", "subject")
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
-        return None if value is None else no_control(value)
+        return None if value is None else identifier(value)
 
     @field_validator("time")
     @classmethod
@@ -236,10 +244,14 @@ class CloudEventsAdapter:
             _raise_field("must be a non-empty string", json_pointer((*data_prefix, "externalId")))
 
         event_time = parse_rfc3339(event.time) if event.time else (delivery.sent_at or request.received_at)
-        if event_time > request.received_at + MAX_CLOCK_SKEW:
+        if event_time > request.received_at + MAX_CLOCK_SKEW or event_time < MIN_EVENT_TIME:
             loc = where("time")
-            raise Problem(SCHEMA_VIOLATION, "invalid event", [FieldError(
-                "is more than 5 minutes in the future", loc.pointer, loc.header)])  # fmt: skip
+            detail = (
+                f"must not be before {MIN_EVENT_TIME:%Y-%m-%d}"
+                if event_time < MIN_EVENT_TIME
+                else "is more than 5 minutes in the future"
+            )
+            raise Problem(SCHEMA_VIOLATION, "invalid event", [FieldError(detail, loc.pointer, loc.header)])
         try:
             return ContentCommand(
                 op=op,
@@ -276,7 +288,7 @@ def _raise_field(detail: str, pointer: str) -> NoReturn:
 
 def _load_json(body: bytes) -> Any:
     try:
-        return json.loads(body.decode("utf-8"))
+        document = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise Problem(BAD_JSON, f"the body is not UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -285,6 +297,11 @@ def _load_json(body: bytes) -> Any:
         raise Problem(BAD_JSON, "the body nests too deeply") from None
     except ValueError as exc:  # e.g. an integer too long to convert
         raise Problem(BAD_JSON, str(exc)[:200]) from None
+    broken = lone_surrogates(document)
+    if broken:
+        errors = [FieldError("is not valid Unicode (a lone surrogate escape)", pointer) for pointer in broken[:20]]
+        raise Problem(SCHEMA_VIOLATION, f"{len(broken)} string(s) hold a lone surrogate", errors)
+    return document
 
 
 def _as_event(item: Any, prefix: tuple[str | int, ...]) -> dict[str, Any]:

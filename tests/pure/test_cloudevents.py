@@ -188,7 +188,10 @@ def test_extension_attributes_are_allowed() -> None:
     assert parse({**event("x.created", content()), "traceparent": "00-abc", "lmsrealm": "eu"})
 
 
-@pytest.mark.parametrize("external_id", ["a\nb", "x\x00y", "z" * 513])
+@pytest.mark.parametrize(
+    "external_id",
+    ["a\nb", "x\x00y", "z" * 513, "c\x85x", "c\x9bx", "admin\u202etxt.exe", "a\u2066b\u2069", "x\u200fy"],
+)
 def test_hostile_external_ids_are_rejected(external_id: str) -> None:
     p = problem_of(event("x.created", content(external_id)))
     assert pointers(p) == ["/data/externalId"]
@@ -235,6 +238,49 @@ def test_python_field_names_are_not_graph_properties() -> None:
 
 def test_control_characters_in_event_id_point_at_id() -> None:
     assert pointers(problem_of(event("x.created", content(), id="a\nb"))) == ["/id"]
+
+
+@pytest.mark.parametrize("subject", ["a\x85b", "a\u202eb"])
+def test_c1_controls_and_bidi_overrides_in_the_subject_point_at_subject(subject: str) -> None:
+    data = {k: v for k, v in content().items() if k != "externalId"}
+    assert pointers(problem_of(event("x.created", data, subject=subject))) == ["/subject"]
+
+
+def test_bidi_marks_stay_legal_in_titles() -> None:
+    [cmd] = parse(event("x.created", content(title="\u05e9\u05dc\u05d5\u05dd \u200f(101)")))
+    assert cmd.content is not None
+    assert cmd.content.title.endswith("(101)")
+
+
+@pytest.mark.parametrize("time", ["1999-12-31T23:59:59Z", "1600-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00"])
+def test_event_times_before_2000_are_refused_with_a_pointer(time: str) -> None:
+    p = problem_of(event("x.created", content(), time=time))
+    assert pointers(p) == ["/time"]
+    assert "2000-01-01" in p.errors[0].detail
+
+
+@pytest.mark.parametrize(
+    ("raw", "pointer"),
+    [
+        (b'{"specversion":"1.0","id":"1","source":"s","type":"x.created","data":{"externalId":"c","title":"t",'
+         b'"contentWebUrl":"https://x.example/","languageTag":"en","description":"\\ud800"}}', "/data/description"),
+        (b'{"specversion":"1.0","id":"1","source":"s","type":"x.created","data":{"externalId":"c","title":"t",'
+         b'"contentWebUrl":"https://x.example/","languageTag":"en","skillTags":["ok","\\udfff"]}}',
+         "/data/skillTags/1"),
+        (b'{"specversion":"1.0","id":"1","source":"s","type":"x.created","\\ud800x":1}', "/\\ud800x"),
+    ],
+)  # fmt: skip
+def test_lone_surrogates_are_a_400_with_a_pointer_not_a_crash(raw: bytes, pointer: str) -> None:
+    p = problem_of(raw)
+    assert p.kind.slug == "schema-violation"
+    assert pointers(p) == [pointer]
+    json.dumps(p.errors[0].as_dict()).encode("utf-8")  # the answer itself stays encodable
+
+
+def test_lone_surrogate_in_binary_mode_data_points_into_the_body() -> None:
+    raw = b'{"title":"\\ud800","contentWebUrl":"https://x.example/","languageTag":"en"}'
+    p = problem_of(raw, "application/json", **CE_HEADERS, ce_id="1", ce_subject="c")
+    assert pointers(p) == ["/title"]
 
 
 def test_huge_integer_is_bad_json_not_a_crash() -> None:

@@ -113,3 +113,18 @@ def test_absurd_timestamps_are_invalid_not_a_crash(value: str) -> None:
 def test_an_empty_rotated_secret_does_not_hide_the_valid_one() -> None:
     body, headers = signed(b"{}", SECRET)
     assert signatures.verify(body, headers, f"whsec_ {SECRET}")
+
+
+@pytest.mark.parametrize("malformed", ["v1,!!!not-base64", "v1,", "v1,a,b", "v2,abc", "garbage"])
+def test_a_malformed_entry_does_not_hide_a_valid_one_after_it(malformed: str) -> None:
+    body, headers = signed(b'{"a":1}', SECRET)
+    headers["webhook-signature"] = f"{malformed} {headers['webhook-signature']}"
+    assert signatures.verify(body, headers, SECRET).webhook_id == headers["webhook-id"]
+
+
+def test_only_malformed_entries_are_invalid() -> None:
+    body, headers = signed(b'{"a":1}', SECRET)
+    headers["webhook-signature"] = "v1,!!!not-base64 v1,"
+    with pytest.raises(Problem) as info:
+        signatures.verify(body, headers, SECRET)
+    assert info.value.kind.slug == "signature-invalid"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -95,6 +96,23 @@ def test_schema_violation_lists_pointers_and_queues_nothing(settings: Settings) 
     response = post(settings, batch, content_type="application/cloudevents-batch+json")
     assert response.status == 400
     assert response.body["errors"] == [{"detail": response.body["errors"][0]["detail"], "pointer": "/1/data/level"}]
+    assert queued(settings) == []
+
+
+def test_lone_surrogate_is_400_and_queues_nothing(settings: Settings) -> None:
+    body = event("x.created", content("c-1", description="\ud800"))
+    raw = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as the escape "\\ud800"
+    response = post(settings, raw)
+    assert response.status == 400
+    assert [e["pointer"] for e in response.body["errors"]] == ["/data/description"]
+    json.dumps(response.body).encode("utf-8")
+    assert queued(settings) == []
+
+
+def test_event_time_before_2000_is_400_and_queues_nothing(settings: Settings) -> None:
+    response = post(settings, event("x.created", content("c-1"), time="1601-01-01T00:00:00Z"))
+    assert response.status == 400
+    assert [e["pointer"] for e in response.body["errors"]] == ["/time"]
     assert queued(settings) == []
 
 
