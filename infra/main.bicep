@@ -51,7 +51,7 @@ param environmentName string
 })
 param location string
 
-@description('Object id of the user running azd (AZURE_PRINCIPAL_ID): storage data roles and Key Vault Secrets Officer. Empty: none.')
+@description('Object id of the user running azd (AZURE_PRINCIPAL_ID). It gets data roles only with allowUserIdentityPrincipal.')
 param principalId string = ''
 
 @description('Kind of principalId: User for a person, ServicePrincipal for a CI identity.')
@@ -61,7 +61,10 @@ param principalId string = ''
 ])
 param principalType string = 'User'
 
-@description('Webhook sources: an array of {name, registrationId, secretName}; see app/sources.bicep and docs/deploy.md.')
+@description('Give principalId the storage data roles (local runs against these resources) and Key Vault Secrets Officer (storing webhook secrets). Off: deploying needs neither, and the secrets can be stored by someone else.')
+param allowUserIdentityPrincipal bool = false
+
+@description('Webhook sources: an array of {name, registrationId, secretName}; see app/sources.bicep and docs/deploy.md. Store each secret in Key Vault before adding its source.')
 @metadata({
   example: [
     {
@@ -101,6 +104,19 @@ param graphMaxInlineRetrySeconds int = 10
 @description('Largest webhook body accepted, in bytes (WEBHOOK_MAX_BODY_BYTES).')
 param webhookMaxBodyBytes int = 1048576
 
+@minValue(0)
+@maxValue(100)
+@description('How often one command may go back to the queue to wait out a long Graph Retry-After (GRAPH_MAX_DEFERRALS).')
+param graphMaxDeferrals int = 10
+
+@minValue(0)
+@maxValue(300)
+@description('Seconds a worker trusts a registration\'s enabled state before reading it again (REGISTRATION_STATE_CACHE_SECONDS).')
+param registrationStateCacheSeconds int = 10
+
+@description('More app settings, {"NAME": "value"}, e.g. LMS API credentials as Key Vault references. The only place to add a setting: provisioning replaces all app settings, and the template\'s own names win over these.')
+param extraAppSettings object = {}
+
 @description('Grant the Graph application roles to the managed identity in this deployment (needs AppRoleAssignment.ReadWrite.All and Application.Read.All). Otherwise the postprovision hook prints the commands for an admin.')
 param grantGraphPermissions bool = false
 
@@ -127,9 +143,27 @@ param storageSkuName string = 'Standard_LRS'
 ])
 param instanceMemoryMB int = 2048
 
+// 10 keeps Graph writes near what Graph accepts (docs/deploy.md, "Scale"): each instance runs up to
+// batchSize + newBatchThreshold = 24 commands at once (host.json), and Viva Learning content writes
+// are limited to about 1 request/s per an unpublished Microsoft draft, so more instances mostly
+// mean more throttled retries, not more throughput.
+@minValue(1)
 @maxValue(1000)
-@description('Most instances the app scales out to.')
-param maximumInstanceCount int = 100
+@description('Most instances the app scales out to (Flex Consumption: 1 to 1000).')
+param maximumInstanceCount int = 10
+
+@description('How deployments and settings changes reach running instances: RollingUpdate (drain in batches, preview) or Recreate (restart all).')
+@allowed([
+  'RollingUpdate'
+  'Recreate'
+])
+param siteUpdateStrategy string = 'RollingUpdate'
+
+@description('Private networking: a VNet with private endpoints for storage (blob, queue, table) and Key Vault, their public access off, and VNet integration for the app.')
+param vnetEnabled bool = false
+
+@description('CIDRs the webhook intake accepts calls from (the LMS\'s egress addresses, e.g. ["203.0.113.0/24"]); empty: every address.')
+param intakeAllowedCidrs array = []
 
 // Optional name overrides; empty means the abbreviation + a hash of subscription, environment and region.
 param resourceGroupName string = ''
@@ -152,6 +186,7 @@ var learnerRecordRoles = [
   'LearningSelfInitiatedCourse.ReadWrite.All'
 ]
 var graphAppRoles = grantLearnerRecordRoles ? concat(learningContentRoles, learnerRecordRoles) : learningContentRoles
+var vnetName = '${abbrs.networkVirtualNetworks}${resourceToken}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -192,6 +227,7 @@ module storage 'app/storage.bicep' = {
     contentQueueName: 'content-commands'
     ledgerTableName: 'ledger'
     archiveContainerName: 'event-archive'
+    privateNetworkOnly: vnetEnabled
   }
 }
 
@@ -203,6 +239,68 @@ module keyVault 'app/keyvault.bicep' = {
     location: location
     tags: tags
     enablePurgeProtection: keyVaultEnablePurgeProtection
+    privateNetworkOnly: vnetEnabled
+  }
+}
+
+module diagnostics 'app/diagnostics.bicep' = {
+  name: 'diagnostics'
+  scope: rg
+  params: {
+    workspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    keyVaultName: keyVault.outputs.name
+    storageAccountName: storage.outputs.name
+  }
+}
+
+module network 'app/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: vnetName
+    location: location
+    tags: tags
+    appSubnetName: '${abbrs.networkVirtualNetworksSubnets}app'
+    privateEndpointSubnetName: '${abbrs.networkVirtualNetworksSubnets}private-endpoints'
+  }
+}
+
+// The storage zones follow the cloud's storage suffix; Key Vault's privatelink zone has no
+// environment() suffix to derive it from, so it is the public cloud's.
+module privateEndpoints 'app/private-endpoints.bicep' = if (vnetEnabled) {
+  name: 'private-endpoints'
+  scope: rg
+  params: {
+    vnetId: vnetEnabled ? network.outputs.id : ''
+    subnetId: vnetEnabled ? network.outputs.privateEndpointSubnetId : ''
+    location: location
+    tags: tags
+    endpoints: [
+      {
+        name: '${abbrs.networkPrivateEndpoints}blob-${resourceToken}'
+        targetId: storage.outputs.id
+        groupId: 'blob'
+        dnsZoneName: 'privatelink.blob.${environment().suffixes.storage}'
+      }
+      {
+        name: '${abbrs.networkPrivateEndpoints}queue-${resourceToken}'
+        targetId: storage.outputs.id
+        groupId: 'queue'
+        dnsZoneName: 'privatelink.queue.${environment().suffixes.storage}'
+      }
+      {
+        name: '${abbrs.networkPrivateEndpoints}table-${resourceToken}'
+        targetId: storage.outputs.id
+        groupId: 'table'
+        dnsZoneName: 'privatelink.table.${environment().suffixes.storage}'
+      }
+      {
+        name: '${abbrs.networkPrivateEndpoints}vault-${resourceToken}'
+        targetId: keyVault.outputs.id
+        groupId: 'vault'
+        dnsZoneName: 'privatelink.vaultcore.azure.net'
+      }
+    ]
   }
 }
 
@@ -223,8 +321,11 @@ module rbac 'app/rbac.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
     managedIdentityPrincipalId: identity.outputs.principalId
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    hostContainerNames: storage.outputs.hostContainerNames
     userPrincipalId: principalId
     userPrincipalType: principalType
+    allowUserIdentityPrincipal: allowUserIdentityPrincipal
   }
 }
 
@@ -245,12 +346,16 @@ module api 'app/function.bicep' = {
     pythonVersion: '3.11'
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
-    // The app's settings (shared/settings.py). The source secret settings come first so that a
-    // secret name can never replace one of the fixed settings.
-    appSettings: union(webhookSources.outputs.secretSettings, {
+    siteUpdateStrategy: siteUpdateStrategy
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
+    intakeAllowedCidrs: intakeAllowedCidrs
+    // The app's settings (shared/settings.py), each owned by a parameter or by the resource it
+    // names. Later arguments win: extraAppSettings can add settings but never replace a source
+    // secret or a fixed setting, and a secret name can never replace a fixed setting.
+    appSettings: union(extraAppSettings, webhookSources.outputs.secretSettings, {
       CONTENT_QUEUE_NAME: storage.outputs.contentQueueName
       LEDGER_TABLE_NAME: storage.outputs.ledgerTableName
-      REGISTRATION_STATE_CACHE_SECONDS: '10'
+      REGISTRATION_STATE_CACHE_SECONDS: string(registrationStateCacheSeconds)
       SOURCES: webhookSources.outputs.sourcesJson
       WEBHOOK_MAX_BODY_BYTES: string(webhookMaxBodyBytes)
       GRAPH_BASE_URL: graphBaseUrl
@@ -258,14 +363,19 @@ module api 'app/function.bicep' = {
       GRAPH_TOKEN_SCOPE: graphTokenScope
       GRAPH_TIMEOUT_SECONDS: string(graphTimeoutSeconds)
       GRAPH_MAX_INLINE_RETRY_SECONDS: string(graphMaxInlineRetrySeconds)
-      GRAPH_MAX_DEFERRALS: '10'
+      GRAPH_MAX_DEFERRALS: string(graphMaxDeferrals)
     })
   }
+  // The app starts once its roles exist and, with vnetEnabled, once storage and Key Vault are
+  // reachable through their private endpoints.
   dependsOn: [
     rbac
+    privateEndpoints
   ]
 }
 
+// After the function app: creating the site takes a while, which gives a new identity's service
+// principal time to replicate in Entra ID before Graph is asked to grant it a role.
 module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermissions) {
   name: 'graph-permissions'
   scope: rg
@@ -273,6 +383,9 @@ module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermission
     principalId: identity.outputs.principalId
     appRoles: graphAppRoles
   }
+  dependsOn: [
+    api
+  ]
 }
 
 output AZURE_LOCATION string = location
@@ -280,6 +393,7 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output SERVICE_API_NAME string = api.outputs.name
 output SERVICE_API_URI string = api.outputs.uri
+output SERVICE_API_HOST_NAME string = api.outputs.defaultHostName
 output AZURE_FUNCTION_NAME string = api.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
@@ -289,5 +403,6 @@ output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
 output CONTENT_QUEUE_NAME string = storage.outputs.contentQueueName
 output WEBHOOK_SECRET_NAMES string = join(webhookSources.outputs.secretNames, ',')
+output WEBHOOK_SOURCE_NAMES string = join(webhookSources.outputs.sourceNames, ',')
 output GRAPH_APP_ROLES string = join(graphAppRoles, ',')
 output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions

@@ -1,6 +1,7 @@
 // Key Vault (RBAC mode) for webhook signing secrets and LMS API credentials. The app reads them
-// through Key Vault references with its user-assigned identity (Key Vault Secrets User); the
-// deploying user gets Key Vault Secrets Officer to set them (rbac.bicep). No access policies.
+// through Key Vault references with its user-assigned identity (Key Vault Secrets User); whoever
+// stores them needs Key Vault Secrets Officer (the deploying user only with
+// allowUserIdentityPrincipal, see rbac.bicep). No access policies.
 
 @description('Globally unique Key Vault name (3-24 letters, digits and hyphens).')
 param name string
@@ -17,11 +18,14 @@ param enablePurgeProtection bool = false
 @description('Days a deleted vault or secret can be recovered.')
 param softDeleteRetentionInDays int = 7
 
+@description('Public network access off: only the private endpoint reaches the vault (main.bicep vnetEnabled).')
+param privateNetworkOnly bool = false
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_42: soft delete is always on; purge protection is the enablePurgeProtection parameter (off by default so `azd down --purge` can remove a test environment; turn it on in production)
   // checkov:skip=CKV_AZURE_110: purge protection is the enablePurgeProtection parameter, see CKV_AZURE_42
-  // checkov:skip=CKV_AZURE_109: no VNet in this template; the platform resolves Key Vault references over the public endpoint, and access is Entra ID + RBAC only
-  // checkov:skip=CKV_AZURE_189: same as CKV_AZURE_109: Key Vault references from a function app without VNet integration need the public endpoint
+  // checkov:skip=CKV_AZURE_109: the firewall denies by default with vnetEnabled (privateNetworkOnly); without a VNet the platform resolves Key Vault references over the public endpoint, and access is Entra ID + RBAC only
+  // checkov:skip=CKV_AZURE_189: public network access is Disabled with vnetEnabled (privateNetworkOnly); without a VNet, Key Vault references need the public endpoint (see CKV_AZURE_109)
   name: name
   location: location
   tags: tags
@@ -39,10 +43,10 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enabledForDeployment: false
     enabledForDiskEncryption: false
     enabledForTemplateDeployment: false
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateNetworkOnly ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: privateNetworkOnly ? 'Deny' : 'Allow'
     }
   }
 }

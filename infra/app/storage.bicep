@@ -1,6 +1,8 @@
 // Storage account of the host (AzureWebJobsStorage) and of the app's own connection
-// (LearningSyncStorage): queues, ledger table, archive container and the Flex Consumption
-// deployment container. Entra ID only: shared keys are off, so no connection string can work.
+// (LearningSyncStorage): queues, ledger table, archive container, the Flex Consumption
+// deployment container and the host's own containers. Entra ID only: shared keys are off, so no
+// connection string can work. With privateNetworkOnly the account is reachable only through the
+// private endpoints of private-endpoints.bicep.
 
 @description('Globally unique storage account name (3-24 lower-case letters and digits).')
 param name string
@@ -33,12 +35,24 @@ param archiveContainerName string = 'event-archive'
 @description('Days deleted blobs and containers can be restored.')
 param deleteRetentionDays int = 7
 
+@description('Public network access off: only private endpoints reach the account (main.bicep vnetEnabled).')
+param privateNetworkOnly bool = false
+
+// The Functions host keeps its leases (azure-webjobs-hosts) and its function keys
+// (azure-webjobs-secrets) in blob containers of AzureWebJobsStorage and creates them when they are
+// missing. They are created here instead, because the identity's blob role is granted per
+// container (rbac.bicep) and a role cannot be assigned on a container that does not exist yet.
+var hostContainerNames = [
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
+
 var poisonQueueName = '${contentQueueName}-poison'
 var heldQueueName = '${contentQueueName}-held'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35: no VNet in this template; Flex Consumption reaches storage over its public endpoint, and with shared keys off every request needs an Entra ID token and a data role
-  // checkov:skip=CKV_AZURE_59: same as CKV_AZURE_35: public endpoint, Entra ID only (allowSharedKeyAccess false, no public blob access)
+  // checkov:skip=CKV_AZURE_35: the default action is Deny with vnetEnabled (privateNetworkOnly); without a VNet, Flex Consumption reaches storage over its public endpoint, where shared keys are off and every request needs an Entra ID token and a data role
+  // checkov:skip=CKV_AZURE_59: public network access is Disabled with vnetEnabled (privateNetworkOnly); otherwise see CKV_AZURE_35: Entra ID only (allowSharedKeyAccess false, no public blob access)
   // checkov:skip=CKV_AZURE_206: replication is the storageSkuName parameter (ZRS, GRS, GZRS allowed); LRS is the low-cost default
   name: name
   location: location
@@ -56,10 +70,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     dnsEndpointType: 'Standard'
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateNetworkOnly ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: privateNetworkOnly ? 'Deny' : 'Allow'
     }
   }
 }
@@ -94,6 +108,14 @@ resource archiveContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
     publicAccess: 'None'
   }
 }
+
+resource hostContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for containerName in hostContainerNames: {
+  parent: blobService
+  name: containerName
+  properties: {
+    publicAccess: 'None'
+  }
+}]
 
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
@@ -137,3 +159,4 @@ output poisonQueueName string = poisonQueue.name
 output heldQueueName string = heldQueue.name
 output ledgerTableName string = ledgerTable.name
 output archiveContainerName string = archiveContainer.name
+output hostContainerNames array = [for (containerName, i) in hostContainerNames: hostContainers[i].name]

@@ -90,3 +90,35 @@ def checkov_report() -> dict[str, Any]:
 @pytest.fixture
 def infra_text() -> dict[str, str]:
     return {p.relative_to(INFRA).as_posix(): p.read_text() for p in sorted(INFRA.rglob("*.bicep"))}
+
+
+_OLD_PYCEP = """
+import sys
+from pycep import BicepParser
+try:
+    BicepParser().parse(text=sys.stdin.read())
+except Exception as exc:
+    print(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+"""
+
+
+@pytest.fixture(scope="session")
+def old_pycep_parse() -> Any:
+    """Parse Bicep text with checkov's own pycep (0.5.1): None, or the parser's error."""
+    require_infra_tools()
+
+    def parse(text: str) -> str | None:
+        proc = subprocess.run(
+            [str(INFRA_PYTHON), "-c", _OLD_PYCEP],
+            input=text,
+            cwd=REPO,
+            env=_clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip() or None
+
+    return parse

@@ -1,4 +1,9 @@
-"""The app settings the code reads, the ones the Bicep sets and docs/deploy.md must agree."""
+"""The app settings the code reads, the ones the Bicep sets and docs/deploy.md must agree.
+
+`azd provision` replaces every app setting with the template's (a sites/config 'appsettings'
+resource), so each setting needs an owner: a main.bicep parameter, the resource it names, the
+`sources` parameter or the `extraAppSettings` parameter. Nothing is added by hand.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,13 @@ from .conftest import REPO
 
 Trees = dict[str, dict[str, Any]]
 DOC = REPO / "docs/deploy.md"
+README = REPO / "README.md"
 HOST_STORAGE = "AzureWebJobsStorage"
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${s.secretName})"
+# Settings the template sets for the platform, not for shared/settings.py, and who reads them.
+PLATFORM_SETTINGS = {
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "the Python worker (OpenTelemetry export, with host.json)",
+}
 
 
 def code_settings() -> set[str]:
@@ -38,23 +48,39 @@ def identity_settings(bicep: Trees) -> dict[str, Any]:
     return bicep["app/function.bicep"]["variables"]["identitySettings"]["value"]  # type: ignore[no-any-return]
 
 
-def main_settings(bicep: Trees) -> dict[str, Any]:
+def telemetry_settings(bicep: Trees) -> dict[str, Any]:
+    return bicep["app/function.bicep"]["variables"]["telemetrySettings"]["value"]  # type: ignore[no-any-return]
+
+
+def main_union(bicep: Trees) -> dict[str, Any]:
     union = function(body(bicep["main.bicep"]["modules"]["api"])["params"]["appSettings"], "union")
     assert union is not None
-    assert accessor(union["arg_1"]) == "webhookSources.outputs.secretSettings", "source secrets first: fixed names win"
-    return {key(k): v for k, v in union["arg_2"].items()}
+    return union
+
+
+def main_settings(bicep: Trees) -> dict[str, Any]:
+    return {key(k): v for k, v in main_union(bicep)["arg_3"].items()}
 
 
 def azure_settings(bicep: Trees) -> set[str]:
-    return set(identity_settings(bicep)) | set(main_settings(bicep))
+    return set(identity_settings(bicep)) | set(telemetry_settings(bicep)) | set(main_settings(bicep))
 
 
-def doc_section(title: str) -> list[str]:
-    """First-column names (in backticks) of the table under a '### title' heading of docs/deploy.md."""
+def doc_table(title: str) -> dict[str, list[str]]:
+    """Rows of the table under a '### title' heading of docs/deploy.md: first-column name -> cells."""
     text = DOC.read_text()
     match = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^#)", text, re.MULTILINE | re.DOTALL)
     assert match, f"docs/deploy.md has no '### {title}' section"
-    return re.findall(r"^\| `([^`]+)`", match.group(1), re.MULTILINE)
+    rows = {}
+    for line in match.group(1).splitlines():
+        name = re.match(r"^\| `([^`]+)`", line)
+        if name:
+            rows[name.group(1)] = [cell.strip() for cell in line.strip().strip("|").split("|")]
+    return rows
+
+
+def doc_section(title: str) -> list[str]:
+    return list(doc_table(title))
 
 
 def local_only() -> set[str]:
@@ -65,10 +91,75 @@ def sample_values() -> dict[str, str]:
     return json.loads((REPO / "local.settings.sample.json").read_text())["Values"]  # type: ignore[no-any-return]
 
 
-def test_the_site_applies_the_app_settings_under_the_identity_settings(bicep: Trees) -> None:
+def test_the_site_applies_the_app_settings_under_the_template_settings(bicep: Trees) -> None:
     site_settings = body(only_resource(bicep["app/function.bicep"], "Microsoft.Web/sites/config"))
     assert site_settings["name"] == "appsettings"
-    assert function(site_settings["properties"], "union") == {"arg_1": "appSettings", "arg_2": "identitySettings"}
+    assert function(site_settings["properties"], "union") == {
+        "arg_1": "appSettings",
+        "arg_2": "telemetrySettings",
+        "arg_3": "identitySettings",
+    }
+
+
+def test_extra_settings_come_first_so_no_template_setting_can_be_replaced(bicep: Trees) -> None:
+    union = main_union(bicep)
+    assert set(union) == {"arg_1", "arg_2", "arg_3"}
+    assert union["arg_1"] == "extraAppSettings"
+    assert accessor(union["arg_2"]) == "webhookSources.outputs.secretSettings", "source secrets before fixed names"
+    parameter = bicep["main.bicep"]["parameters"]["extraAppSettings"]
+    assert parameter["type"] == "object"
+    assert parameter["default"] == {}
+
+
+def _owner(value: Any) -> tuple[str, str] | None:
+    """('parameter', name) for `param` or `string(param)`, ('resource', path) for a module output."""
+    converted = function(value, "string")
+    if isinstance(value, str):
+        return ("parameter", value)
+    if converted is not None and isinstance(converted["value_to_convert"], str):
+        return ("parameter", converted["value_to_convert"])
+    path = accessor(value)
+    if path and re.fullmatch(r"(storage|webhookSources)\.outputs\.\w+", path):
+        return ("resource", path)
+    return None
+
+
+def test_every_main_setting_is_owned_by_a_parameter_or_a_resource(bicep: Trees) -> None:
+    """No constant hides in the template: each value comes from a parameter or a created resource."""
+    main_params = bicep["main.bicep"]["parameters"]
+    for name, value in main_settings(bicep).items():
+        owner = _owner(value)
+        assert owner is not None, f"{name} has no owner: {value!r}"
+        if owner[0] == "parameter":
+            assert owner[1] in main_params, f"{name}: {owner[1]} is not a main.bicep parameter"
+
+
+def test_docs_name_the_owner_of_each_setting(bicep: Trees) -> None:
+    rows = doc_table("Set by the template")
+    header = DOC.read_text().split("### Set by the template", 1)[1]
+    assert "| Setting | Value in Azure | Owner |" in header.split("###", 1)[0]
+    for name, value in main_settings(bicep).items():
+        owner = _owner(value)
+        assert owner is not None
+        cell = rows[name][2]
+        if owner[0] == "parameter":
+            assert f"`{owner[1]}`" in cell, (name, cell)
+        elif owner[1].startswith("webhookSources."):
+            assert "`sources`" in cell, (name, cell)
+        else:
+            assert "template" in cell, (name, cell)
+    for name in set(identity_settings(bicep)) | set(telemetry_settings(bicep)):
+        assert "template" in rows[name][2], name
+    assert "`sources`" in rows["<secretSetting>"][2]
+
+
+def test_docs_add_settings_only_through_the_template(bicep: Trees) -> None:
+    text = DOC.read_text()
+    assert "`extraAppSettings`" in text
+    assert "VIVA_EXTRA_APP_SETTINGS" in text
+    assert re.search(r"never add (an app )?settings? by hand", text, re.IGNORECASE)
+    for path in (DOC, README):
+        assert "appsettings set" not in path.read_text(), f"{path.name} tells users to set a setting by hand"
 
 
 def test_every_setting_the_code_reads_is_set_in_azure_or_documented_local_only(bicep: Trees) -> None:
@@ -81,9 +172,13 @@ def test_local_only_settings_are_not_set_in_azure(bicep: Trees) -> None:
     assert {STORAGE_CONNECTION, HOST_STORAGE, "FUNCTIONS_WORKER_RUNTIME"} <= local_only()
 
 
-def test_every_azure_setting_is_read_by_the_code_or_the_host(bicep: Trees) -> None:
+def test_every_azure_setting_is_read_by_the_code_the_host_or_the_worker(bicep: Trees) -> None:
     connection_prefixes = (f"{HOST_STORAGE}__", f"{STORAGE_CONNECTION}__")
-    unread = {n for n in azure_settings(bicep) if n not in code_settings() and not n.startswith(connection_prefixes)}
+    unread = {
+        n
+        for n in azure_settings(bicep)
+        if n not in code_settings() and not n.startswith(connection_prefixes) and n not in PLATFORM_SETTINGS
+    }
     assert not unread
 
 
@@ -98,8 +193,15 @@ def test_docs_list_exactly_the_settings_the_template_sets(bicep: Trees) -> None:
     documented = {name for name in doc_section("Set by the template") if not name.startswith("<")}
     assert documented == azure_settings(bicep)
     text = DOC.read_text()
-    for name in code_settings() | set(sample_values()):
+    for name in code_settings() | set(sample_values()) | set(PLATFORM_SETTINGS):
         assert f"`{name}`" in text, name
+
+
+def test_readme_lists_the_platform_settings() -> None:
+    readme = README.read_text()
+    section = readme.split("## App settings", 1)[1].split("\n## ", 1)[0]
+    for name in PLATFORM_SETTINGS:
+        assert f"`{name}`" in section, name
 
 
 def test_identity_based_connections_only(bicep: Trees) -> None:
@@ -112,9 +214,22 @@ def test_identity_based_connections_only(bicep: Trees) -> None:
             assert uri == f"storage.properties.primaryEndpoints.{service}", (prefix, service)
         assert prefix not in settings, "a plain connection string setting"
     assert settings["AZURE_CLIENT_ID"] == "identityClientId"
-    assert accessor(settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]) == (
+    assert accessor(telemetry_settings(bicep)["APPLICATIONINSIGHTS_CONNECTION_STRING"]) == (
         "applicationInsights.properties.ConnectionString"
     )
+
+
+def test_one_telemetry_pipeline_host_and_worker_in_opentelemetry_mode(bicep: Trees) -> None:
+    """The worker exports with the Azure Monitor distro (shared/telemetry.py); the host must not too.
+
+    Without host.json telemetryMode=OpenTelemetry and PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY, the
+    host forwards every worker log line to Application Insights as well (a second copy) and host
+    and worker traces do not join.
+    """
+    assert "configure_azure_monitor" in (REPO / "shared/telemetry.py").read_text()
+    host = json.loads((REPO / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    assert telemetry_settings(bicep)["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
 
 
 def test_content_queue_name_is_the_queue_the_template_creates(bicep: Trees) -> None:
@@ -128,6 +243,8 @@ PARAMETER_OF = {
     "GRAPH_TOKEN_SCOPE": ("graphTokenScope", "graph_token_scope"),
     "GRAPH_TIMEOUT_SECONDS": ("graphTimeoutSeconds", "graph_timeout_seconds"),
     "GRAPH_MAX_INLINE_RETRY_SECONDS": ("graphMaxInlineRetrySeconds", "graph_max_inline_retry_seconds"),
+    "GRAPH_MAX_DEFERRALS": ("graphMaxDeferrals", "graph_max_deferrals"),
+    "REGISTRATION_STATE_CACHE_SECONDS": ("registrationStateCacheSeconds", "registration_state_cache_seconds"),
 }
 
 
@@ -143,35 +260,77 @@ def test_parameter_settings_default_to_the_code_defaults(bicep: Trees, setting: 
 
 
 def test_each_source_secret_setting_is_a_key_vault_reference(bicep: Trees, infra_text: dict[str, str]) -> None:
-    sources = bicep["app/sources.bicep"]
-    assert sources["types"]["sourceConfig"]["value"] == {
-        "name": "string",
-        "registrationId": "string",
-        "secretName": "string",
-    }
     text = infra_text["app/sources.bicep"]
-    assert "secretSetting: toUpper(replace(s.secretName, '-', '_'))" in text
-    assert f"s => s.secretSetting, s => '{KEY_VAULT_REFERENCE}')" in text
-    assert "kind: 'cloudevents'\n  registrationId: s.registrationId\n  secretSetting: s.secretSetting" in text
+    assert "toUpper(replace(s.secretName, '-', '_'))" in text
+    assert f"'${{secretSettingNames[i]}}': '{KEY_VAULT_REFERENCE}'" in text
+    assert "kind: 'cloudevents'\n    registrationId: s.registrationId\n    secretSetting: secretSettingNames[i]" in text
+    outputs = bicep["app/sources.bicep"]["outputs"]
+    assert outputs["sourcesJson"]["value"] == "sourcesJson"
+    assert function(outputs["secretSettings"]["value"], "json") == {"arg_1": "secretSettingsJson"}
     source_params = body(bicep["main.bicep"]["modules"]["webhookSources"])["params"]
     assert accessor(source_params["keyVaultName"]) == "keyVault.outputs.name"
     assert source_params["sources"] == "sources"
 
 
-def test_the_sources_parameter_shape_yields_sources_the_app_accepts() -> None:
-    """Python twin of app/sources.bicep, run on the sample: the app parses what the template builds."""
-    sample = parse_sources(sample_values()["SOURCES"])
-    parameter = [
-        {"name": name, "registrationId": s.registration_id, "secretName": s.secret_setting.lower().replace("_", "-")}
-        for name, s in sample.items()
+def _arm_string(value: object) -> str:
+    """ARM's string() of an object: compact JSON."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _members_to_object(members: list[str]) -> str:
+    """sources.bicep: cut each one-member object's braces and join the members into one object."""
+    return "{" + ",".join(m[1 : len(m) - 1] for m in members) + "}"
+
+
+def _sources_bicep(sources: list[dict[str, str]], vault: str) -> tuple[str, dict[str, str]]:
+    """Python twin of app/sources.bicep: (SOURCES setting, secret settings)."""
+    setting_names = [s["secretName"].replace("-", "_").upper() for s in sources]
+    source_members = [
+        _arm_string(
+            {
+                s["name"]: {
+                    "kind": "cloudevents",
+                    "registrationId": s["registrationId"],
+                    "secretSetting": setting_names[i],
+                }
+            }
+        )
+        for i, s in enumerate(sources)
     ]
-    built = {
-        p["name"]: {
-            "kind": "cloudevents",
-            "registrationId": p["registrationId"],
-            "secretSetting": p["secretName"].replace("-", "_").upper(),
-        }
-        for p in parameter
-    }
-    assert parse_sources(json.dumps(built)) == sample
-    assert [p["secretName"] for p in parameter] == ["demo-webhook-secret"]
+    secret_members = [
+        _arm_string({setting_names[i]: f"@Microsoft.KeyVault(VaultName={vault};SecretName={s['secretName']})"})
+        for i, s in enumerate(sources)
+    ]
+    return _members_to_object(source_members), json.loads(_members_to_object(secret_members))
+
+
+def test_the_sources_parameter_shape_yields_sources_the_app_accepts() -> None:
+    """The twin of app/sources.bicep, run on the sample: the app parses what the template builds."""
+    sample = parse_sources(sample_values()["SOURCES"])
+    parameter = []
+    for name, s in sample.items():
+        assert s.secret_setting, "the template builds cloudevents sources, which always name a secret"
+        parameter.append(
+            {
+                "name": name,
+                "registrationId": s.registration_id,
+                "secretName": s.secret_setting.lower().replace("_", "-"),
+            }
+        )
+    built, secrets = _sources_bicep(parameter, "kv-test")
+    assert parse_sources(built) == sample
+    assert secrets == {"DEMO_WEBHOOK_SECRET": "@Microsoft.KeyVault(VaultName=kv-test;SecretName=demo-webhook-secret)"}
+
+
+def test_the_joined_members_stay_valid_json_for_several_sources_and_awkward_ids() -> None:
+    """string() escapes the values, so an id with quotes or backslashes cannot break the JSON."""
+    sources = [
+        {"name": "lms-a", "registrationId": 'id "with" quotes\\', "secretName": "lms-a-secret"},
+        {"name": "lms_b", "registrationId": "b2", "secretName": "lms-b-secret"},
+    ]
+    built, secrets = _sources_bicep(sources, "kv-test")
+    parsed = parse_sources(built)
+    assert parsed["lms-a"].registration_id == 'id "with" quotes\\'
+    assert parsed["lms_b"].secret_setting == "LMS_B_SECRET"
+    assert set(secrets) == {"LMS_A_SECRET", "LMS_B_SECRET"}
+    assert _sources_bicep([], "kv-test") == ("{}", {})

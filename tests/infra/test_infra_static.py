@@ -1,4 +1,5 @@
-"""What checkov cannot see: identity-only access, tags, roles, Flex settings, outputs, azd wiring."""
+"""What checkov cannot see: identity-only access, tags, roles and their scopes, Flex settings, networking,
+diagnostics, outputs, azd wiring."""
 
 from __future__ import annotations
 
@@ -17,12 +18,18 @@ Trees = dict[str, dict[str, Any]]
 ROLES = {
     "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "storageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
     "keyVaultSecretsOfficer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
 }
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+# Variables the hooks read that are not main.bicep outputs: their own state in the azd environment,
+# and azd's own subscription.
+HOOK_STATE = {"WEBHOOK_SECRETS_LOADED", "AZURE_SUBSCRIPTION_ID"}
+# The Functions host's containers in AzureWebJobsStorage (leases, function keys).
+HOST_CONTAINERS = ["azure-webjobs-hosts", "azure-webjobs-secrets"]
 # siteConfig properties a Flex Consumption site rejects with ARM error 51021 (runtime and scale
 # live in functionAppConfig there); reported by users of the AVM and azurerm modules.
 FLEX_REJECTS = {
@@ -73,8 +80,16 @@ def test_storage_creates_the_queues_table_and_containers(bicep: Trees) -> None:
     assert queues == {"contentQueueName", "poisonQueueName", "heldQueueName"}
     assert names("Microsoft.Storage/storageAccounts/tableServices/tables") == {"ledgerTableName"}
     containers = resources(tree, "Microsoft.Storage/storageAccounts/blobServices/containers")
-    assert {body(r)["name"] for r in containers.values()} == {"deploymentContainerName", "archiveContainerName"}
+    assert {body(r)["name"] for r in containers.values()} == {
+        "deploymentContainerName",
+        "archiveContainerName",
+        "containerName",
+    }
     assert all(body(r)["properties"]["publicAccess"] == "None" for r in containers.values())
+    # The host's containers exist before the identity gets a role on each (rbac.bicep).
+    assert tree["variables"]["hostContainerNames"]["value"] == HOST_CONTAINERS
+    [host] = [r for r in containers.values() if body(r)["name"] == "containerName"]
+    assert host["config"]["loop_type"]["detail"]["array_name"] == "hostContainerNames"
 
 
 def test_no_key_or_connection_string_anywhere_in_infra(infra_text: dict[str, str]) -> None:
@@ -121,6 +136,12 @@ def test_the_site_is_tagged_with_the_azure_yaml_service(bicep: Trees, infra_dump
     assert body(bicep["main.bicep"]["modules"]["api"])["params"]["serviceName"] == "api"
 
 
+def test_names_use_the_azd_abbreviations(infra_text: dict[str, str]) -> None:
+    abbreviations = json.loads((INFRA / "abbreviations.json").read_text())
+    used = set(re.findall(r"abbrs\.(\w+)", infra_text["main.bicep"]))
+    assert used == set(abbreviations), "every abbreviation is used, and only those in abbreviations.json"
+
+
 def test_parameters_file_feeds_the_azd_environment(bicep: Trees) -> None:
     values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     main_params = params(bicep["main.bicep"])
@@ -147,7 +168,26 @@ def test_outputs_are_upper_snake_and_cover_what_the_hooks_read(bicep: Trees) -> 
     assert accessor(outputs["APPLICATIONINSIGHTS_CONNECTION_STRING"]["value"]) == "monitoring.outputs.connectionString"
     for hook in (INFRA / "hooks").iterdir():
         read = set(re.findall(r"(?:\$\{|\$env:)([A-Z][A-Z0-9_]+)", hook.read_text()))
-        assert read <= set(outputs), f"{hook.name} reads {read - set(outputs)}, which main.bicep does not output"
+        unknown = read - set(outputs) - HOOK_STATE
+        assert not unknown, f"{hook.name} reads {unknown}, which main.bicep does not output"
+
+
+def test_the_host_name_comes_from_the_site_never_from_the_app_name(bicep: Trees, infra_text: dict[str, str]) -> None:
+    """Flex Consumption apps can get a unique regional host name: <app>.azurewebsites.net may be wrong."""
+    outputs = bicep["main.bicep"]["outputs"]
+    assert accessor(outputs["SERVICE_API_HOST_NAME"]["value"]) == "api.outputs.defaultHostName"
+    function_outputs = bicep["app/function.bicep"]["outputs"]
+    assert accessor(function_outputs["defaultHostName"]["value"]) == "site.properties.defaultHostName"
+    assert function_outputs["uri"]["value"] == "https://${site.properties.defaultHostName}"
+    texts = {f"infra/{path}": text for path, text in infra_text.items()}
+    texts |= {f"infra/hooks/{h.name}": h.read_text() for h in (INFRA / "hooks").iterdir()}
+    texts["docs/deploy.md"] = (REPO / "docs/deploy.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    texts["README.md#Deploy"] = readme.split("\n## Deploy", 1)[1].split("\n## ", 1)[0]
+    for path, text in texts.items():
+        assert "azurewebsites.net" not in text, f"{path} builds the host name from the app name"
+    for hook in ("function-keys.sh", "function-keys.ps1"):
+        assert "SERVICE_API_HOST_NAME" in (INFRA / "hooks" / hook).read_text(), hook
 
 
 # --- Flex Consumption function app -------------------------------------------------------------
@@ -177,11 +217,45 @@ def test_function_app_is_flex_consumption_python_311_with_the_user_assigned_iden
     }
 
 
+def test_rolling_updates_where_flex_supports_them(bicep: Trees) -> None:
+    """functionAppConfig.siteUpdateStrategy needs Microsoft.Web API 2024-11-01 or later (Microsoft Learn)."""
+    tree = bicep["app/function.bicep"]
+    site = only_resource(tree, "Microsoft.Web/sites")
+    assert site["api_version"] >= "2024-11-01"
+    config = body(site)["properties"]["functionAppConfig"]
+    assert config["siteUpdateStrategy"] == {"type": "siteUpdateStrategy"}
+    for tree_path in ("app/function.bicep", "main.bicep"):
+        parameter = params(bicep[tree_path])["siteUpdateStrategy"]
+        assert parameter["default"] == "RollingUpdate"
+        assert set(decorator(parameter, "allowed")) == {"RollingUpdate", "Recreate"}
+    assert body(bicep["main.bicep"]["modules"]["api"])["params"]["siteUpdateStrategy"] == "siteUpdateStrategy"
+
+
+def test_scale_out_limit_is_at_least_one_and_fits_graph(bicep: Trees) -> None:
+    """Graph, not the platform, limits throughput: about 5 to 20 instances (docs/deploy.md, Scale)."""
+    for tree_path in ("app/function.bicep", "main.bicep"):
+        parameter = params(bicep[tree_path])["maximumInstanceCount"]
+        assert decorator(parameter, "min_value") == 1, tree_path
+        assert decorator(parameter, "max_value") == 1000, tree_path
+        assert 5 <= parameter["default"] <= 20, tree_path
+    assert (
+        params(bicep["main.bicep"])["maximumInstanceCount"]["default"]
+        == params(bicep["app/function.bicep"])["maximumInstanceCount"]["default"]
+    )
+    host = json.loads((REPO / "host.json").read_text())["extensions"]["queues"]
+    doc = (REPO / "docs/deploy.md").read_text()
+    scale = doc.split("## Scale", 1)[1].split("\n## ", 1)[0]
+    per_instance = host["batchSize"] + host["newBatchThreshold"]
+    assert f"{host['batchSize']} + {host['newBatchThreshold']} = **{per_instance}**" in scale
+    assert "1 request per second" in scale
+    assert f"(default **{params(bicep['main.bicep'])['maximumInstanceCount']['default']}**)" in scale
+
+
 def test_app_insights_takes_entra_auth_only(bicep: Trees) -> None:
     component = body(only_resource(bicep["app/monitoring.bicep"], "Microsoft.Insights/components"))
     assert component["properties"]["DisableLocalAuth"] is True
     assert accessor(component["properties"]["WorkspaceResourceId"]) == "logAnalytics.id"
-    settings = bicep["app/function.bicep"]["variables"]["identitySettings"]["value"]
+    settings = bicep["app/function.bicep"]["variables"]["telemetrySettings"]["value"]
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
 
 
@@ -205,54 +279,90 @@ def test_role_definition_ids(bicep: Trees) -> None:
     assert {name: variables[name]["value"] for name in ROLES} == ROLES
 
 
-def _assignments(bicep: Trees) -> list[tuple[str, str, str, str]]:
-    """(scope, principal, principalType, role var or loop variable) per role assignment."""
+def _scope(value: Any) -> str:
+    """`storage` or `hostContainers[i]`."""
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "index_accessor":
+        ops = value["operator"]["operands"]
+        return f"{ops['operand_1']}[{ops['operand_2']}]"
+    return str(value)
+
+
+def _assignments(bicep: Trees) -> dict[str, tuple[str, str, str, str]]:
+    """Per role assignment: (scope, principal, principalType, role var or loop variable)."""
     tree = bicep["app/rbac.bicep"]
-    found = []
+    found = {}
     for name, res in resources(tree, "Microsoft.Authorization/roleAssignments").items():
         config = body(res)
         props = config["properties"]
         role = function(props["roleDefinitionId"], "subscription_resource_id")
         assert role is not None, name
-        found.append((config["scope"], props["principalId"], props["principalType"], role["resource_name_1"]))
-        loop = res["config"].get("loop_type")
-        if loop:
-            assert role["resource_name_1"] == loop["detail"]["item_name"], name
+        found[name] = (_scope(config["scope"]), props["principalId"], props["principalType"], role["resource_name_1"])
     return found
 
 
-def test_identity_and_deploying_user_get_their_roles(bicep: Trees) -> None:
+def test_the_identity_gets_each_data_role_on_the_narrowest_scope(bicep: Trees) -> None:
     tree = bicep["app/rbac.bicep"]
-    storage_roles = tree["variables"]["storageRoleIds"]["value"]
-    assert sorted(storage_roles) == sorted(
-        ["storageQueueDataContributor", "storageBlobDataOwner", "storageTableDataContributor"]
-    )
-    uami, user = "managedIdentityPrincipalId", "userPrincipalId"
-    assert set(_assignments(bicep)) == {
+    uami = "managedIdentityPrincipalId"
+    identity = {v for v in _assignments(bicep).values() if v[1] == uami}
+    assert identity == {
         ("storage", uami, "ServicePrincipal", "roleId"),
+        ("deploymentContainer", uami, "ServicePrincipal", "storageBlobDataContributor"),
+        ("hostContainers[i]", uami, "ServicePrincipal", "storageBlobDataOwner"),
         ("applicationInsights", uami, "ServicePrincipal", "monitoringMetricsPublisher"),
         ("vault", uami, "ServicePrincipal", "keyVaultSecretsUser"),
+    }
+    # Account-wide: queues and tables only. No blob role on the account: blob roles are per container.
+    assert sorted(tree["variables"]["identityAccountRoleIds"]["value"]) == sorted(
+        ["storageQueueDataContributor", "storageTableDataContributor"]
+    )
+    [account_roles] = [
+        r
+        for r in resources(tree, "Microsoft.Authorization/roleAssignments").values()
+        if body(r)["properties"]["principalId"] == uami and body(r)["scope"] == "storage"
+    ]
+    assert account_roles["config"]["loop_type"]["detail"]["array_name"] == "identityAccountRoleIds"
+    containers = resources(tree, "Microsoft.Storage/storageAccounts/blobServices/containers", existing=True)
+    assert {body(c)["name"] for c in containers.values()} == {"deploymentContainerName", "containerName"}
+    rbac = body(bicep["main.bicep"]["modules"]["rbac"])["params"]
+    assert accessor(rbac["deploymentContainerName"]) == "storage.outputs.deploymentContainerName"
+    assert accessor(rbac["hostContainerNames"]) == "storage.outputs.hostContainerNames"
+    assert accessor(rbac["managedIdentityPrincipalId"]) == "identity.outputs.principalId"
+
+
+def test_the_deploying_user_gets_data_roles_only_when_asked(bicep: Trees) -> None:
+    tree = bicep["app/rbac.bicep"]
+    user = "userPrincipalId"
+    assert {v for v in _assignments(bicep).values() if v[1] == user} == {
         ("storage", user, "userPrincipalType", "roleId"),
         ("vault", user, "userPrincipalType", "keyVaultSecretsOfficer"),
     }
-    loops = {
-        body(r)["properties"]["principalId"]: r["config"]["loop_type"]["detail"]["array_name"]
-        for r in resources(tree, "Microsoft.Authorization/roleAssignments").values()
-        if "loop_type" in r["config"]
+    variables = tree["variables"]
+    assign = variables["assignUser"]["value"]["operator"]
+    assert assign["type"] == "and"
+    assert assign["operands"]["operand_1"] == "allowUserIdentityPrincipal"
+    assert assign["operands"]["operand_2"]["operator"]["type"] == "not"
+    assert variables["userStorageRoles"]["value"]["operator"]["operands"] == {
+        "condition": "assignUser",
+        "true_value": "userStorageRoleIds",
+        "false_value": [],
     }
-    assert loops == {uami: "storageRoleIds", user: "userStorageRoleIds"}
-    assert params(tree)["userPrincipalType"]["default"] == "User"
+    roles = resources(tree, "Microsoft.Authorization/roleAssignments")
+    assert roles["userSecretsOfficer"]["config"]["condition"] == "assignUser"
+    assert roles["userStorageRoleAssignments"]["config"]["loop_type"]["detail"]["array_name"] == "userStorageRoles"
+    for tree_path in ("app/rbac.bicep", "main.bicep"):
+        assert params(bicep[tree_path])["allowUserIdentityPrincipal"]["default"] is False, tree_path
     rbac = body(bicep["main.bicep"]["modules"]["rbac"])["params"]
+    assert rbac["allowUserIdentityPrincipal"] == "allowUserIdentityPrincipal"
     assert rbac["userPrincipalId"] == "principalId"
-    assert accessor(rbac["managedIdentityPrincipalId"]) == "identity.outputs.principalId"
+    assert params(tree)["userPrincipalType"]["default"] == "User"
     assert params(bicep["main.bicep"])["principalType"]["default"] == "User"
 
 
 def test_role_assignment_names_are_deterministic(infra_text: dict[str, str]) -> None:
     names = re.findall(r"^\s+name: (.+)$", infra_text["app/rbac.bicep"], re.MULTILINE)
     assignment_names = [n for n in names if n.startswith("guid(")]
-    assert len(assignment_names) == 5
-    assert all(re.fullmatch(r"guid\(\w+\.id, \w+, \w+\)", n) for n in assignment_names), assignment_names
+    assert len(assignment_names) == 7
+    assert all(re.fullmatch(r"guid\(\w+(\[i\])?\.id, \w+, \w+\)", n) for n in assignment_names), assignment_names
 
 
 # --- Microsoft Graph app roles -------------------------------------------------------------------
@@ -279,6 +389,24 @@ def test_graph_permissions_module_uses_the_graph_extension(bicep: Trees, infra_t
     assert "r.value == role" in text
 
 
+def test_graph_app_roles_are_copied_into_a_variable_before_filtering(bicep: Trees, infra_text: dict[str, str]) -> None:
+    """As Microsoft's Graph Bicep quickstarts do (`var graphScopes = msGraphSP.oauth2PermissionScopes`)."""
+    tree = bicep["app/graph-permissions.bicep"]
+    assert accessor(tree["variables"]["graphAppRoles"]["value"]) == "graph.appRoles"
+    text = infra_text["app/graph-permissions.bicep"]
+    assert "filter(graphAppRoles, r => r.value == role" in text
+    assert "filter(graph.appRoles" not in text
+
+
+def test_the_graph_grant_waits_for_the_function_app(bicep: Trees) -> None:
+    """Creating the site first gives a new identity's service principal time to replicate."""
+    module = bicep["main.bicep"]["modules"]["graphPermissions"]
+    assert body(module)["dependsOn"] == ["api"]
+    doc = (REPO / "docs/deploy.md").read_text()
+    assert "Request_ResourceNotFound" in doc
+    assert "run `azd provision` again" in doc
+
+
 def test_graph_roles_are_granted_only_when_asked(bicep: Trees) -> None:
     main = bicep["main.bicep"]
     module = main["modules"]["graphPermissions"]
@@ -298,6 +426,108 @@ def test_graph_roles_are_granted_only_when_asked(bicep: Trees) -> None:
     assert roles["operands"]["false_value"] == "learningContentRoles"
     assert body(module)["params"]["appRoles"] == "graphAppRoles"
     assert main["outputs"]["GRAPH_PERMISSIONS_GRANTED"]["value"] == "grantGraphPermissions"
+
+
+# --- networking and diagnostics ----------------------------------------------------------------
+
+
+def test_private_networking_is_optional_and_off_by_default(bicep: Trees) -> None:
+    main = bicep["main.bicep"]
+    assert params(main)["vnetEnabled"]["default"] is False
+    for name in ("network", "privateEndpoints"):
+        assert main["modules"][name]["config"]["condition"] == "vnetEnabled", name
+    for name in ("storage", "keyVault"):
+        assert body(main["modules"][name])["params"]["privateNetworkOnly"] == "vnetEnabled", name
+    api = body(main["modules"]["api"])
+    subnet = api["params"]["virtualNetworkSubnetId"]["operator"]
+    assert subnet["operands"]["condition"] == "vnetEnabled"
+    assert accessor(subnet["operands"]["true_value"]) == "network.outputs.appSubnetId"
+    assert "privateEndpoints" in api["dependsOn"]
+
+
+@pytest.mark.parametrize(
+    ("path", "type_"),
+    [("app/storage.bicep", "Microsoft.Storage/storageAccounts"), ("app/keyvault.bicep", "Microsoft.KeyVault/vaults")],
+)
+def test_public_network_access_is_off_with_private_networking(bicep: Trees, path: str, type_: str) -> None:
+    props = body(only_resource(bicep[path], type_))["properties"]
+    assert props["publicNetworkAccess"]["operator"]["operands"] == {
+        "condition": "privateNetworkOnly",
+        "true_value": "Disabled",
+        "false_value": "Enabled",
+    }
+    assert props["networkAcls"]["defaultAction"]["operator"]["operands"] == {
+        "condition": "privateNetworkOnly",
+        "true_value": "Deny",
+        "false_value": "Allow",
+    }
+    assert params(bicep[path])["privateNetworkOnly"]["default"] is False
+
+
+def test_private_endpoints_for_blob_queue_table_and_vault_with_dns_zones(bicep: Trees) -> None:
+    endpoints = body(bicep["main.bicep"]["modules"]["privateEndpoints"])["params"]["endpoints"]
+    by_group = {e["groupId"]: e for e in endpoints}
+    assert set(by_group) == {"blob", "queue", "table", "vault"}
+    for group in ("blob", "queue", "table"):
+        assert accessor(by_group[group]["targetId"]) == "storage.outputs.id"
+        assert by_group[group]["dnsZoneName"] == f"privatelink.{group}.${{environment().suffixes.storage}}"
+    assert accessor(by_group["vault"]["targetId"]) == "keyVault.outputs.id"
+    assert by_group["vault"]["dnsZoneName"] == "privatelink.vaultcore.azure.net"
+    tree = bicep["app/private-endpoints.bicep"]
+    for type_ in (
+        "Microsoft.Network/privateDnsZones",
+        "Microsoft.Network/privateDnsZones/virtualNetworkLinks",
+        "Microsoft.Network/privateEndpoints",
+        "Microsoft.Network/privateEndpoints/privateDnsZoneGroups",
+    ):
+        [res] = resources(tree, type_).values()
+        assert res["config"]["loop_type"]["detail"]["array_name"] == "endpoints", type_
+
+
+def test_the_app_subnet_is_delegated_to_flex_consumption(bicep: Trees, infra_text: dict[str, str]) -> None:
+    vnet = body(only_resource(bicep["app/network.bicep"], "Microsoft.Network/virtualNetworks"))
+    subnets = {s["name"]: s["properties"] for s in vnet["properties"]["subnets"]}
+    app = subnets["appSubnetName"]
+    assert app["delegations"][0]["properties"]["serviceName"] == "Microsoft.App/environments"
+    assert subnets["privateEndpointSubnetName"]["privateEndpointNetworkPolicies"] == "Disabled"
+    # Checked as text: pycep reads `!empty(x) ? x : null` as `!(empty(x) ? x : null)`.
+    text = infra_text["app/function.bicep"]
+    assert "virtualNetworkSubnetId: !empty(virtualNetworkSubnetId) ? virtualNetworkSubnetId : null" in text
+
+
+def test_intake_ip_restrictions_where_the_sources_addresses_are_known(bicep: Trees) -> None:
+    tree = bicep["app/function.bicep"]
+    assert params(bicep["main.bicep"])["intakeAllowedCidrs"]["default"] == []
+    assert params(tree)["intakeAllowedCidrs"]["default"] == []
+    assert body(bicep["main.bicep"]["modules"]["api"])["params"]["intakeAllowedCidrs"] == "intakeAllowedCidrs"
+    rules = tree["variables"]["intakeRestrictions"]["value"]
+    assert rules["loop_type"]["detail"]["array_name"] == "intakeAllowedCidrs"
+    assert rules["config"]["action"] == "Allow"
+    assert rules["config"]["ipAddress"] == "cidr"
+    config = body(only_resource(tree, "Microsoft.Web/sites"))["properties"]["siteConfig"]
+    assert config["ipSecurityRestrictionsDefaultAction"]["operator"]["operands"] == {
+        "condition": "restrictIntake",
+        "true_value": "Deny",
+        "false_value": "Allow",
+    }
+    # azd deploy goes through the SCM site: it keeps its own, open rules.
+    assert config["scmIpSecurityRestrictionsUseMain"] is False
+    assert config["scmIpSecurityRestrictionsDefaultAction"] == "Allow"
+
+
+def test_key_vault_and_storage_send_diagnostics_to_log_analytics(bicep: Trees) -> None:
+    tree = bicep["app/diagnostics.bicep"]
+    settings = resources(tree, "Microsoft.Insights/diagnosticSettings")
+    scopes = {body(r)["scope"]: body(r)["properties"] for r in settings.values()}
+    assert set(scopes) == {"vault", "storage", "blobService", "queueService", "tableService"}
+    assert all(props["workspaceId"] == "workspaceId" for props in scopes.values())
+    assert scopes["vault"]["logs"] == [{"categoryGroup": "audit", "enabled": True}]
+    for service in ("blobService", "queueService", "tableService"):
+        assert scopes[service]["logs"] == "storageLogs"
+    logged = {c["category"] for c in tree["variables"]["storageLogs"]["value"]}
+    assert logged == {"StorageWrite", "StorageDelete"}, "StorageRead would log every queue poll"
+    main = body(bicep["main.bicep"]["modules"]["diagnostics"])["params"]
+    assert accessor(main["workspaceId"]) == "monitoring.outputs.logAnalyticsWorkspaceId"
 
 
 # --- packaging -----------------------------------------------------------------------------------
