@@ -2,18 +2,24 @@
 
 It owns what every caller needs the same way: the managed-identity token, OData keys, Graph error
 bodies, and a bounded in-invocation retry that honours ``Retry-After``. What it cannot finish within
-its budget it raises as transient, so the queue (not this process) carries the wait.
+its budget it raises as transient, so the queue (not this process) carries the wait. A retry never
+repeats a create that may already have happened, and never hides a misconfiguration: a 401 gets one
+fresh token, then names the permission the call needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import email.utils
+import json as jsonlib
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -22,15 +28,41 @@ from azure.core.exceptions import AzureError
 from opentelemetry.trace import SpanKind
 
 from shared import odata, telemetry
+from shared.models import upsert_body
 
 logger = logging.getLogger(__name__)
 
 Disposition = Literal["ok", "absent", "transient", "permanent"]
-TRANSIENT_STATUSES = frozenset({401, 408, 409, 429, 500, 502, 503, 504})
+DeleteForm = Literal["ref", "plain"]
+# 401 is not here: GraphClient.call answers it with one fresh token, then a permanent error.
+TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+# What a service answers when it refuses a request's form rather than its target (a DELETE form it
+# does not route): the client then tries the other delete form.
+FORM_REFUSED = frozenset({400, 405})
 BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0)
 MAX_INLINE_ATTEMPTS = 8  # besides the time budget: a bound on calls whatever the waits
 MAX_ERROR_MESSAGE = 1024  # parked commands carry the message; keep them well inside 64 KiB
 _BODY_HINT = re.compile(r"retry after (\d+) (second|minute)", re.IGNORECASE)
+_MAY_HAVE_APPLIED = " (the request may have reached Graph, so it is not repeated)"
+_CHALLENGE_CLAIMS = re.compile(r'claims="([^"]+)"')
+# Transport failures that happen before a request is on the wire: repeating such a POST cannot
+# create a second provider. Any other failure may come after Graph received it.
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.ProxyError,
+    httpx.LocalProtocolError,
+)
+
+# The least permission of each call, as the docs' permission tables give it (copied from the "perm"
+# entries of local/graph_metadata/learning-paths.derived.json, which cite the pages; a test keeps the
+# two in step). A copy, because the deployed app never reads files under local/.
+_CONTENT_READ = "the application permission LearningContent.Read.All (or LearningContent.ReadWrite.All)"
+_CONTENT_WRITE = "the application permission LearningContent.ReadWrite.All (delegated tokens are not supported)"
+_PROVIDER_READ = "the delegated permission LearningProvider.Read (or LearningProvider.ReadWrite)"
+_PROVIDER_WRITE = "the delegated permission LearningProvider.ReadWrite (application tokens are not supported)"
 
 
 class AsyncTokenCredential(Protocol):
@@ -46,6 +78,9 @@ class GraphError(Exception):
     message: str
     request_id: str | None = None
     retry_after: float | None = None
+    # True when a POST failed after Graph may have received it (a 5xx, a read timeout, a dropped
+    # connection): repeating it could create a second object, so the caller must look first.
+    may_have_applied: bool = False
 
     def __str__(self) -> str:
         where = f" (request-id {self.request_id})" if self.request_id else ""
@@ -58,6 +93,59 @@ class GraphTransientError(GraphError):
 
 class GraphPermanentError(GraphError):
     """Retrying the same request cannot succeed (bad request, forbidden, unknown registration)."""
+
+
+@dataclass
+class _Unauthorized(GraphPermanentError):
+    """A 401, with the claims of Graph's challenge (Continuous Access Evaluation) when it sent one."""
+
+    claims: str | None = None
+
+
+def required_permission(method: str, path_or_url: str) -> str:
+    """The permission a Graph call needs, in words for an error message."""
+    path = httpx.URL(path_or_url).path if path_or_url.startswith("http") else path_or_url.partition("?")[0]
+    if "/learningcontents" in path.lower():
+        return _CONTENT_READ if method.upper() == "GET" else _CONTENT_WRITE
+    return _PROVIDER_READ if method.upper() == "GET" else _PROVIDER_WRITE
+
+
+def _challenge_claims(header: str | None) -> str | None:
+    """The claims of a ``WWW-Authenticate`` claims challenge (base64 JSON), or None."""
+    match = _CHALLENGE_CLAIMS.search(header or "")
+    if match is None:
+        return None
+    encoded = match.group(1)
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _fresh_token_claims() -> str:
+    """Claims asking for a token issued no earlier than now (the shape of Entra's CAE challenge).
+
+    azure-identity never answers a request with claims from its cache (managed identity:
+    ``ManagedIdentityClient.get_cached_token`` returns None when claims are given, and the request
+    itself drops them, as the identity endpoint takes none), so this is how one fresh token is had.
+    """
+    return jsonlib.dumps({"access_token": {"nbf": {"essential": True, "value": str(int(time.time()))}}})
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or {"https": 443, "http": 80}.get(url.scheme)
+
+
+def _server_date(response: httpx.Response) -> datetime | None:
+    value = response.headers.get("date")
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        logger.warning("ignoring unreadable Date header %r", value[:64])
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def classify(status: int, method: str) -> Disposition:
@@ -141,27 +229,32 @@ class GraphClient:
         self._http = http
         self._credential = credential
         self._root = root.rstrip("/")
+        self._origin = _origin(httpx.URL(self._root))
         self._scope = scope
         self._budget = max_inline_retry_seconds
         self._sleep = sleep
         self._on_retry = on_retry
+        self._delete_form: DeleteForm | None = None  # the form this Graph honours, once known
+        # Graph's clock (the Date header of its latest answer, errors included), so callers can take
+        # event times from Graph rather than from this machine.
+        self.last_server_date: datetime | None = None
 
     # -- learning content ---------------------------------------------------------------------
 
     async def upsert_content(
         self, registration_id: str, content: dict[str, Any], *, correlation_id: str | None = None
     ) -> dict[str, Any]:
+        """Create or update by external id. Every managed property is sent (absent ones as null or []),
+        so the result is the same whether Graph replaces or merges (``shared.models.upsert_body``)."""
         path = odata.content_by_external_id(registration_id, str(content["externalId"]))
-        response = await self.call("PATCH", path, json=content, correlation_id=correlation_id)
+        response = await self.call("PATCH", path, json=upsert_body(content), correlation_id=correlation_id)
         return _json_object(response)
 
     async def delete_content(
         self, registration_id: str, external_id: str, *, correlation_id: str | None = None
     ) -> bool:
         """Delete by external id; ``False`` when it was already gone (a repeat delivery)."""
-        path = odata.content_by_external_id(registration_id, external_id)
-        response = await self.call("DELETE", path, correlation_id=correlation_id)
-        return response.status_code != 404
+        return await self._delete(odata.content_by_external_id(registration_id, external_id), correlation_id)
 
     async def get_content(
         self,
@@ -187,8 +280,68 @@ class GraphClient:
         return data
 
     async def delete_content_by_id(self, registration_id: str, content_id: str) -> bool:
-        response = await self.call("DELETE", odata.content_by_id(registration_id, content_id))
-        return response.status_code != 404
+        """Delete by Graph's id; ``False`` when it was already gone."""
+        return await self._delete(odata.content_by_id(registration_id, content_id), None)
+
+    async def _delete(self, path: str, correlation_id: str | None) -> bool:
+        """DELETE in the form Graph honours; ``False`` only when a GET by the same key finds nothing.
+
+        The docs show only ``…/$ref`` (learningprovider-delete-learningcontents.md); the official SDK
+        sends the form without it. The documented form goes first; when Graph refuses the form itself
+        (400/405) the other one is tried, and the form that worked is kept for this client.
+        """
+        forms: tuple[DeleteForm, ...] = (self._delete_form,) if self._delete_form else ("ref", "plain")
+        refusals: list[GraphPermanentError] = []
+        for form in forms:
+            target = odata.ref(path) if form == "ref" else path
+            try:
+                response = await self.call("DELETE", target, correlation_id=correlation_id)
+            except GraphPermanentError as error:
+                if self._delete_form is None and error.status in FORM_REFUSED:
+                    refusals.append(error)
+                    continue
+                raise
+            existed = response.status_code != 404
+            if not existed:
+                await self._confirm_absent(path, target, response, correlation_id)
+            self._remember_delete_form(form, refusals[0] if refusals else None)
+            return existed
+        # Both forms refused: a 400 says more (an unknown registration, say) than a 405 on the form.
+        raise next((error for error in refusals if error.status != 405), refusals[0])
+
+    async def _confirm_absent(
+        self, path: str, target: str, response: httpx.Response, correlation_id: str | None
+    ) -> None:
+        """A 404 on DELETE is "already absent" only if a GET by the same key agrees; else permanent.
+
+        A 404 may also come from a form the service does not route, or from anything in between:
+        calling the course gone while Viva still shows it would lose the delete for good.
+        """
+        try:
+            await self.call("GET", path, correlation_id=correlation_id)
+        except GraphPermanentError as error:
+            if error.status == 404:
+                return
+            raise
+        code, message = _graph_error(response)
+        raise GraphPermanentError(
+            404,
+            code,
+            f"DELETE {target} answered 404 but the item still exists (a GET by the same key found it), "
+            f"so it was not deleted. Graph said: {message}"[:MAX_ERROR_MESSAGE],
+            response.headers.get("request-id"),
+        )
+
+    def _remember_delete_form(self, form: DeleteForm, refused: GraphPermanentError | None) -> None:
+        if self._delete_form is not None:
+            return
+        self._delete_form = form
+        if refused is not None:
+            logger.warning(
+                "Graph refused the documented delete form …/$ref (%s); this client uses the delete form "
+                "without /$ref from now on",
+                refused,
+            )
 
     async def list_contents(
         self, registration_id: str, *, top: int | None = None, select: list[str] | None = None
@@ -231,16 +384,31 @@ class GraphClient:
     async def call(
         self, method: str, path_or_url: str, *, json: Any = None, correlation_id: str | None = None
     ) -> httpx.Response:
-        """One logical call: retried within the budget, then raised as transient or permanent."""
+        """One logical call: retried within the budget, then raised as transient or permanent.
+
+        A POST that may have reached Graph is raised at once (``may_have_applied``). A 401 gets one
+        fresh token (the credential's cache bypassed) and then fails with the permission it needs.
+        """
         waited = 0.0
         attempt = 0
+        claims: str | None = None  # set: the next attempt takes a fresh token with these claims
+        refreshed = False
         while True:
             attempt += 1
+            fresh, claims = claims, None
             try:
-                return await self._once(method, path_or_url, json, correlation_id)
+                return await self._once(method, path_or_url, json, correlation_id, fresh)
+            except _Unauthorized as error:
+                if refreshed:
+                    raise self._misconfigured(method, path_or_url, error) from error
+                refreshed = True
+                # A cached token may have been revoked or may predate a new role assignment: one
+                # fresh token settles it, with no wait (nothing is throttled).
+                claims = error.claims or _fresh_token_claims()
+                logger.warning("graph %s answered 401; retrying once with a fresh token", method)
             except GraphTransientError as error:
                 delay = next_delay(error, attempt)
-                if waited + delay > self._budget or attempt >= MAX_INLINE_ATTEMPTS:
+                if error.may_have_applied or waited + delay > self._budget or attempt >= MAX_INLINE_ATTEMPTS:
                     raise
                 logger.warning(
                     "graph %s transient %s; retry %d in %.1fs correlation=%s",
@@ -255,16 +423,47 @@ class GraphClient:
                 await self._sleep(delay)
                 waited += delay
 
-    async def _once(self, method: str, path_or_url: str, body: Any, correlation_id: str | None) -> httpx.Response:
-        url = path_or_url if path_or_url.startswith("http") else self._root + path_or_url
+    @staticmethod
+    def _misconfigured(method: str, path_or_url: str, error: GraphError) -> GraphPermanentError:
+        needs = required_permission(method, path_or_url)
+        return GraphPermanentError(
+            401,
+            error.code,
+            f"Graph refused the token, and a fresh one too: {method} needs {needs}; grant it to this "
+            f"identity (and admin-consent it). Graph said: {error.message}"[:MAX_ERROR_MESSAGE],
+            error.request_id,
+        )
+
+    async def _token(self, claims: str | None) -> str:
         try:
-            token = await self._credential.get_token(self._scope)
+            if claims is not None:
+                try:
+                    return (await self._credential.get_token(self._scope, claims=claims)).token
+                except AzureError as exc:
+                    # Some credentials refuse claims (AzureCliCredential); they keep no token cache
+                    # in this process either, so a plain request is as fresh as it gets.
+                    logger.info("credential took no claims (%s); asking for a token without them", type(exc).__name__)
+            return (await self._credential.get_token(self._scope)).token
         except AzureError as exc:
             # The aio credential raises ClientAuthenticationError for refusals and ServiceRequestError /
             # ServiceResponseError for lost connections: all are the token endpoint's trouble, not the command's.
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise GraphTransientError(None, "TokenUnavailable", f"{type(exc).__name__}: {first_line}") from exc
-        headers = {"Authorization": f"Bearer {token.token}"}
+
+    async def _once(
+        self, method: str, path_or_url: str, body: Any, correlation_id: str | None, claims: str | None = None
+    ) -> httpx.Response:
+        url = path_or_url if path_or_url.startswith("http") else self._root + path_or_url
+        if _origin(httpx.URL(url)) != self._origin:
+            # An @odata.nextLink to another host would carry the bearer token there.
+            raise GraphPermanentError(
+                None,
+                "ForeignNextLink",
+                f"not following {url[:200]} (an @odata.nextLink or other absolute URL): it is not on Graph's "
+                f"origin {self._root}, and the request would carry the bearer token there",
+            )
+        token = await self._token(claims)
+        headers = {"Authorization": f"Bearer {token}"}
         if correlation_id:
             headers["client-request-id"] = correlation_id
         try:
@@ -275,16 +474,31 @@ class GraphClient:
                 response = await self._http.request(method, httpx.URL(url), json=body, headers=headers)
                 span.set_attribute("http.response.status_code", response.status_code)
         except httpx.TimeoutException as exc:
-            raise GraphTransientError(None, "Timeout", f"{method} timed out: {type(exc).__name__}") from exc
+            applied = method == "POST" and not isinstance(exc, _NOT_SENT)
+            message = f"{method} timed out: {type(exc).__name__}" + (_MAY_HAVE_APPLIED if applied else "")
+            raise GraphTransientError(None, "Timeout", message, may_have_applied=applied) from exc
         except httpx.TransportError as exc:
-            raise GraphTransientError(None, "ConnectionError", f"{method} failed: {type(exc).__name__}: {exc}") from exc
+            applied = method == "POST" and not isinstance(exc, _NOT_SENT)
+            message = f"{method} failed: {type(exc).__name__}: {exc}" + (_MAY_HAVE_APPLIED if applied else "")
+            raise GraphTransientError(None, "ConnectionError", message, may_have_applied=applied) from exc
+        self.last_server_date = _server_date(response) or self.last_server_date
         disposition = classify(response.status_code, method)
         if disposition in ("ok", "absent"):
             return response
         code, message = _graph_error(response)
         request_id = response.headers.get("request-id")
+        if response.status_code == 401:
+            claims = _challenge_claims(response.headers.get("www-authenticate"))
+            raise _Unauthorized(401, code, message, request_id, claims=claims)
         if disposition == "transient":
+            # A 429 refused the request; a 5xx may come after the create happened.
+            applied = method == "POST" and response.status_code >= 500
             raise GraphTransientError(
-                response.status_code, code, message, request_id, retry_after_seconds(response.headers, message)
+                response.status_code,
+                code,
+                message + (_MAY_HAVE_APPLIED if applied else ""),
+                request_id,
+                retry_after_seconds(response.headers, message),
+                may_have_applied=applied,
             )
         raise GraphPermanentError(response.status_code, code, message, request_id)

@@ -1,9 +1,12 @@
 """The ledger (Azure Table storage): what was last pushed for each content item, and which
 registrations are disabled.
 
-It answers three questions: "is this command older than what Graph already has?" (so a late,
+It answers four questions: "is this command older than what Graph already has?" (so a late,
 redelivered or out-of-order event never overwrites a newer one), "when was this item last pushed?"
-(``vlsync content status``), and "is this registration enabled?" (``vlsync provider disable``).
+(``vlsync content status``), "is this registration enabled?" (``vlsync provider disable``), and
+"which items did ``vlsync provider disable --deactivate-content`` hide?" (``deactivatedBy`` on the
+content row, so ``enable --reactivate-content`` shows exactly those again and leaves the items the
+LMS retired alone; any later recorded push clears it, because that push decided the item's state).
 
 Rows: PartitionKey = registration id; RowKey = ``c-<sha256 of externalId>`` for content (ids may
 hold characters Table keys forbid and be longer than a key may be), ``registration`` for the
@@ -31,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 REGISTRATION_ROW = "registration"
 SEARCHABLE_WITHIN_HOURS = 24  # the service's promise: searchable within 24 hours of ingestion
+DEACTIVATED_BY_DISABLE = "provider-disable"  # deactivatedBy of what `provider disable --deactivate-content` hid
+# A lease taken for a visibility switch, which carries no event: no recorded event is newer than it.
+_NO_EVENT = datetime.max.replace(tzinfo=UTC)
 
 
 _NO_LEASE: dict[str, Any] = {"leaseOwner": "", "leaseUntil": datetime(1970, 1, 1, tzinfo=UTC)}
@@ -80,6 +86,7 @@ class LedgerEntry:
             "pushedBy": self.pushed_by,
             "source": self.source or "",
             "sourceEventId": self.source_event_id or "",
+            "deactivatedBy": "",  # a push decides the item's state: whatever hid it before no longer counts
         }
 
     @classmethod
@@ -222,6 +229,35 @@ class Ledger:
                 continue  # another writer won the race: read again and compare
         logger.warning("ledger record for %s kept losing races; not recorded", entry.external_id)
         return False
+
+    def lease(self, registration_id: str, external_id: str, owner: str, lease_seconds: float) -> None:
+        """Take the item's lease for a change that is not an LMS event (``vlsync provider disable
+        --deactivate-content`` / ``enable --reactivate-content``). Raises ``ItemBusy`` like ``claim``;
+        end it with ``release``."""
+        self.claim(registration_id, external_id, _NO_EVENT, owner, lease_seconds)
+
+    def mark_deactivated(self, registration_id: str, external_id: str, by: str | None) -> None:
+        """Set (``by``) or clear (``None``) who deactivated the item; call it while holding its lease."""
+        self._ensure()
+        self._table.upsert_entity(
+            {
+                "PartitionKey": registration_id,
+                "RowKey": content_row_key(external_id),
+                "externalId": external_id,
+                "deactivatedBy": by or "",
+            },
+            mode=UpdateMode.MERGE,
+        )
+
+    def deactivated_items(self, registration_id: str, by: str) -> list[str]:
+        """The external ids of the registration's items that ``by`` deactivated (and nothing pushed since)."""
+        self._ensure()
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and deactivatedBy eq @by",
+            parameters={"pk": registration_id, "by": by},
+            select=["externalId"],
+        )
+        return sorted(str(row["externalId"]) for row in rows)
 
     # -- registrations ------------------------------------------------------------------------
 

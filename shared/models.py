@@ -130,6 +130,10 @@ class LearningContent(GraphModel):
     is_premium: bool | None = Field(default=None, alias="isPremium")
     is_searchable: bool | None = Field(default=None, alias="isSearchable")
 
+    def to_upsert(self) -> dict[str, Any]:
+        """The upsert body: every property the product manages, absent ones made explicit (``upsert_body``)."""
+        return upsert_body(self.to_graph())
+
     @field_validator("level", mode="before")
     @classmethod
     def _level_is_string(cls, value: object) -> object:
@@ -141,6 +145,32 @@ class LearningContent(GraphModel):
                 allowed = ", ".join(m.value for m in Level)
                 raise ValueError(f"must be one of {allowed}") from None
         return value
+
+
+# learningcontent-update.md says the PATCH "replaces" the metadata; its property-table include says
+# properties left out "maintain their previous values". A body that names every managed property
+# gives the same item under both readings: scalars as null, collections as [], and the three
+# booleans as their documented defaults (resources/learningcontent.md), because null is not what a
+# fresh create stores for them and Viva's handling of a null isActive is undocumented.
+_DOCUMENTED_DEFAULTS: dict[str, bool] = {"isActive": True, "isPremium": False, "isSearchable": True}
+
+
+def _absent_values() -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, field in LearningContent.model_fields.items():
+        if not field.is_required():
+            graph_name = field.alias or name
+            collection = "list[" in str(field.annotation)
+            values[graph_name] = _DOCUMENTED_DEFAULTS.get(graph_name, [] if collection else None)
+    return values
+
+
+ABSENT_VALUES: dict[str, Any] = _absent_values()
+
+
+def upsert_body(content: dict[str, Any]) -> dict[str, Any]:
+    """``content`` (Graph's property names) with every managed property present: the one upsert body."""
+    return {**ABSENT_VALUES, **content}
 
 
 class LearningProvider(GraphModel):

@@ -1,17 +1,29 @@
-"""OData URL pieces for Graph: alternate-key segments and query options."""
+"""OData URL pieces for Graph: key segments and query options.
+
+Keys are encoded by ``key_literal`` and nothing else (``local/graph_emulator/README.md`` has the
+character table with the evidence for each wire form).
+"""
 
 from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
 
-def key_literal(value: str) -> str:
-    """A string key as an OData literal in a URL path: quotes doubled, then percent-encoded.
+def key_literal(value: str, *, quoted: bool = True) -> str:
+    """A key as it goes into a URL path: ``'…'`` with quotes doubled (``quoted``), or a bare segment.
 
-    ``O'Brien/1`` becomes ``'O''Brien%2F1'``: the quote doubling is the OData literal rule, the
-    percent-encoding keeps ``/``, ``?``, ``#``, ``%``, spaces and non-ASCII from changing the URL.
+    Every percent-escape is encoded twice, so ``O'Brien/1`` becomes ``'O''Brien%252F1'``. Graph's front
+    door decodes the path once before it splits it into segments, and the workload's OData parser
+    decodes the key again: a single ``%2F`` reaches the front door as a literal ``/`` and splits the
+    key (400 ``RequestBroker--ParseUri``, microsoft-graph-docs issue 10167, where ``%252F`` works), and a
+    single ``%25`` would be decoded a second time. ``concepts/query-parameters.md``: "In some cases,
+    you need to double-encode the values." The quotes stay raw: the literal's delimiters must survive
+    the front door as quotes, and ``''`` is the OData rule for a quote inside a string literal.
     """
-    return "'" + quote(value.replace("'", "''"), safe="'") + "'"
+    text = value.replace("'", "''") if quoted else value
+    once = quote(text, safe="'" if quoted else "")
+    twice = once.replace("%", "%25")
+    return f"'{twice}'" if quoted else twice
 
 
 def content_by_external_id(registration_id: str, external_id: str) -> str:
@@ -19,7 +31,12 @@ def content_by_external_id(registration_id: str, external_id: str) -> str:
 
 
 def content_by_id(registration_id: str, content_id: str) -> str:
-    return f"{contents(registration_id)}/{quote(content_id, safe='')}"
+    return f"{contents(registration_id)}/{key_literal(content_id, quoted=False)}"
+
+
+def ref(path: str) -> str:
+    """The documented delete form of a content path (learningprovider-delete-learningcontents.md)."""
+    return f"{path}/$ref"
 
 
 def contents(registration_id: str) -> str:
@@ -31,7 +48,7 @@ def providers() -> str:
 
 
 def provider(registration_id: str) -> str:
-    return f"{providers()}/{quote(registration_id, safe='')}"
+    return f"{providers()}/{key_literal(registration_id, quoted=False)}"
 
 
 def query(*, top: int | None = None, skip: int | None = None, select: list[str] | None = None) -> str:

@@ -12,10 +12,12 @@ from vlsync import cli
 
 Vlsync = Callable[..., Result]
 
-# Environment variables that would change which credential or storage vlsync picks.
+# Environment variables that would change which credential, sign-in or storage vlsync picks.
 CLEARED = (
     "AZURE_CLIENT_ID",
     "VLSYNC_CREDENTIAL",
+    "VLSYNC_CLIENT_ID",
+    "VLSYNC_TENANT_ID",
     "VLSYNC_ENV_FILE",
     "VLSYNC_STORAGE_ACCOUNT",
     "GRAPH_API_VERSION",

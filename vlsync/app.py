@@ -23,6 +23,7 @@ from vlsync.output import Printer
 if TYPE_CHECKING:  # the SDKs load only when a command runs, so `--help` and usage errors are instant
     from shared.graph import GraphClient, GraphError, GraphTransientError
     from vlsync.io import InvalidInput
+    from vlsync.operations import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -53,7 +54,8 @@ OUTPUT_OPTIONS = [
         "--env-file",
         "env_file",
         type=click.Path(dir_okay=False),
-        help="Env file with defaults (default: $VLS_DEV_DIR/stack.env or ./.dev/stack.env, written by make dev).",
+        help="Env file with defaults (default: $VLS_DEV_DIR/stack.env or ./.dev/stack.env, written by make dev, "
+        "used only while Graph is on this machine; a named file is always used).",
     ),
 ]
 GRAPH_OPTIONS = [
@@ -69,14 +71,16 @@ GRAPH_OPTIONS = [
         "--credential",
         "credential",
         type=click.Choice(cfg.CREDENTIAL_CHOICES),
-        help="How to get the token. Default: local on the local stack; else azure-cli for provider "
-        "commands (delegated) and default (DefaultAzureCredential) for content commands (app-only).",
+        help="How to get the token. Default: local on the local stack; else device-code through your app "
+        "registration (--client-id) for provider commands (delegated) and default (DefaultAzureCredential) "
+        "for content commands (app-only).",
     ),
     shared_option("--tenant-id", "tenant_id", help="Entra tenant for sign-in; env VLSYNC_TENANT_ID."),
     shared_option(
         "--client-id",
         "client_id",
-        help="Client id of your Entra app registration for device-code/browser sign-in; env VLSYNC_CLIENT_ID.",
+        help="Client id of your Entra app registration (public client, delegated LearningProvider.ReadWrite) "
+        "for device-code/browser sign-in; env VLSYNC_CLIENT_ID.",
     ),
     shared_option(
         "--max-retry-seconds",
@@ -150,17 +154,36 @@ class Failure(click.ClickException):
 def config() -> cfg.CliConfig:
     ctx = click.get_current_context()
     try:
-        return cfg.load(ctx.find_root().meta.get(META_KEY, {}))
+        conf = cfg.load(ctx.find_root().meta.get(META_KEY, {}))
     except cfg.ConfigError as exc:
         raise click.UsageError(str(exc), ctx) from None
+    if conf.ignored_env_file is not None:
+        Printer(conf.json).note(
+            f"note: ignored {conf.ignored_env_file} (local stack settings): Graph is {conf.graph_host}, not this "
+            "machine; name the file with --env-file to use it anyway"
+        )
+    return conf
 
 
 def checked(factory: Callable[[], T]) -> T:
-    """Build something from the settings; a missing or malformed setting is a usage error (exit 2)."""
+    """Build something from the settings. A missing or malformed setting (an option's value) is a usage
+    error (exit 2); storage that the settings name but that cannot be used is a failure (exit 1)."""
+    from vlsync.storage import StorageFailure
+
     try:
         return factory()
-    except (cfg.ConfigError, ValueError) as exc:
+    except cfg.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    except StorageFailure as exc:
+        raise Failure(f"storage: {exc}") from None
+
+
+def valid_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback for ids that become URL path segments: empty, ``.`` and ``..`` are usage errors."""
+    problem = cfg.id_problem(value)
+    if problem:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
 
 
 def comma_list(value: str | None) -> list[str] | None:
@@ -193,16 +216,25 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     from shared.ledger import LedgerConflict
     from shared.queue import QueueUnavailable
     from vlsync.io import InvalidInput
+    from vlsync.operations import ClockSkew, ProviderMissing, RegistrationUncertain
+    from vlsync.storage import StorageFailure
 
     try:
         return asyncio.run(coro)
     except GraphError as error:
         where = f" (request-id {error.request_id})" if error.request_id else ""
         gave_up = " - gave up retrying" if isinstance(error, GraphTransientError) else ""
+        hints = getattr(error, "__notes__", [])
         raise Failure(
             f"Graph answered {error.status or 'nothing'} {error.code}: {error.message}{where}{gave_up}",
-            graph_error_details(error),
+            {**graph_error_details(error), **({"hint": " ".join(hints)} if hints else {})},
         ) from None
+    except RegistrationUncertain as error:
+        raise Failure(str(error), {"lines": error.lines, **error.details}) from None
+    except (ProviderMissing, ClockSkew) as error:
+        raise Failure(str(error)) from None
+    except StorageFailure as error:
+        raise Failure(f"storage: {error}") from None
     except InvalidInput as error:
         raise invalid(error) from None
     except LedgerConflict as error:
@@ -225,8 +257,8 @@ def _first_line(error: BaseException) -> str:
 
 TOKEN_HINTS = {
     "local": "is the local stack running (make dev) and .dev/stack.env current?",
-    "azure-cli": "sign in with `az login --tenant <tenant>` "
-    "(as a Global or Knowledge administrator for provider calls)",
+    "azure-cli": "sign in with `az login --tenant <tenant>`",
+    "device-code": "sign in within the time the code is valid, in the tenant of your app registration",
     "default": "DefaultAzureCredential found no identity: set AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, "
     "run on a managed identity, or `az login`",
     "environment": "set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH)",
@@ -245,28 +277,54 @@ def retry_reporter(out: Printer) -> Callable[[GraphTransientError, int, float], 
     return report
 
 
+def announce(out: Printer, target: Target) -> None:
+    """Say what a write command is about to touch, once, before it touches anything."""
+    if not target.announced:
+        out.note(target.line())
+        target.announced = True
+
+
+def write_target(conf: cfg.CliConfig, registration: str, *, storage: bool) -> Target:
+    """The target of a write command; ``storage``: whether it writes the app's storage (ledger, queues)."""
+    from vlsync.operations import Target, storage_account
+
+    account = storage_account(conf.storage_connection_string, conf.storage_account) if storage else None
+    return Target(f"{conf.graph_host} ({conf.graph_version})", registration, account, tenant=conf.tenant_id)
+
+
 @contextlib.asynccontextmanager
-async def graph(kind: cfg.CallKind, conf: cfg.CliConfig, out: Printer) -> AsyncIterator[GraphClient]:
-    """A Graph client with the credential that fits ``kind``, a generous retry budget and visible waits."""
+async def graph(
+    kind: cfg.CallKind, conf: cfg.CliConfig, out: Printer, *, target: Target | None = None
+) -> AsyncIterator[GraphClient]:
+    """A Graph client with the credential that fits ``kind``, a generous retry budget and visible waits.
+
+    A write command passes its ``target``: it is printed once the token names the tenant, before any
+    call. A 401/403 is shown with what the credential would need (a hint)."""
     import httpx
     from azure.core.exceptions import AzureError
 
-    from shared.graph import GraphClient
+    from shared.graph import GraphClient, GraphError
     from vlsync import credentials
+    from vlsync.operations import token_tenant
 
     choice = conf.credential_for(kind)
+    if choice in ("device-code", "browser"):
+        credentials.require_client_id(kind, conf)
     scope = credentials.scope_for(kind, choice)
     credential = credentials.build(kind, conf)
     try:
         try:  # first token now: a missing sign-in is reported at once, not retried as a Graph failure
-            await credential.get_token(scope)
+            token = await credential.get_token(scope)
         except AzureError as exc:
             raise Failure(
                 f"could not get a token with --credential {choice}: {_first_line(exc)}",
                 {"credential": choice, "hint": TOKEN_HINTS.get(choice, "")},
             ) from None
+        if target is not None:
+            target.tenant = target.tenant or token_tenant(token.token)
+            announce(out, target)
         async with httpx.AsyncClient(timeout=conf.timeout_seconds) as http:
-            yield GraphClient(
+            client = GraphClient(
                 http,
                 credential,
                 root=conf.graph_root,
@@ -275,6 +333,13 @@ async def graph(kind: cfg.CallKind, conf: cfg.CliConfig, out: Printer) -> AsyncI
                 sleep=asyncio.sleep,
                 on_retry=retry_reporter(out),
             )
+            try:
+                yield client
+            except GraphError as error:
+                hint = credentials.refused_hint(kind, choice, conf.client_id, error.status)
+                if hint:
+                    error.add_note(hint)
+                raise
     finally:
         await credential.close()
 

@@ -4,10 +4,16 @@ Order, first wins: an explicit option, then the process environment, then the en
 stack's ``.dev/stack.env``), then the built-in default. The env file is found at ``--env-file`` /
 ``VLSYNC_ENV_FILE``, else ``$VLS_DEV_DIR/stack.env``, else ``./.dev/stack.env`` (a missing default
 file is simply not used).
+
+The default file holds the local stack's settings (Azurite's storage, the demo registration, the
+local identity endpoint). It is used only when Graph is on this machine: a command aimed at another
+Graph (an option or the environment names it) ignores the whole file, so no local value is ever
+mixed into a call to real Graph. A file named explicitly is always used.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,7 +60,6 @@ DEFAULT_STATE_CACHE_SECONDS: float = _app_default("registration_state_cache_seco
 # The CLI's own: an operator waits longer for Graph than a queue invocation may.
 DEFAULT_MAX_RETRY_SECONDS = 120.0
 DEFAULT_TIMEOUT_SECONDS: float = _app_default("graph_timeout_seconds")
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 # option name -> environment variable (and env-file key) that supplies it when the option is absent;
 # the app's settings by the app's own names.
@@ -81,6 +86,31 @@ class ConfigError(ValueError):
     """A setting is missing or malformed: a usage error (exit code 2)."""
 
 
+def is_loopback(url: str) -> bool:
+    """Whether a URL names this machine (``localhost``, ``127.0.0.0/8``, ``::1``): the local stack."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# The one id no caller may send: an empty segment, or one that a URL resolver turns into "this" or
+# "the parent" (``learningContents/..`` would address the provider itself).
+_DOT_SEGMENTS = frozenset({"", ".", ".."})
+
+
+def id_problem(value: str | None) -> str | None:
+    """Why ``value`` cannot be a registration, content or external id, or ``None`` when it can."""
+    if value is None:
+        return None
+    if value in _DOT_SEGMENTS:
+        return f"{value!r} is not an id (empty, '.' and '..' are refused)"
+    return None
+
+
 @dataclass(frozen=True)
 class CliConfig:
     json: bool = False
@@ -101,24 +131,32 @@ class CliConfig:
     max_retry_seconds: float = DEFAULT_MAX_RETRY_SECONDS
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     env_file: Path | None = None
+    ignored_env_file: Path | None = None  # the default stack.env, left out because Graph is not local
 
     @property
     def graph_root(self) -> str:
         return f"{self.graph_base_url}/{self.graph_version}"
 
     @property
+    def graph_host(self) -> str:
+        return urlsplit(self.graph_base_url).netloc
+
+    @property
     def local_stack(self) -> bool:
         """The local stack: its identity endpoint is known and Graph is the emulator on this machine."""
-        host = urlsplit(self.graph_base_url).hostname or ""
-        return bool(self.identity_endpoint and self.identity_header) and host in LOOPBACK_HOSTS
+        return bool(self.identity_endpoint and self.identity_header) and is_loopback(self.graph_base_url)
 
     def credential_for(self, kind: CallKind) -> CredentialChoice:
-        """The credential a call uses: the chosen one, else local on the stack, else the kind's default."""
+        """The credential a call uses: the chosen one, else local on the stack, else the kind's default.
+
+        Provider calls take a delegated token with ``LearningProvider.ReadWrite``. Azure CLI tokens carry
+        only the scopes pre-authorised for the CLI's own app, so the default is a device-code sign-in
+        through the user's own app registration (``--client-id``)."""
         if self.credential:
             return self.credential
         if self.local_stack:
             return "local"
-        return "azure-cli" if kind == "provider" else "default"
+        return "device-code" if kind == "provider" else "default"
 
     @property
     def storage_configured(self) -> bool:
@@ -131,6 +169,9 @@ class CliConfig:
     def require_registration(self) -> str:
         if not self.registration_id:
             raise ConfigError("no registration id: give --registration-id or set REGISTRATION_ID (stack.env has it)")
+        problem = id_problem(self.registration_id)
+        if problem:
+            raise ConfigError(f"registration id {problem}")
         return self.registration_id
 
 
@@ -139,16 +180,26 @@ def default_env_file(environ: Mapping[str, str], cwd: Path) -> Path:
     return Path(dev_dir) / "stack.env" if dev_dir else cwd / ".dev" / "stack.env"
 
 
-def locate_env_file(option: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
-    """The env file to read; an explicitly named file must exist, the default one may be absent."""
+def locate_env_file(option: str | None, environ: Mapping[str, str], cwd: Path) -> tuple[Path | None, bool]:
+    """The env file to read and whether it was named; a named file must exist, the default may be absent."""
     named = option or environ.get("VLSYNC_ENV_FILE")
     if named:
         path = Path(named)
         if not path.is_file():
             raise ConfigError(f"env file {named} does not exist")
-        return path
+        return path, True
     path = default_env_file(environ, cwd)
-    return path if path.is_file() else None
+    return (path if path.is_file() else None), False
+
+
+def default_file_applies(
+    options: Mapping[str, Any], environ: Mapping[str, str], file_values: Mapping[str, str]
+) -> bool:
+    """Whether the default (unnamed) env file may be used: only when the Graph it leads to is on this
+    machine. An option or the environment naming another Graph rules the whole file out."""
+    name = ENV_NAMES["graph_base_url"]
+    root = options.get("graph_base_url") or environ.get(name) or file_values.get(name) or DEFAULT_GRAPH_BASE_URL
+    return is_loopback(str(root))
 
 
 def _number(name: str, value: Any) -> float:
@@ -184,8 +235,11 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str], file_values:
     if credential is not None and credential not in CREDENTIAL_CHOICES:
         raise ConfigError(f"credential must be one of {', '.join(CREDENTIAL_CHOICES)}, not {credential!r}")
     base = str(pick("graph_base_url") or DEFAULT_GRAPH_BASE_URL).rstrip("/")
-    if urlsplit(base).scheme not in ("http", "https"):
+    scheme = urlsplit(base).scheme
+    if scheme not in ("http", "https") or not urlsplit(base).hostname:
         raise ConfigError(f"graph base URL must be an http(s) URL, not {base!r}")
+    if scheme == "http" and not is_loopback(base):
+        raise ConfigError(f"graph base URL {base} is plain http: only a Graph on this machine may be (use https)")
     cache = pick("state_cache_seconds")
     retry = pick("max_retry_seconds")
     timeout = options.get("timeout_seconds")
@@ -208,12 +262,16 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str], file_values:
         max_retry_seconds=DEFAULT_MAX_RETRY_SECONDS if retry is None else _number("max retry seconds", retry),
         timeout_seconds=DEFAULT_TIMEOUT_SECONDS if timeout is None else _number("timeout", timeout),
         env_file=options.get("env_file_path"),
+        ignored_env_file=options.get("ignored_env_file_path"),
     )
 
 
 def load(options: Mapping[str, Any], environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> CliConfig:
-    """``resolve`` with the real environment and env file."""
+    """``resolve`` with the real environment and env file (the default file only for a local Graph)."""
     env = dict(os.environ if environ is None else environ)
-    path = locate_env_file(options.get("env_file"), env, cwd or Path.cwd())
+    path, named = locate_env_file(options.get("env_file"), env, cwd or Path.cwd())
     file_values = envfile.read(path) if path else {}
-    return resolve({**options, "env_file_path": path}, env, file_values)
+    ignored = None
+    if path is not None and not named and not default_file_applies(options, env, file_values):
+        path, ignored, file_values = None, path, {}
+    return resolve({**options, "env_file_path": path, "ignored_env_file_path": ignored}, env, file_values)

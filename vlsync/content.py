@@ -25,6 +25,8 @@ from vlsync.app import (
     options,
     printer,
     run,
+    valid_id,
+    write_target,
 )
 from vlsync.config import CliConfig
 from vlsync.output import Printer
@@ -112,12 +114,13 @@ def upsert(file: str, concurrency: int) -> None:
     except InvalidInput as error:
         raise invalid(error) from None
     ledger = _ledger(conf)
+    target = write_target(conf, registration_id, storage=ledger is not None)
     bodies = [item.content.to_graph() for item in items]
     if len(bodies) > ITEMS_SHOWN_IN_FULL:
         out.note(f"upserting {len(bodies)} item(s) into {registration_id}, {concurrency} at a time")
 
     async def go() -> BatchResult:
-        async with graph("content", conf, out) as client:
+        async with graph("content", conf, out, target=target) as client:
             return await operations.upsert_all(
                 client, registration_id, bodies, concurrency=concurrency, ledger=ledger, progress=out.note
             )
@@ -129,6 +132,7 @@ def upsert(file: str, concurrency: int) -> None:
         "failed": outcome.failed,
         "recordedInLedger": ledger is not None,
         "items": outcome.done,
+        "target": target.view(),
     }
     _ledger_note(out, ledger, "pushes")
     if outcome.failed:
@@ -192,7 +196,7 @@ def list_(top: int | None, select: str | None) -> None:
         "push + 24 h.",
     ),
 )
-@click.argument("external_id")
+@click.argument("external_id", callback=valid_id)
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS, REGISTRATION_OPTIONS)
 def status(external_id: str) -> None:
     """Whether an item exists in Graph, when it was last pushed, and when it becomes searchable."""
@@ -246,8 +250,8 @@ def status(external_id: str) -> None:
         'vlsync --json content get "O\'Brien/101"',
     ),
 )
-@click.argument("external_id", required=False)
-@click.option("--id", "content_id", help="Graph's own id of the item, instead of EXTERNAL_ID.")
+@click.argument("external_id", required=False, callback=valid_id)
+@click.option("--id", "content_id", callback=valid_id, help="Graph's own id of the item, instead of EXTERNAL_ID.")
 @click.option("--select", help="Comma-separated properties to return ($select).")
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS, REGISTRATION_OPTIONS)
 def get(external_id: str | None, content_id: str | None, select: str | None) -> None:
@@ -274,40 +278,41 @@ def get(external_id: str | None, content_id: str | None, select: str | None) -> 
     "delete",
     epilog=example("vlsync content delete demo-course-101", "vlsync content delete --id 9f0c…"),
 )
-@click.argument("external_id", required=False)
-@click.option("--id", "content_id", help="Graph's own id of the item, instead of EXTERNAL_ID.")
+@click.argument("external_id", required=False, callback=valid_id)
+@click.option("--id", "content_id", callback=valid_id, help="Graph's own id of the item, instead of EXTERNAL_ID.")
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS, REGISTRATION_OPTIONS)
 def delete(external_id: str | None, content_id: str | None) -> None:
     """Delete one learning content item, by externalId or by --id. Deleting what is not there is not an error."""
-    from shared.graph import GraphError
     from vlsync import operations
 
     _one_of(external_id, content_id)
     conf, out = config(), printer()
     registration_id = checked(conf.require_registration)
     ledger = _ledger(conf)
+    target = write_target(conf, registration_id, storage=ledger is not None)
 
-    async def go() -> tuple[str | None, bool]:
-        async with graph("content", conf, out) as client:
-            if content_id is None:
-                assert external_id is not None
-                return external_id, await client.delete_content(registration_id, external_id)
-            known: str | None = None
-            if ledger is not None:  # the ledger is keyed by externalId: learn it first
-                try:
-                    known = str((await client.get_content_by_id(registration_id, content_id))["externalId"])
-                except GraphError as error:
-                    if error.status != 404:
-                        raise
-            return known, await client.delete_content_by_id(registration_id, content_id)
+    async def go() -> tuple[str | None, bool, bool]:
+        async with graph("content", conf, out, target=target) as client:
+            return await operations.delete_one(
+                client, ledger, registration_id, external_id=external_id, content_id=content_id
+            )
 
-    known_id, existed = run(go())
-    if existed and known_id is not None:
-        run(operations.record(ledger, registration_id, known_id, "delete"))
+    known_id, existed, recorded = run(go())
     _ledger_note(out, ledger, "the delete is")
+    if ledger is not None and not recorded:
+        out.note(f"id {content_id} is not in registration {registration_id}: its externalId is unknown, no tombstone")
     shown = external_id if content_id is None else f"id {content_id}"
     if out.as_json:
-        out.json({"registrationId": registration_id, "externalId": known_id, "id": content_id, "deleted": existed})
+        out.json(
+            {
+                "registrationId": registration_id,
+                "externalId": known_id,
+                "id": content_id,
+                "deleted": existed,
+                "recordedInLedger": recorded,
+                "target": target.view(),
+            }
+        )
     elif existed:
         out.line(f"deleted {shown} from registration {registration_id}")
     else:

@@ -158,7 +158,7 @@ def build(kind: CallKind, config: CliConfig) -> ClosableCredential:
 
         return ThreadedCredential(
             DeviceCodeCredential(
-                client_id=config.client_id or _default_public_client(),
+                client_id=require_client_id(kind, config),
                 tenant_id=config.tenant_id or "organizations",
                 prompt_callback=_prompt,
             )
@@ -168,15 +168,73 @@ def build(kind: CallKind, config: CliConfig) -> ClosableCredential:
 
         return ThreadedCredential(
             InteractiveBrowserCredential(
-                client_id=config.client_id or _default_public_client(),
+                client_id=require_client_id(kind, config),
                 tenant_id=config.tenant_id or "organizations",
             )
         )
     raise ConfigError(f"unknown credential {choice!r}")
 
 
-def _default_public_client() -> str:
-    raise ConfigError(
-        "device-code and browser sign-in need the client id of your Entra app registration "
-        "(public client, delegated LearningProvider.ReadWrite): --client-id or VLSYNC_CLIENT_ID"
+APP_REGISTRATION = (
+    "an Entra app registration of your own that is a public client (Authentication: 'Allow public client "
+    "flows' = Yes{redirect}) with the delegated Microsoft Graph permission LearningProvider.ReadWrite, "
+    "admin consent granted"
+)
+
+
+def app_registration(choice: CredentialChoice) -> str:
+    return APP_REGISTRATION.format(redirect=", redirect URI http://localhost" if choice == "browser" else "")
+
+
+def missing_client_id(kind: CallKind, choice: CredentialChoice) -> str:
+    """The usage message when a user sign-in has no app registration to sign in through."""
+    why = (
+        "provider calls need a signed-in user's token with LearningProvider.ReadWrite, which the Azure CLI's "
+        "own app cannot get"
+        if kind == "provider"
+        else "a user sign-in goes through an app registration"
     )
+    return (
+        f"--credential {choice} needs the client id of your app registration ({why}). "
+        f"Create {app_registration(choice)} (Entra admin center > App registrations > New registration), "
+        "then pass its Application (client) ID: --client-id <id> or VLSYNC_CLIENT_ID=<id> "
+        "(and --tenant-id or VLSYNC_TENANT_ID for your tenant)"
+    )
+
+
+def refused_hint(kind: CallKind, choice: CredentialChoice, client_id: str | None, status: int | None) -> str | None:
+    """What a 401/403 from Graph means for the credential used, and which registration and scope it needs."""
+    if status not in (401, 403):
+        return None
+    if kind == "content":
+        return (
+            "content calls need an app-only token with the application permission LearningContent.ReadWrite.All "
+            "(reads: LearningContent.Read.All), admin consent granted: the function app's managed identity or a "
+            "service principal (--credential default, environment or managed-identity)"
+        )
+    fix = f"sign in with --credential device-code --client-id <id> through {app_registration('device-code')}"
+    if choice in ("device-code", "browser"):
+        return (
+            f"provider calls need the delegated permission LearningProvider.ReadWrite: the app registration "
+            f"{client_id} must be a public client with the delegated Microsoft Graph permission "
+            "LearningProvider.ReadWrite (admin consent granted), and the signed-in user a Global or Knowledge "
+            "administrator with a Viva Learning licence"
+        )
+    if choice == "azure-cli":
+        return (
+            "Azure CLI tokens carry only the scopes pre-authorised for the CLI's own app, and "
+            f"LearningProvider.ReadWrite is not one of them: {fix}"
+        )
+    if choice in ("default", "environment", "managed-identity"):
+        return (
+            f"Graph accepts only delegated (signed-in user) tokens for provider calls, and --credential {choice} "
+            f"gives an app-only one: {fix}"
+        )
+    return f"provider calls need a delegated token with LearningProvider.ReadWrite: {fix}"
+
+
+def require_client_id(kind: CallKind, config: CliConfig) -> str:
+    """The app registration a device-code or browser sign-in goes through; a usage error without one."""
+    if not config.client_id:
+        raise ConfigError(missing_client_id(kind, config.credential_for(kind)))
+    return config.client_id

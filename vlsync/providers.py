@@ -14,6 +14,7 @@ from vlsync.app import (
     OUTPUT_OPTIONS,
     STORAGE_OPTIONS,
     Failure,
+    announce,
     checked,
     cli,
     comma_list,
@@ -24,12 +25,15 @@ from vlsync.app import (
     printer,
     run,
     shared_option,
+    valid_id,
+    write_target,
 )
 from vlsync.config import CliConfig
 from vlsync.output import Printer
 
 if TYPE_CHECKING:
-    from vlsync.operations import BatchResult
+    from shared.ledger import Ledger
+    from vlsync.operations import BatchResult, Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -171,17 +175,20 @@ def register(
     except ValidationError as exc:
         problems = "; ".join(f"{'/'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
         raise click.UsageError(f"invalid provider: {problems}") from None
+    from vlsync import operations
+
     conf, out = config(), printer()
+    target = write_target(conf, "new", storage=False)
 
     async def go() -> dict[str, Any]:
-        async with graph("provider", conf, out) as client:
-            return await client.create_provider(body)
+        async with graph("provider", conf, out, target=target) as client:
+            return await operations.register_provider(client, body)
 
     created = run(go())
     if quiet:
         click.echo(created["id"])
     elif out.as_json:
-        out.json(created)
+        out.json({**created, "target": target.view()})
     else:
         out.line(f"registered learning provider {created.get('displayName')!r}")
         out.line(f"registrationId: {created['id']}")
@@ -191,7 +198,7 @@ def register(
     "update",
     epilog=example('vlsync provider update 2b8c… --display-name "Contoso Academy" --course-activity-sync'),
 )
-@click.argument("registration_id", metavar="ID")
+@click.argument("registration_id", metavar="ID", callback=valid_id)
 @click.option("--display-name", "display_name", help="Name shown in Viva Learning.")
 @logo_options(required=False)
 @click.option("--login-url", "login_url", help="Sign-in URL of the provider's courses.")
@@ -227,14 +234,15 @@ def update(
     if any(isinstance(v, str) and not v.strip() for k, v in changes.items() if k != "loginWebUrl"):
         raise click.UsageError("display name and logo URLs must not be empty")
     conf, out = config(), printer()
+    target = write_target(conf, registration_id, storage=False)
 
     async def go() -> None:
-        async with graph("provider", conf, out) as client:
+        async with graph("provider", conf, out, target=target) as client:
             await client.update_provider(registration_id, changes)
 
     run(go())
     if out.as_json:
-        out.json({"id": registration_id, "updated": changes})
+        out.json({"id": registration_id, "updated": changes, "target": target.view()})
     else:
         out.line(f"updated provider {registration_id}: {', '.join(sorted(changes))}")
 
@@ -246,7 +254,7 @@ def update(
     "get",
     epilog=example("vlsync provider get 2b8c… --select displayName,loginWebUrl", "vlsync --json provider get 2b8c…"),
 )
-@click.argument("registration_id", metavar="ID")
+@click.argument("registration_id", metavar="ID", callback=valid_id)
 @click.option("--select", help="Comma-separated properties to return ($select).")
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS)
 def get(registration_id: str, select: str | None) -> None:
@@ -293,22 +301,27 @@ def list_() -> None:
     epilog=example("vlsync provider delete 2b8c… --yes"),
     help=f"Delete a learning provider (asks first unless --yes). {CONTENT_FATE}",
 )
-@click.argument("registration_id", metavar="ID")
+@click.argument("registration_id", metavar="ID", callback=valid_id)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS)
 def delete(registration_id: str, yes: bool) -> None:
+    from vlsync import operations
+
     conf, out = config(), printer()
-    if not yes:
-        out.note(CONTENT_FATE)
-        click.confirm(f"Delete learning provider {registration_id}?", abort=True, err=True)
+    target = write_target(conf, registration_id, storage=False)
 
     async def go() -> None:
-        async with graph("provider", conf, out) as client:
+        async with graph("provider", conf, out, target=target) as client:
+            found = await operations.existing_provider(client, registration_id)  # an unknown id is an error
+            if not yes:
+                out.note(CONTENT_FATE)
+                name = found.get("displayName")
+                click.confirm(f"Delete learning provider {name!r} ({registration_id})?", abort=True, err=True)
             await client.delete_provider(registration_id)
 
     run(go())
     if out.as_json:
-        out.json({"id": registration_id, "deleted": True, "content": CONTENT_FATE})
+        out.json({"id": registration_id, "deleted": True, "content": CONTENT_FATE, "target": target.view()})
     else:
         out.line(f"deleted provider {registration_id}")
         out.line(CONTENT_FATE)
@@ -317,19 +330,30 @@ def delete(registration_id: str, yes: bool) -> None:
 # -- disable / enable ----------------------------------------------------------------------------------
 
 
-def _activation(conf: CliConfig, out: Printer, registration_id: str, active: bool) -> BatchResult:
+def _activation(conf: CliConfig, out: Printer, ledger: Ledger, target: Target, active: bool) -> BatchResult:
     from vlsync import operations
 
+    registration_id = target.registration
+
     async def go() -> BatchResult:
-        async with graph("content", conf, out) as client:
-            return await operations.set_active_all(client, registration_id, active)
+        async with graph("content", conf, out, target=target) as client:
+            if active:
+                return await operations.reactivate_marked(client, ledger, registration_id)
+            return await operations.deactivate_all(client, ledger, registration_id)
 
     outcome = run(go())
-    word = "reactivated" if active else "deactivated"
-    out.note(
-        f"{word} {len(outcome.done)} item(s) (isActive={str(active).lower()}); "
-        f"{len(outcome.unchanged)} already so; {len(outcome.failed)} failed"
-    )
+    if active:
+        out.note(
+            f"reactivated {len(outcome.done)} item(s) that `provider disable --deactivate-content` had hidden "
+            f"(isActive=true); {len(outcome.unchanged)} already active or gone; {len(outcome.failed)} failed. "
+            "Items the LMS retired stay inactive."
+        )
+    else:
+        out.note(
+            f"deactivated {len(outcome.done)} item(s) (isActive=false, marked in the ledger); "
+            f"{len(outcome.unchanged)} already inactive (left alone, and left inactive by enable); "
+            f"{len(outcome.failed)} failed"
+        )
     return outcome
 
 
@@ -352,8 +376,13 @@ def _fail_if(outcome: BatchResult | None, summary: dict[str, Any]) -> None:
         "its commands in <queue>-held (nothing parked, nothing lost) until `vlsync provider enable`.",
     ),
 )
-@click.argument("registration_id", metavar="ID")
-@click.option("--deactivate-content", is_flag=True, help="Also set isActive=false on every item (hidden, not deleted).")
+@click.argument("registration_id", metavar="ID", callback=valid_id)
+@click.option(
+    "--deactivate-content",
+    is_flag=True,
+    help="Also set isActive=false on every active item (hidden, not deleted), marked in the ledger so that "
+    "enable --reactivate-content shows exactly these again.",
+)
 @SETTLE_OPTION
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS)
 def disable(registration_id: str, deactivate_content: bool) -> None:
@@ -362,6 +391,8 @@ def disable(registration_id: str, deactivate_content: bool) -> None:
 
     conf, out = config(), printer()
     ledger = checked(lambda: storage.ledger(conf))
+    target = write_target(conf, registration_id, storage=True)
+    announce(out, target)
 
     async def go() -> None:
         await operations.set_enabled(ledger, registration_id, False)
@@ -374,12 +405,13 @@ def disable(registration_id: str, deactivate_content: bool) -> None:
         if conf.state_cache_seconds:
             out.note(f"waiting {conf.state_cache_seconds:g}s until no worker pushes for it any more")
             run(asyncio.sleep(conf.state_cache_seconds))
-        outcome = _activation(conf, out, registration_id, False)
+        outcome = _activation(conf, out, ledger, target, False)
     summary = {
         "registrationId": registration_id,
         "enabled": False,
         "heldQueue": conf.held_queue,
         "deactivated": None if outcome is None else len(outcome.done),
+        "target": target.view(),
     }
     _fail_if(outcome, summary)
     if outcome is not None:
@@ -396,8 +428,13 @@ def disable(registration_id: str, deactivate_content: bool) -> None:
         "other registrations' held commands stay where they are.",
     ),
 )
-@click.argument("registration_id", metavar="ID")
-@click.option("--reactivate-content", is_flag=True, help="Also set isActive=true on every item again.")
+@click.argument("registration_id", metavar="ID", callback=valid_id)
+@click.option(
+    "--reactivate-content",
+    is_flag=True,
+    help="Also set isActive=true again on the items disable --deactivate-content hid (as the ledger records "
+    "them); items the LMS retired stay inactive.",
+)
 @SETTLE_OPTION
 @options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS)
 def enable(registration_id: str, reactivate_content: bool) -> None:
@@ -407,7 +444,10 @@ def enable(registration_id: str, reactivate_content: bool) -> None:
     conf, out = config(), printer()
     ledger = checked(lambda: storage.ledger(conf))
     queue = checked(lambda: storage.command_queue(conf))
-    outcome = _activation(conf, out, registration_id, True) if reactivate_content else None
+    target = write_target(conf, registration_id, storage=True)
+    announce(out, target)
+    # Before the release: the held LMS commands, pushed after it, then have the last word.
+    outcome = _activation(conf, out, ledger, target, True) if reactivate_content else None
 
     async def go() -> int:
         await operations.set_enabled(ledger, registration_id, True)
@@ -425,6 +465,7 @@ def enable(registration_id: str, reactivate_content: bool) -> None:
         "enabled": True,
         "released": released,
         "reactivated": None if outcome is None else len(outcome.done),
+        "target": target.view(),
     }
     _fail_if(outcome, summary)
     out.line(f"registration {registration_id} enabled: released {released} held command(s) to {conf.queue}")

@@ -10,13 +10,24 @@ The options become the app's own storage settings, so the CLI connects exactly a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from pydantic import ValidationError
 
 from shared.ledger import Ledger, table_service
 from shared.queue import StorageCommandQueue
 from shared.settings import Settings
+from shared.storage import StorageNotConfigured
 from vlsync.config import CliConfig, ConfigError
+
+T = TypeVar("T")
+
+
+class StorageFailure(Exception):
+    """The storage the settings name cannot be used (a malformed connection string, no connection):
+    a configuration failure (exit 1, "storage: …"), not a usage error."""
+
 
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 
@@ -43,11 +54,29 @@ def settings(config: CliConfig) -> Settings:
         raise ConfigError(f"invalid storage options: {problems}") from None
 
 
+def _opened(config: CliConfig, build: Callable[[Settings], T]) -> T:
+    """``build`` over the app's settings. Missing or invalid options are usage errors (``ConfigError``,
+    from ``settings``); what the storage SDK cannot make of a connection string is a storage failure."""
+    app_settings = settings(config)
+    try:
+        return build(app_settings)
+    except StorageNotConfigured as exc:
+        raise StorageFailure(str(exc)) from None
+    except ValueError as exc:  # the SDKs' "Connection string is either blank or malformed."
+        raise StorageFailure(f"{config_source(config)}: {exc}") from None
+
+
+def config_source(config: CliConfig) -> str:
+    return f"--storage-account {config.storage_account}" if config.storage_account else "the storage connection string"
+
+
 def ledger(config: CliConfig) -> Ledger:
     """The ledger; registration state is read fresh (no cache) because an operator is asking."""
-    app_settings = settings(config)
-    return Ledger(table_service(app_settings).get_table_client(app_settings.ledger_table_name), state_cache_seconds=0)
+    return _opened(
+        config,
+        lambda s: Ledger(table_service(s).get_table_client(s.ledger_table_name), state_cache_seconds=0),
+    )
 
 
 def command_queue(config: CliConfig) -> StorageCommandQueue:
-    return StorageCommandQueue.from_settings(settings(config))
+    return _opened(config, StorageCommandQueue.from_settings)

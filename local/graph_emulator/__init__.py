@@ -9,6 +9,7 @@ faults. In-process: ``with run_in_thread() as emu: ...``; CLI: ``python -m local
 from __future__ import annotations
 
 from .app import create_app
+from .context import Modes
 from .faults import FaultConfig, FaultMatch, ScriptedFault, TokenBucketConfig
 from .server import RunningEmulator, run_in_thread
 from .state import EmulatorState
@@ -17,6 +18,7 @@ __all__ = [
     "EmulatorState",
     "FaultConfig",
     "FaultMatch",
+    "Modes",
     "RunningEmulator",
     "ScriptedFault",
     "TokenBucketConfig",

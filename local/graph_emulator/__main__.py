@@ -1,4 +1,5 @@
-"""CLI: ``python -m local.graph_emulator --host 127.0.0.1 --port 7072 [--page-size 100] [--snapshot FILE]``."""
+"""CLI: ``python -m local.graph_emulator --host 127.0.0.1 --port 7072 [--page-size 100] [--snapshot FILE]``
+``[--delete-forms documented|sdk|both] [--patch-semantics merge|replace] [--visibility-lag-ms N]``."""
 
 from __future__ import annotations
 
@@ -15,9 +16,16 @@ from pydantic import ValidationError
 from local.serving import serve_until_signalled, start_site
 
 from .app import create_app
-from .context import DEFAULT_PAGE_SIZE
+from .context import DEFAULT_PAGE_SIZE, Modes
 from .faults import FaultConfig
 from .state import EmulatorState
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -39,6 +47,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--faults", type=Path, help="JSON fault configuration applied at start (same as PUT /_emulator/faults)"
     )
+    parser.add_argument(
+        "--delete-forms",
+        default="documented",
+        choices=["documented", "sdk", "both"],
+        help="DELETE forms accepted: documented (only …/$ref, as the docs show), sdk (only without /$ref, as "
+        "the official SDK sends), both",
+    )
+    parser.add_argument(
+        "--patch-semantics",
+        default="merge",
+        choices=["merge", "replace"],
+        help="what a PATCH does to properties it leaves out: merge (keep them) or replace (reset them)",
+    )
+    parser.add_argument(
+        "--visibility-lag-ms",
+        type=_non_negative,
+        default=0,
+        help="an accepted write is readable (GET, lists) only this long after it (Graph answers writes 202)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -55,8 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, ValidationError) as exc:
             print(f"invalid --faults file: {exc}", file=sys.stderr)
             return 2
-    app = create_app(EmulatorState(args.snapshot), page_size=args.page_size, faults=faults)
-    logging.getLogger("graph_emulator").info("serving page_size=%s snapshot=%s", args.page_size, args.snapshot)
+    modes = Modes(
+        deleteForms=args.delete_forms, patchSemantics=args.patch_semantics, visibilityLagMs=args.visibility_lag_ms
+    )
+    app = create_app(EmulatorState(args.snapshot), page_size=args.page_size, faults=faults, modes=modes)
+    logging.getLogger("graph_emulator").info(
+        "serving page_size=%s snapshot=%s settings=%s", args.page_size, args.snapshot, modes.to_json()
+    )
     starting = start_site(app, args.host, args.port)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_until_signalled(starting, lambda site: f"graph emulator listening on {site.url}"))

@@ -1,4 +1,4 @@
-"""The unauthenticated ``/_emulator`` admin API: faults, request log, state, reset, health.
+"""The unauthenticated ``/_emulator`` admin API: faults, settings, request log, state, reset, health.
 
 There is deliberately no endpoint to seed providers: seeding goes through the real Graph API
 with a delegated token, so the emulator never holds data that real Graph could not.
@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from .context import RUNTIME
-from .errors import GraphError, bad_request, method_not_allowed
+from .context import RUNTIME, Modes
+from .errors import GraphError, bad_request, method_not_allowed, not_found
 from .faults import FaultConfig, ScriptedFault
 from .payloads import json_response, read_json
 
@@ -23,12 +23,12 @@ PREFIX = "/_emulator"
 _SCRIPT = TypeAdapter(list[ScriptedFault])
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _validation_message(exc: ValidationError, what: str = "fault configuration") -> str:
     problems = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"]) or "body"
         problems.append(f"{where}: {err['msg']}")
-    return "Invalid fault configuration: " + "; ".join(problems)
+    return f"Invalid {what}: " + "; ".join(problems)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -75,6 +75,22 @@ async def push_script(request: web.Request) -> web.Response:
     return json_response(faults.describe())
 
 
+async def get_settings(request: web.Request) -> web.Response:
+    return json_response(request.app[RUNTIME].modes.current.to_json())
+
+
+async def patch_settings(request: web.Request) -> web.Response:
+    """Change some settings (the others stay); ``POST /_emulator/reset`` restores the start-up ones."""
+    body: Any = await read_json(request)
+    try:
+        changes = Modes.model_validate(body)
+    except ValidationError as exc:
+        raise bad_request(_validation_message(exc, "settings")) from exc
+    modes = request.app[RUNTIME].modes.update(changes)
+    log.info("settings changed settings=%s", modes.to_json())
+    return json_response(modes.to_json())
+
+
 async def get_requests(request: web.Request) -> web.Response:
     records = request.app[RUNTIME].requests.records()
     return json_response({"value": [r.to_json() for r in records]})
@@ -90,6 +106,7 @@ async def reset(request: web.Request) -> web.Response:
     rt.state.clear()
     rt.faults.clear()
     rt.requests.clear()
+    rt.modes.reset()
     log.info("emulator reset")
     return web.Response(status=204)
 
@@ -102,6 +119,7 @@ ROUTES: dict[str, dict[str, Any]] = {
     "/health": {"GET": health},
     "/faults": {"GET": get_faults, "PUT": put_faults, "DELETE": delete_faults},
     "/faults/next": {"POST": push_script},
+    "/settings": {"GET": get_settings, "PATCH": patch_settings},
     "/requests": {"GET": get_requests, "DELETE": delete_requests},
     "/reset": {"POST": reset},
     "/state": {"GET": get_state},
@@ -120,4 +138,4 @@ def unmatched(request: web.Request) -> GraphError:
     methods = ROUTES.get(path)
     if methods:
         return method_not_allowed(request.method, tuple(methods))
-    return GraphError(404, "NotFound", f"Unknown emulator admin endpoint '{request.path}'.")
+    return not_found(f"Unknown emulator admin endpoint '{request.path}'.")

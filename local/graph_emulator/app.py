@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 
 from . import admin
 from .auth import token_kind_hint
-from .context import CALLER, DEFAULT_PAGE_SIZE, RUNTIME, EmulatorRuntime, EmulatorSettings
+from .context import CALLER, DEFAULT_PAGE_SIZE, RUNTIME, EmulatorRuntime, EmulatorSettings, Modes, ModeSwitch
 from .errors import GraphError, code_for_status, error_bytes
 from .faults import FaultConfig, FaultDecision, FaultInjector
 from .requestlog import RequestLog, RequestRecord
@@ -61,6 +61,9 @@ async def _dispatch(
 ) -> web.StreamResponse | None:
     if decision is not None:
         if decision.latency_ms:
+            # The request has arrived: a client that gives up during the delay does not undo it
+            # (aiohttp keeps the body for the handler), as a slow Graph still applies a write.
+            await request.read()
             await asyncio.sleep(decision.latency_ms / 1000)
         if decision.drop:
             _drop_connection(request)
@@ -93,7 +96,7 @@ async def graph_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error method=%s path=%s request_id=%s", request.method, request.path, request_id)
         response = _error_response(
-            GraphError(500, "InternalServerError", "An unexpected error occurred in the Graph emulator."),
+            GraphError(500, "internalServerError", "An unexpected error occurred in the Graph emulator."),
             request_id,
             client_request_id,
         )
@@ -154,8 +157,10 @@ def create_app(
     signing_key: str | None = None,
     faults: FaultConfig | None = None,
     request_log_limit: int = 1000,
+    modes: Modes | None = None,
 ) -> web.Application:
-    """Build the emulator app. ``state`` defaults to a fresh in-memory state without snapshot."""
+    """Build the emulator app. ``state`` defaults to a fresh in-memory state without snapshot;
+    ``modes`` to the strict readings (``Modes()``), which ``POST /_emulator/reset`` returns to."""
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
     metadata = load_metadata()
@@ -166,6 +171,7 @@ def create_app(
         settings=EmulatorSettings(page_size=page_size, signing_key=signing_key),
         metadata=metadata,
         validator=Validator(metadata),
+        modes=ModeSwitch(modes or Modes()),
     )
     app = web.Application(middlewares=[graph_middleware], client_max_size=MAX_BODY_BYTES)
     app[RUNTIME] = runtime

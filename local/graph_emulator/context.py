@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from .auth import Caller
 from .faults import FaultInjector
@@ -14,11 +17,56 @@ from .state import EmulatorState
 
 DEFAULT_PAGE_SIZE = 100
 
+DeleteForms = Literal["documented", "sdk", "both"]
+PatchSemantics = Literal["merge", "replace"]
+
 
 @dataclass(frozen=True)
 class EmulatorSettings:
     page_size: int = DEFAULT_PAGE_SIZE
     signing_key: str | None = None  # None: local/tokens.py default (env VLS_LOCAL_SIGNING_KEY)
+
+
+class Modes(BaseModel):
+    """How the emulator reads what Graph leaves open (``GET/PATCH /_emulator/settings``, camelCase).
+
+    The defaults are the strict readings (README "Emulator settings"): ``documented`` accepts only the
+    delete form the docs show; ``merge`` keeps properties a PATCH leaves out, so only a client that
+    sends every property it manages gets the same result under both readings.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    delete_forms: DeleteForms = Field(default="documented", alias="deleteForms")
+    patch_semantics: PatchSemantics = Field(default="merge", alias="patchSemantics")
+    visibility_lag_ms: int = Field(default=0, ge=0, le=86_400_000, alias="visibilityLagMs")
+
+    def to_json(self) -> dict[str, object]:
+        return self.model_dump(by_alias=True)
+
+
+class ModeSwitch:
+    """The current modes, changeable at run time; ``reset`` returns to the start-up modes. Thread-safe."""
+
+    def __init__(self, initial: Modes) -> None:
+        self._lock = threading.Lock()
+        self._initial = initial
+        self._current = initial
+
+    @property
+    def current(self) -> Modes:
+        with self._lock:
+            return self._current
+
+    def update(self, changes: Modes) -> Modes:
+        """Apply the fields ``changes`` sets explicitly."""
+        with self._lock:
+            self._current = self._current.model_copy(update=changes.model_dump(exclude_unset=True))
+            return self._current
+
+    def reset(self) -> None:
+        with self._lock:
+            self._current = self._initial
 
 
 @dataclass(frozen=True)
@@ -29,6 +77,7 @@ class EmulatorRuntime:
     settings: EmulatorSettings
     metadata: Metadata
     validator: Validator
+    modes: ModeSwitch
 
 
 RUNTIME = web.AppKey("graph_emulator_runtime", EmulatorRuntime)

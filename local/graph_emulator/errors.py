@@ -3,6 +3,13 @@
 Every failure the emulator reports, whatever layer raises it, leaves as the standard Graph error
 body (``{"error": {"code", "message", "innerError": {...}}}``) so client code under test parses
 exactly what it would get from graph.microsoft.com.
+
+Codes are spelled as the Viva Learning error tables spell them (camelCase: ``badRequest``,
+``notFound``, ``methodNotAllowed``, ``tooManyRequests``, ``serviceUnavailable``;
+``v1.0/api/learningcourseactivity-get.md``), except where a different answer of Graph's front door is
+on record: ``RequestBroker--ParseUri`` for an unresolvable segment (microsoft-graph-docs issue 10167),
+``BadRequest`` for a body without Content-Type (microsoft-graph-docs-contrib issue 6337) and
+``InvalidAuthenticationToken`` for a refused token.
 """
 
 from __future__ import annotations
@@ -28,23 +35,35 @@ class GraphError(Exception):
         self.headers: dict[str, str] = dict(headers or {})
 
 
+PARSE_URI = "RequestBroker--ParseUri"
+# microsoft-graph-docs-contrib issue 6337 records the start of this message; the rest is Graph's usual
+# wording as far as known (unverified).
+NO_CONTENT_TYPE = (
+    "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format."
+)
+
+
 def bad_request(message: str) -> GraphError:
-    return GraphError(400, "BadRequest", message)
+    return GraphError(400, "badRequest", message)
 
 
 def not_found(message: str) -> GraphError:
-    return GraphError(404, "ResourceNotFound", message)
+    return GraphError(404, "notFound", message)
 
 
 def segment_not_found(segment: str) -> GraphError:
-    """What Graph answers for a path segment it cannot resolve."""
-    return bad_request(f"Resource not found for the segment '{segment}'.")
+    """What Graph's front door answers for a path segment it cannot resolve (issue 10167)."""
+    return GraphError(400, PARSE_URI, f"Resource not found for the segment '{segment}'.")
+
+
+def missing_content_type() -> GraphError:
+    return GraphError(400, "BadRequest", NO_CONTENT_TYPE)
 
 
 def method_not_allowed(method: str, allowed: tuple[str, ...]) -> GraphError:
     return GraphError(
         405,
-        "MethodNotAllowed",
+        "methodNotAllowed",
         f"The HTTP method '{method}' is not allowed on this resource. Allowed: {', '.join(allowed)}.",
         {"Allow": ", ".join(allowed)},
     )
@@ -55,7 +74,7 @@ def unauthenticated(message: str) -> GraphError:
 
 
 def forbidden(message: str) -> GraphError:
-    return GraphError(403, "Forbidden", message)
+    return GraphError(403, "forbidden", message)
 
 
 def utc_now_iso() -> str:
@@ -81,27 +100,28 @@ def error_bytes(code: str, message: str, request_id: str, client_request_id: str
     return json.dumps(error_body(code, message, request_id, client_request_id)).encode()
 
 
-# Codes Graph uses for statuses the fault injector or the HTTP layer can produce.
+# Codes for statuses the fault injector or the HTTP layer can produce: the Viva tables' camelCase
+# where they list the status, Graph's usual spelling otherwise (unverified for Viva).
 STATUS_CODES: dict[int, str] = {
-    400: "BadRequest",
+    400: "badRequest",
     401: "InvalidAuthenticationToken",
-    403: "Forbidden",
-    404: "ResourceNotFound",
-    405: "MethodNotAllowed",
-    409: "Conflict",
-    412: "PreconditionFailed",
-    413: "RequestEntityTooLarge",
+    403: "forbidden",
+    404: "notFound",
+    405: "methodNotAllowed",
+    409: "conflict",
+    412: "preconditionFailed",
+    413: "requestEntityTooLarge",
     415: "UnsupportedMediaType",
-    429: "TooManyRequests",
-    500: "InternalServerError",
+    429: "tooManyRequests",
+    500: "internalServerError",
     501: "NotImplemented",
-    502: "BadGateway",
-    503: "ServiceUnavailable",
-    504: "GatewayTimeout",
+    502: "badGateway",
+    503: "serviceUnavailable",
+    504: "gatewayTimeout",
 }
 
 
 def code_for_status(status: int) -> str:
     if status in STATUS_CODES:
         return STATUS_CODES[status]
-    return "BadRequest" if status < 500 else "InternalServerError"
+    return "badRequest" if status < 500 else "internalServerError"

@@ -76,12 +76,17 @@ class FaultConfig(BaseModel):
 
 
 class ScriptedFault(BaseModel):
-    """One entry of ``POST /_emulator/faults/next``: an error status, a drop, and/or a delay."""
+    """One entry of ``POST /_emulator/faults/next``: an error status, a drop, and/or a delay.
+
+    ``retryAfterMinutesInBody`` (429/503 only) answers as the Viva error tables show it: the hint only
+    in the message, "Retry after {noOfMinutes} minutes", and no ``Retry-After`` header.
+    """
 
     model_config = _MODEL_CONFIG
 
     status: int | None = Field(default=None, ge=400, le=599)
     retry_after_seconds: int | None = Field(default=None, ge=0, le=3600, alias="retryAfterSeconds")
+    retry_after_minutes_in_body: int | None = Field(default=None, ge=0, le=60, alias="retryAfterMinutesInBody")
     drop: bool = False
     latency_ms: int = Field(default=0, ge=0, le=120_000, alias="latencyMs")
     message: str | None = None
@@ -93,6 +98,11 @@ class ScriptedFault(BaseModel):
             raise ValueError("a scripted fault needs 'status', 'drop': true or 'latencyMs'")
         if self.status is not None and self.drop:
             raise ValueError("'status' and 'drop' cannot be combined")
+        if self.retry_after_minutes_in_body is not None:
+            if self.status not in (429, 503):
+                raise ValueError("'retryAfterMinutesInBody' needs 'status' 429 or 503")
+            if self.retry_after_seconds is not None:
+                raise ValueError("'retryAfterMinutesInBody' and 'retryAfterSeconds' cannot be combined")
         return self
 
 
@@ -104,7 +114,7 @@ class FaultDecision:
     latency_ms: int = 0
     drop: bool = False
     status: int | None = None
-    retry_after_seconds: int | None = None
+    retry_after_seconds: int | None = None  # sent as the Retry-After header
     message: str | None = None
 
 
@@ -158,12 +168,13 @@ class FaultInjector:
             if match is None or match.matches(method, path):
                 self._script.remove(entry)
                 retry = entry.retry_after_seconds
-                if retry is None and entry.status in (429, 503):
+                message = entry.message
+                if entry.retry_after_minutes_in_body is not None:
+                    message = message or f"Retry after {entry.retry_after_minutes_in_body} minutes"
+                elif retry is None and entry.status in (429, 503):
                     retry = self._config.retry_after_seconds if self._config else 1
                 kind = "drop" if entry.drop else (str(entry.status) if entry.status else "latency")
-                return FaultDecision(
-                    f"scripted:{kind}", entry.latency_ms, entry.drop, entry.status, retry, entry.message
-                )
+                return FaultDecision(f"scripted:{kind}", entry.latency_ms, entry.drop, entry.status, retry, message)
         return None
 
     def _configured(self, method: str, path: str) -> FaultDecision | None:

@@ -1,8 +1,10 @@
 """OData URL parsing: path segments, key predicates and system query options.
 
-Segments are split on the *raw* request target so an encoded ``%2F`` inside a key stays in its
-segment; each segment is then percent-decoded (UTF-8, ``+`` is literal) and key predicates are
-parsed from the decoded text, where a quote inside a string literal is written twice.
+Two decodes, as Graph does them (README "Keys on the wire"): the front door percent-decodes the
+path once and then splits it, so a single ``%2F`` splits a key like a literal ``/``
+(microsoft-graph-docs issue 10167); the OData layer parses key predicates on that text (a quote
+inside a string literal is written twice) and percent-decodes each key value a second time, so
+``%252F`` arrives as ``/``. ``+`` is literal in both.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlencode
 
 from .errors import bad_request
+
+# A '%' that does not start an escape, in a key value after the front door's decode.
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -36,9 +41,19 @@ class Segment:
 
 
 def split_target(raw_target: str) -> tuple[list[str], str]:
-    """Split a raw request target into raw path segments (without the leading '/') and the query."""
-    path, _, query = raw_target.partition("?")
-    segments = path.split("/")
+    """The front door: decode the raw path once, then split it into segments (without the leading
+    '/'); also return the raw query. A decoded ``\\`` splits too (IIS and http.sys canonicalise it to
+    ``/``; unverified for Graph), and a decoded ``?`` or ``#`` is refused (once decoded it would end
+    the path; what Graph does is unverified, so the emulator stays on the safe side)."""
+    raw_path, _, query = raw_target.partition("?")
+    path = front_door_decode(raw_path)
+    for char in "?#":
+        if char in path:
+            raise bad_request(
+                f"The request path holds '{char}' once percent-decoded, which would end the path; "
+                f"a key that contains it must be percent-encoded twice ('%25{ord(char):02X}')."
+            )
+    segments = path.replace("\\", "/").split("/")
     if segments and segments[0] == "":
         segments = segments[1:]
     if len(segments) > 1 and segments[-1] == "":
@@ -46,25 +61,37 @@ def split_target(raw_target: str) -> tuple[list[str], str]:
     return segments, query
 
 
-def decode_segment(raw: str) -> str:
+def front_door_decode(raw: str) -> str:
     try:
         return unquote(raw, encoding="utf-8", errors="strict")
     except UnicodeDecodeError as exc:
-        raise bad_request(f"The path segment '{raw}' is not valid percent-encoded UTF-8.") from exc
+        raise bad_request(f"The request path '{raw}' is not valid percent-encoded UTF-8.") from exc
 
 
-def parse_segment(raw: str) -> Segment:
-    """Parse ``name`` or ``name(<key predicate>)`` from one raw segment."""
-    if raw == "":
+def decode_key(value: str) -> str:
+    """The OData layer's second decode of a key value (already decoded once by the front door)."""
+    if _STRAY_PERCENT.search(value):
+        raise bad_request(
+            f"The key value '{value}' holds a '%' that is not a percent-escape after the front door decoded "
+            "the path once; key values are decoded twice, so a '%' is sent as '%2525'."
+        )
+    try:
+        return unquote(value, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"The key value '{value}' is not valid percent-encoded UTF-8.") from exc
+
+
+def parse_segment(text: str) -> Segment:
+    """Parse ``name`` or ``name(<key predicate>)`` from one segment of the front-door-decoded path."""
+    if text == "":
         raise bad_request("The request URL contains an empty path segment.")
-    text = decode_segment(raw)
     open_at = text.find("(")
     if open_at < 0:
-        return Segment(raw, text)
+        return Segment(text, text)
     name = text[:open_at]
     if not name:
         raise bad_request(f"Invalid path segment '{text}': a key predicate must follow a name.")
-    return Segment(raw, name, parse_key_predicate(text, open_at))
+    return Segment(text, name, parse_key_predicate(text, open_at))
 
 
 def parse_key_predicate(text: str, open_at: int) -> KeyPredicate:
@@ -101,7 +128,7 @@ def parse_key_predicate(text: str, open_at: int) -> KeyPredicate:
         raise bad_request(f"Invalid key predicate in '{text}': unexpected text after ')'.")
     if value == "":
         raise bad_request(f"Invalid key predicate in '{text}': the key value is empty.")
-    return KeyPredicate(key_name, value)
+    return KeyPredicate(key_name, decode_key(value))
 
 
 def _read_string_literal(text: str, quote_at: int) -> tuple[str, int]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import GraphError, bad_request
+from .errors import GraphError, bad_request, missing_content_type
 
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 
@@ -39,7 +39,9 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise bad_request("The request body is empty; a JSON payload is required.")
     declared = request.headers.get("Content-Type")
-    if declared is None or request.content_type != "application/json":
+    if declared is None:
+        raise missing_content_type()
+    if request.content_type != "application/json":
         raise GraphError(
             415,
             "UnsupportedMediaType",

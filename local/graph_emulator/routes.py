@@ -1,7 +1,7 @@
 """The Graph API surface: path resolution, permission checks and the learning handlers.
 
-One catch-all handler resolves the raw request target itself (aiohttp's router decodes ``%2F``
-before matching, which would split keys), then dispatches on the resolved resource.
+One catch-all handler resolves the raw request target itself (decoded once, as Graph's front door
+does, then split; see ``odata.py``), then dispatches on the resolved resource.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from . import auth
-from .context import CALLER, RUNTIME, EmulatorRuntime
+from .context import CALLER, RUNTIME, DeleteForms, EmulatorRuntime
 from .errors import GraphError, bad_request, method_not_allowed, not_found, segment_not_found
 from .odata import (
     ENTITY_OPTIONS,
     LIST_OPTIONS,
     KeyPredicate,
     QueryOptions,
-    decode_segment,
+    Segment,
+    decode_key,
     next_link,
     parse_query,
     parse_segment,
@@ -62,9 +63,14 @@ class Route:
     external_id: str | None = None
     ref: bool = False
 
-    @property
-    def allowed(self) -> tuple[str, ...]:
-        return ("DELETE",) if self.ref else ALLOWED_METHODS[self.kind]
+    def allowed(self, delete_forms: DeleteForms) -> tuple[str, ...]:
+        """The methods this resource takes. Content DELETE is on ``…/$ref`` (the documented form) and/or
+        on the item itself (the SDK's form), as ``--delete-forms`` says."""
+        if self.ref:
+            return ("DELETE",)
+        if self.kind is Kind.CONTENT and delete_forms == "documented":
+            return ("GET", "PATCH")
+        return ALLOWED_METHODS[self.kind]
 
 
 def not_implemented(what: str) -> GraphError:
@@ -89,11 +95,22 @@ def _key_value(key: KeyPredicate, schema: EntitySchema) -> tuple[str, str]:
     )
 
 
+def _parse(segment: str, following: list[str]) -> Segment:
+    try:
+        return parse_segment(segment)
+    except GraphError:
+        if following and segment.count("'") % 2 == 1:
+            # A '/' inside a key literal (one the front door decoded from %2F) cut it in two: Graph's
+            # front door reports the piece after the cut (microsoft-graph-docs issue 10167).
+            raise segment_not_found(following[0]) from None
+        raise
+
+
 def resolve(raw_segments: list[str], metadata: Metadata) -> Route:
-    """Resolve the raw segments after the version to a supported resource."""
+    """Resolve the (front-door-decoded) segments after the version to a supported resource."""
     if not raw_segments:
         raise bad_request("The request URL does not name a resource.")
-    first = parse_segment(raw_segments[0])
+    first = _parse(raw_segments[0], raw_segments[1:])
     if first.name.lower() != SINGLETON.lower() or first.key:
         if first.name == "$batch":
             raise not_implemented("$batch")
@@ -101,7 +118,7 @@ def resolve(raw_segments: list[str], metadata: Metadata) -> Route:
     if len(raw_segments) == 1:
         raise not_implemented(SINGLETON)
 
-    second = parse_segment(raw_segments[1])
+    second = _parse(raw_segments[1], raw_segments[2:])
     nav = _navigation(metadata.entity(SINGLETON), second.name)
     if nav is None:
         raise segment_not_found(second.name)
@@ -111,18 +128,19 @@ def resolve(raw_segments: list[str], metadata: Metadata) -> Route:
     rest = raw_segments[2:]
     if second.key:
         provider_id = _key_value(second.key, provider_schema)[1]
-    elif rest and not decode_segment(rest[0]).startswith("$"):
-        provider_id = decode_segment(rest.pop(0))
+    elif rest and not rest[0].startswith("$"):
+        provider_id = decode_key(rest.pop(0))
         if not provider_id:
             raise bad_request("The learning provider id is empty.")
     elif rest:
-        raise segment_not_found(decode_segment(rest[0]))
+        raise segment_not_found(rest[0])
     else:
         return Route(Kind.PROVIDERS)
     if not rest:
         return Route(Kind.PROVIDER, provider_id)
 
-    third = parse_segment(rest.pop(0))
+    segment = rest.pop(0)
+    third = _parse(segment, rest)
     nav = _navigation(provider_schema, third.name)
     if nav is None:
         raise segment_not_found(third.name)
@@ -137,19 +155,19 @@ def resolve(raw_segments: list[str], metadata: Metadata) -> Route:
             content_id = value
         else:
             external_id = value
-    elif rest and not decode_segment(rest[0]).startswith("$"):
-        content_id = decode_segment(rest.pop(0))
+    elif rest and not rest[0].startswith("$"):
+        content_id = decode_key(rest.pop(0))
     elif rest:
-        raise segment_not_found(decode_segment(rest[0]))
+        raise segment_not_found(rest[0])
     else:
         return Route(Kind.CONTENTS, provider_id)
 
     ref = False
-    if rest and decode_segment(rest[0]) == "$ref":
+    if rest and rest[0] == "$ref":
         rest.pop(0)
         ref = True
     if rest:
-        raise segment_not_found(decode_segment(rest[0]))
+        raise segment_not_found(rest[0])
     return Route(Kind.CONTENT, provider_id, content_id, external_id, ref)
 
 
@@ -221,7 +239,7 @@ async def _providers(call: Call) -> web.StreamResponse:
         return _collection(call, rt.state.providers(tid), schema, context)
     auth.require_provider(call.caller, write=True)
     call.options(frozenset())
-    values = rt.validator.validate_body(schema, await read_json(call.request), complete=True)
+    values = rt.validator.validate_body(schema, await read_json(call.request), complete=True, version=call.version)
     created = rt.state.create_provider(tid, {**schema.blank(), **values})
     log.info("provider created tenant=%s provider=%s", tid, created["id"])
     location = f"{call.service_root}/{context}({quote_literal(created['id'])})"
@@ -243,7 +261,9 @@ async def _provider(call: Call) -> web.StreamResponse:
     if method == "GET":
         return _entity(call, found, schema, f"{SINGLETON}/{PROVIDERS_NAV}")
     if method == "PATCH":
-        changes = rt.validator.validate_body(schema, await read_json(call.request), complete=False)
+        changes = rt.validator.validate_body(
+            schema, await read_json(call.request), complete=False, version=call.version
+        )
         rt.state.update_provider(tid, provider_id, changes)
         log.info("provider updated tenant=%s provider=%s properties=%s", tid, provider_id, sorted(changes))
         return web.Response(status=204)
@@ -266,13 +286,20 @@ async def _contents(call: Call) -> web.StreamResponse:
     auth.require_content_read(call.caller)
     provider_id = _require_registered(call)
     rt = call.runtime
-    items = rt.state.contents(call.caller.tenant_id, provider_id)
+    items = rt.state.contents(call.caller.tenant_id, provider_id, _lag_seconds(rt))
     context = f"{SINGLETON}/{PROVIDERS_NAV}({quote_literal(provider_id)})/{CONTENTS_NAV}"
     return _collection(call, items, rt.metadata.entity("learningContent"), context)
 
 
+def _lag_seconds(rt: EmulatorRuntime) -> float:
+    return rt.modes.current.visibility_lag_ms / 1000
+
+
 async def _content(call: Call) -> web.StreamResponse:
     method, route, rt, tid = call.request.method, call.route, call.runtime, call.caller.tenant_id
+    modes = rt.modes.current
+    # Reads see accepted writes only after the visibility lag; writes work on the newest write.
+    lag = _lag_seconds(rt) if method == "GET" else 0.0
     if method == "GET":
         auth.require_content_read(call.caller)
     else:
@@ -282,22 +309,33 @@ async def _content(call: Call) -> web.StreamResponse:
     schema = rt.metadata.entity("learningContent")
     context = f"{SINGLETON}/{PROVIDERS_NAV}({quote_literal(provider_id)})/{CONTENTS_NAV}"
     if route.external_id is not None:
-        found = rt.state.content_by_external_id(tid, provider_id, route.external_id)
+        found = rt.state.content_by_external_id(tid, provider_id, route.external_id, lag)
         described = f"externalId '{route.external_id}'"
     else:
-        found = rt.state.content_by_id(tid, provider_id, str(route.content_id))
+        found = rt.state.content_by_id(tid, provider_id, str(route.content_id), lag)
         described = f"id '{route.content_id}'"
     missing = not_found(f"The learningContent with {described} was not found for provider '{provider_id}'.")
 
     if method == "PATCH":
-        if found is None and route.external_id is None:
+        by_id = route.external_id is None
+        if found is None and by_id:
             raise missing
-        key = route.external_id if route.external_id is not None else str(found["externalId"] if found else "")
-        values = rt.validator.validate_body(schema, await read_json(call.request), complete=True, key_external_id=key)
-        stored, created = rt.state.put_content(tid, provider_id, {**schema.blank(), **values})
+        key = str(found["externalId"]) if by_id and found else str(route.external_id)
+        merge = modes.patch_semantics == "merge"
+        # The upsert may create, so it needs the required properties; a PATCH by id updates an item that
+        # has them, so under merge (properties left out keep their values) a subset is enough.
+        values = rt.validator.validate_body(
+            schema,
+            await read_json(call.request),
+            complete=not (by_id and merge),
+            key_external_id=key,
+            version=call.version,
+        )
+        base = found if merge and found is not None else schema.blank()
+        stored, created = rt.state.put_content(tid, provider_id, {**base, **values}, _lag_seconds(rt))
         log.info(
             "content %s tenant=%s provider=%s id=%s externalId=%s",
-            "created" if created else "replaced",
+            "created" if created else ("merged" if merge else "replaced"),
             tid,
             provider_id,
             stored["id"],
@@ -321,13 +359,18 @@ async def handle_graph(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     raw_path = request.raw_path.partition("?")[0]
     segments, raw_query = split_target(request.raw_path)
-    version = decode_segment(segments[0]) if segments else ""
+    version = segments[0] if segments else ""
     if version not in VERSIONS:
         raise bad_request(f"Invalid version: '{version}'. Use 'v1.0' or 'beta'.")
     caller = auth.authenticate(request.headers.get("Authorization"), signing_key=runtime.settings.signing_key)
     request[CALLER] = caller
     route = resolve(segments[1:], runtime.metadata)
-    if request.method not in route.allowed:
-        raise method_not_allowed(request.method, route.allowed)
+    delete_forms = runtime.modes.current.delete_forms
+    if route.ref and delete_forms == "sdk":
+        # A service that routes no $ref here answers as its front door does for any unknown segment.
+        raise segment_not_found("$ref")
+    allowed = route.allowed(delete_forms)
+    if request.method not in allowed:
+        raise method_not_allowed(request.method, allowed)
     call = Call(request, runtime, caller, route, version, raw_path, raw_query)
     return await HANDLERS[route.kind](call)

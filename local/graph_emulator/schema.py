@@ -43,6 +43,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
+# beta/resources/learningcontent.md lists level as Beginner, Intermediate, Advanced, unknownFutureValue;
+# the CSDL members are lower-case. Accepted on /beta only and stored as the CSDL member.
+BETA_ENUM_SPELLINGS: dict[str, dict[str, str]] = {
+    "level": {"Beginner": "beginner", "Intermediate": "intermediate", "Advanced": "advanced"},
+}
+
 # OData ABNF durationValue: [sign] "P" [n "D"] ["T" [n "H"] [n "M"] [n["." n] "S"]] (no Y/M/W).
 _DURATION_RE = re.compile(r"-?P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?")
 # RFC 3339 / OData dateTimeOffsetValue; the offset is mandatory.
@@ -179,16 +185,18 @@ class Validator:
     def __init__(self, metadata: Metadata) -> None:
         self.metadata = metadata
 
-    def check(self, entity: str, prop: PropertySpec, value: Any) -> None:
+    def check(self, entity: str, prop: PropertySpec, value: Any, version: str = "v1.0") -> Any:
+        """The value as stored (enum spellings normalised), or a 400. Null is fine where the CSDL
+        allows it; a collection property takes ``[]`` (and null, as the CSDL marks none non-nullable)."""
         if value is None:
             if not prop.nullable:
                 raise bad_request(
                     f"Property '{prop.name}' on type '{NAMESPACE}.{entity}' is not nullable; null is not allowed."
                 )
-            return
-        self._check_type(entity, prop.name, prop.type, value)
+            return None
+        return self._check_type(entity, prop.name, prop.type, value, version)
 
-    def _check_type(self, entity: str, name: str, type_name: str, value: Any) -> None:
+    def _check_type(self, entity: str, name: str, type_name: str, value: Any, version: str) -> Any:
         if type_name.startswith("Collection(") and type_name.endswith(")"):
             item_type = type_name[len("Collection(") : -1]
             if not isinstance(value, list):
@@ -196,8 +204,10 @@ class Validator:
             for index, item in enumerate(value):
                 if item is None:
                     raise _type_error(name, type_name, entity, f"element {index} is null")
-                self._check_type(entity, f"{name}[{index}]", item_type, item)
-            return
+            return [
+                self._check_type(entity, f"{name}[{index}]", item_type, item, version)
+                for index, item in enumerate(value)
+            ]
         if type_name == "Edm.String":
             if not isinstance(value, str):
                 raise _type_error(name, type_name, entity, "expected a JSON string")
@@ -220,30 +230,36 @@ class Validator:
             except ValueError as exc:
                 raise _type_error(name, type_name, entity, str(exc)) from exc
         elif type_name.startswith("graph.") and type_name[6:] in self.metadata.enums:
-            self._check_enum(entity, name, type_name, value)
+            return self._check_enum(entity, name, type_name, value, version)
         elif type_name.startswith("graph.") and type_name[6:] in self.metadata.complex_types:
-            self._check_complex(entity, name, type_name, value)
+            self._check_complex(entity, name, type_name, value, version)
         else:
             raise _type_error(name, type_name, entity, "the emulator does not know this type")
+        return value
 
-    def _check_enum(self, entity: str, name: str, type_name: str, value: Any) -> None:
-        members = self.metadata.enums[type_name[6:]]
-        # Clients must not send the evolvable-enum sentinel; it only appears in responses.
-        allowed = [m for m in members if m != "unknownFutureValue"]
-        if not isinstance(value, str) or value not in allowed:
-            hint = ""
-            if isinstance(value, str):
-                near = [m for m in allowed if m.lower() == value.lower()]
-                hint = f" (member names are case-sensitive: did you mean '{near[0]}'?)" if near else ""
-            raise _type_error(
-                name,
-                type_name,
-                entity,
-                f"{json.dumps(value)} is not a member of '{NAMESPACE}.{type_name[6:]}'; "
-                f"expected one of {', '.join(allowed)}{hint}",
-            )
+    def _check_enum(self, entity: str, name: str, type_name: str, value: Any, version: str) -> str:
+        enum = type_name[6:]
+        # Every CSDL member, unknownFutureValue included: the docs list it among the possible values.
+        members = self.metadata.enums[enum]
+        beta_spellings = BETA_ENUM_SPELLINGS.get(enum, {}) if version == "beta" else {}
+        if isinstance(value, str) and value in members:
+            return value
+        if isinstance(value, str) and value in beta_spellings:
+            return beta_spellings[value]
+        hint = ""
+        if isinstance(value, str):
+            near = [m for m in members if m.lower() == value.lower()]
+            beta_only = " (the capitalised spellings of the beta docs are accepted on /beta only)"
+            extra = beta_only if value in BETA_ENUM_SPELLINGS.get(enum, {}) else ""
+            hint = f" (member names are case-sensitive: did you mean '{near[0]}'?){extra}" if near else ""
+        raise _type_error(
+            name,
+            type_name,
+            entity,
+            f"{json.dumps(value)} is not a member of '{NAMESPACE}.{enum}'; expected one of {', '.join(members)}{hint}",
+        )
 
-    def _check_complex(self, entity: str, name: str, type_name: str, value: Any) -> None:
+    def _check_complex(self, entity: str, name: str, type_name: str, value: Any, version: str) -> None:
         props = self.metadata.complex_types[type_name[6:]]
         if not isinstance(value, dict):
             raise _type_error(name, type_name, entity, "expected a JSON object")
@@ -252,7 +268,7 @@ class Validator:
                 continue
             if key not in props:
                 raise bad_request(f"The property '{key}' does not exist on type '{NAMESPACE}.{type_name[6:]}'.")
-            self.check(entity, props[key], item)
+            self.check(entity, props[key], item, version)
 
     def validate_body(
         self,
@@ -261,8 +277,9 @@ class Validator:
         *,
         complete: bool,
         key_external_id: str | None = None,
+        version: str = "v1.0",
     ) -> dict[str, Any]:
-        """Validate a request body and return its property values.
+        """Validate a request body and return its property values (as stored).
 
         ``complete`` (create/replace) also requires the documented required properties.
         ``key_external_id`` is the alternate-key value from the URL, which may stand in for a
@@ -285,8 +302,7 @@ class Validator:
                 )
             if prop.read_only:
                 raise bad_request(f"Property '{key}' is read-only on type '{schema.qualified_name}' and cannot be set.")
-            self.check(schema.name, prop, value)
-            values[key] = value
+            values[key] = self.check(schema.name, prop, value, version)
         if key_external_id is not None:
             if "externalId" in values and values["externalId"] != key_external_id:
                 raise bad_request(

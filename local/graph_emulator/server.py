@@ -10,7 +10,7 @@ from pathlib import Path
 from local.serving import serve_in_thread
 
 from .app import create_app
-from .context import DEFAULT_PAGE_SIZE, RUNTIME, EmulatorRuntime
+from .context import DEFAULT_PAGE_SIZE, RUNTIME, DeleteForms, EmulatorRuntime, Modes, PatchSemantics
 from .faults import FaultConfig, FaultInjector
 from .requestlog import RequestLog
 from .state import EmulatorState
@@ -47,12 +47,17 @@ def run_in_thread(
     snapshot: Path | str | None = None,
     signing_key: str | None = None,
     faults: FaultConfig | None = None,
+    delete_forms: DeleteForms = "documented",
+    patch_semantics: PatchSemantics = "merge",
+    visibility_lag_ms: int = 0,
     startup_timeout: float = 10.0,
 ) -> Iterator[RunningEmulator]:
     """Serve on a private event loop in a daemon thread; stop cleanly on exit.
 
-    ``with run_in_thread(page_size=10) as emu: httpx.get(emu.url + "/_emulator/health")``
+    ``with run_in_thread(page_size=10) as emu: httpx.get(emu.url + "/_emulator/health")``. The three
+    modes are the start-up settings (README "Emulator settings"); ``/_emulator/reset`` returns to them.
     """
-    app = create_app(EmulatorState(snapshot), page_size=page_size, signing_key=signing_key, faults=faults)
+    modes = Modes(deleteForms=delete_forms, patchSemantics=patch_semantics, visibilityLagMs=visibility_lag_ms)
+    app = create_app(EmulatorState(snapshot), page_size=page_size, signing_key=signing_key, faults=faults, modes=modes)
     with serve_in_thread(app, name="graph-emulator", host=host, port=port, startup_timeout=startup_timeout) as site:
         yield RunningEmulator(site.url, host, site.port, app[RUNTIME])

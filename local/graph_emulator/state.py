@@ -5,6 +5,10 @@ Content keeps insertion order (stable paging). The snapshot is rewritten atomica
 rename) after every mutation so a killed emulator never leaves a torn file.
 
 Emulator choice (real behaviour undocumented): deleting a provider deletes its content.
+
+Content keeps every accepted write with its time, so reads can lag behind writes
+(``--visibility-lag-ms``): a read sees the newest write that is at least the lag old. A delete takes
+effect at once (Graph answers it 204, not 202).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,22 @@ SNAPSHOT_VERSION = 1
 @dataclass
 class Provider:
     props: dict[str, Any]
-    contents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contents: dict[str, dict[str, Any]] = field(default_factory=dict)  # the newest write per id
     by_external_id: dict[str, str] = field(default_factory=dict)
+    # (written at, lag when written, content) per id, oldest first, for reads that lag behind writes.
+    versions: dict[str, list[tuple[float, float, dict[str, Any]]]] = field(default_factory=dict)
+
+    def visible(self, content_id: str, lag_seconds: float, now: float) -> dict[str, Any] | None:
+        """The newest write that has become visible; older writes can no longer be seen and go.
+
+        A write becomes visible after the lag of its time, or sooner if the lag was lowered since.
+        """
+        versions = self.versions.get(content_id, [])
+        seen = [i for i, (written, lag, _) in enumerate(versions) if written + min(lag, lag_seconds) <= now]
+        if not seen:
+            return None
+        del versions[: seen[-1]]
+        return dict(versions[0][2])
 
     @property
     def id(self) -> str:
@@ -41,8 +61,9 @@ class EmulatorState:
     The lock makes in-process inspection from a test thread safe while the server thread runs.
     """
 
-    def __init__(self, snapshot_path: Path | str | None = None) -> None:
+    def __init__(self, snapshot_path: Path | str | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
+        self._clock = clock
         self._lock = threading.RLock()
         self._tenants: dict[str, dict[str, Provider]] = {}
         if self.snapshot_path and self.snapshot_path.exists():
@@ -87,25 +108,36 @@ class EmulatorState:
     def _provider(self, tenant_id: str, provider_id: str) -> Provider:
         return self._tenants[tenant_id][provider_id]
 
-    def contents(self, tenant_id: str, provider_id: str) -> list[dict[str, Any]]:
+    def contents(self, tenant_id: str, provider_id: str, lag_seconds: float = 0.0) -> list[dict[str, Any]]:
+        """The provider's content as a read sees it (``lag_seconds``: writes younger than this are not seen)."""
         with self._lock:
-            return [dict(c) for c in self._provider(tenant_id, provider_id).contents.values()]
+            provider, now = self._provider(tenant_id, provider_id), self._clock()
+            found = (provider.visible(content_id, lag_seconds, now) for content_id in provider.contents)
+            return [content for content in found if content is not None]
 
-    def content_by_id(self, tenant_id: str, provider_id: str, content_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            found = self._provider(tenant_id, provider_id).contents.get(content_id)
-            return dict(found) if found else None
-
-    def content_by_external_id(self, tenant_id: str, provider_id: str, external_id: str) -> dict[str, Any] | None:
+    def content_by_id(
+        self, tenant_id: str, provider_id: str, content_id: str, lag_seconds: float = 0.0
+    ) -> dict[str, Any] | None:
+        """By id; with the default lag 0 the newest write (what writes work on)."""
         with self._lock:
             provider = self._provider(tenant_id, provider_id)
-            content_id = provider.by_external_id.get(external_id)
-            return dict(provider.contents[content_id]) if content_id else None
+            if content_id not in provider.contents:
+                return None
+            return provider.visible(content_id, lag_seconds, self._clock())
 
-    def put_content(self, tenant_id: str, provider_id: str, content: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def content_by_external_id(
+        self, tenant_id: str, provider_id: str, external_id: str, lag_seconds: float = 0.0
+    ) -> dict[str, Any] | None:
+        with self._lock:
+            content_id = self._provider(tenant_id, provider_id).by_external_id.get(external_id)
+            return self.content_by_id(tenant_id, provider_id, content_id, lag_seconds) if content_id else None
+
+    def put_content(
+        self, tenant_id: str, provider_id: str, content: dict[str, Any], lag_seconds: float = 0.0
+    ) -> tuple[dict[str, Any], bool]:
         """Create or replace by ``content['externalId']``; keep the id and position on replace.
 
-        Returns the stored content and whether it was created.
+        Returns the stored content and whether it was created; reads see it after ``lag_seconds``.
         """
         with self._lock:
             provider = self._provider(tenant_id, provider_id)
@@ -115,6 +147,7 @@ class EmulatorState:
             stored = {**content, "id": content_id}
             provider.contents[content_id] = stored
             provider.by_external_id[external_id] = content_id
+            provider.versions.setdefault(content_id, []).append((self._clock(), lag_seconds, dict(stored)))
             self._persist()
             return dict(stored), existing_id is None
 
@@ -125,6 +158,7 @@ class EmulatorState:
             if removed is None:
                 return False
             provider.by_external_id.pop(str(removed["externalId"]), None)
+            provider.versions.pop(content_id, None)
             self._persist()
             return True
 
@@ -161,6 +195,7 @@ class EmulatorState:
                 for content in raw.get("learningContents", []):
                     provider.contents[content["id"]] = content
                     provider.by_external_id[content["externalId"]] = content["id"]
+                    provider.versions[content["id"]] = [(float("-inf"), 0.0, content)]  # visible at once
                 providers[provider.id] = provider
             tenants[tid] = providers
         with self._lock:

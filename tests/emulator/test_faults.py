@@ -23,16 +23,16 @@ def script(client: httpx.Client, entries: list[dict[str, Any]]) -> None:
 def test_scripted_faults_apply_in_order(client: httpx.Client, provider_id: str) -> None:
     script(client, [{"status": 429, "retryAfterSeconds": 1}, {"status": 503}, {"status": 500}])
     throttled = client.get(list_url(provider_id), headers=APP_READ)
-    error = assert_graph_error(throttled, 429, "TooManyRequests", "Retry after 1 seconds")
+    error = assert_graph_error(throttled, 429, "tooManyRequests", "Retry after 1 seconds")
     assert throttled.headers["Retry-After"] == "1"
     assert error["innerError"]["request-id"]
 
     unavailable = client.get(list_url(provider_id), headers=APP_READ)
-    assert_graph_error(unavailable, 503, "ServiceUnavailable", "Retry after")
+    assert_graph_error(unavailable, 503, "serviceUnavailable", "Retry after")
     assert int(unavailable.headers["Retry-After"]) >= 1
 
     broken = client.get(list_url(provider_id), headers=APP_READ)
-    assert_graph_error(broken, 500, "InternalServerError")
+    assert_graph_error(broken, 500, "internalServerError")
     assert "Retry-After" not in broken.headers
 
     assert client.get(list_url(provider_id), headers=APP_READ).status_code == 200
@@ -44,6 +44,17 @@ def test_scripted_faults_apply_in_order(client: httpx.Client, provider_id: str) 
         (200, None),
     ]
     assert log[-1]["tokenKind"] == "app"
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, "tooManyRequests"), (503, "serviceUnavailable")])
+def test_a_retry_hint_only_in_the_body(client: httpx.Client, provider_id: str, status: int, code: str) -> None:
+    # The Viva error tables: {"code": "tooManyRequests", "message": "Retry after {noOfMinutes} minutes"}.
+    script(client, [{"status": status, "retryAfterMinutesInBody": 3}])
+    response = client.get(list_url(provider_id), headers=APP_READ)
+    error = assert_graph_error(response, status, code)
+    assert error["message"] == "Retry after 3 minutes"
+    assert "Retry-After" not in response.headers
+    assert client.get("/_emulator/faults").json()["script"] == []
 
 
 def test_scripted_fault_happens_before_auth(client: httpx.Client, provider_id: str) -> None:
@@ -110,7 +121,7 @@ def test_server_error_ratio_is_seeded(client: httpx.Client, provider_id: str) ->
 def test_throttle_ratio_and_drop_ratio(client: httpx.Client, provider_id: str) -> None:
     client.put("/_emulator/faults", json={"seed": 3, "throttleRatio": 1, "retryAfterSeconds": 2}).raise_for_status()
     response = client.get(list_url(provider_id), headers=APP_READ)
-    assert_graph_error(response, 429, "TooManyRequests", "Retry after 2 seconds")
+    assert_graph_error(response, 429, "tooManyRequests", "Retry after 2 seconds")
     assert response.headers["Retry-After"] == "2"
 
     client.put("/_emulator/faults", json={"dropConnectionRatio": 1}).raise_for_status()
@@ -134,7 +145,7 @@ def test_token_bucket(client: httpx.Client, provider_id: str) -> None:
     client.put("/_emulator/faults", json={"tokenBucket": {"capacity": 3, "refillPerSecond": 2}}).raise_for_status()
     assert statuses(client, provider_id, 3) == [200, 200, 200]
     throttled = client.get(list_url(provider_id), headers=APP_READ)
-    assert_graph_error(throttled, 429, "TooManyRequests")
+    assert_graph_error(throttled, 429, "tooManyRequests")
     assert throttled.headers["Retry-After"] == "1"
     time.sleep(0.55)  # 2 tokens/s: one token back after 0.5 s
     assert client.get(list_url(provider_id), headers=APP_READ).status_code == 200
@@ -154,12 +165,23 @@ def test_token_bucket(client: httpx.Client, provider_id: str) -> None:
     ],
 )
 def test_bad_fault_config(client: httpx.Client, config: Any) -> None:
-    assert_graph_error(client.put("/_emulator/faults", json=config), 400, "BadRequest", "Invalid fault configuration")
+    assert_graph_error(client.put("/_emulator/faults", json=config), 400, "badRequest", "Invalid fault configuration")
 
 
-@pytest.mark.parametrize("entries", [[{}], [{"status": 200}], [{"status": 429, "drop": True}], [{"bogus": 1}], "x"])
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [{}],
+        [{"status": 200}],
+        [{"status": 429, "drop": True}],
+        [{"bogus": 1}],
+        "x",
+        [{"status": 500, "retryAfterMinutesInBody": 1}],
+        [{"status": 429, "retryAfterMinutesInBody": 1, "retryAfterSeconds": 60}],
+    ],
+)
 def test_bad_script(client: httpx.Client, entries: Any) -> None:
-    assert_graph_error(client.post("/_emulator/faults/next", json=entries), 400, "BadRequest")
+    assert_graph_error(client.post("/_emulator/faults/next", json=entries), 400, "badRequest")
 
 
 def test_faults_view_and_reset(client: httpx.Client, provider_id: str) -> None:

@@ -108,7 +108,7 @@ def test_next_link_keeps_select(paged: tuple[httpx.Client, str]) -> None:
 )
 def test_bad_query_options(paged: tuple[httpx.Client, str], query: str, fragment: str) -> None:
     client, provider_id = paged
-    assert_graph_error(client.get(content_url(provider_id, f"?{query}"), headers=APP_READ), 400, "BadRequest", fragment)
+    assert_graph_error(client.get(content_url(provider_id, f"?{query}"), headers=APP_READ), 400, "badRequest", fragment)
 
 
 def test_configured_page_size() -> None:

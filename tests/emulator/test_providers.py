@@ -51,8 +51,8 @@ def test_provider_lifecycle(client: httpx.Client) -> None:
     assert after["displayName"] == "Contoso Academy"  # partial update keeps the rest
 
     assert client.delete(f"{PROVIDERS}/{provider_id}", headers=ADMIN).status_code == 204
-    assert_graph_error(client.get(f"{PROVIDERS}/{provider_id}", headers=READER), 404, "ResourceNotFound", provider_id)
-    assert_graph_error(client.delete(f"{PROVIDERS}/{provider_id}", headers=ADMIN), 404, "ResourceNotFound")
+    assert_graph_error(client.get(f"{PROVIDERS}/{provider_id}", headers=READER), 404, "notFound", provider_id)
+    assert_graph_error(client.delete(f"{PROVIDERS}/{provider_id}", headers=ADMIN), 404, "notFound")
 
 
 def test_provider_select(client: httpx.Client, provider_id: str) -> None:
@@ -61,24 +61,24 @@ def test_provider_select(client: httpx.Client, provider_id: str) -> None:
     assert one["@odata.context"].endswith("learningProviders(displayName,id)/$entity")
     many = client.get(f"{PROVIDERS}?$select=displayName", headers=READER).json()
     assert many["value"] == [{"displayName": "Contoso Academy"}]
-    assert_graph_error(client.get(f"{PROVIDERS}?$select=nope", headers=READER), 400, "BadRequest", "'nope'")
+    assert_graph_error(client.get(f"{PROVIDERS}?$select=nope", headers=READER), 400, "badRequest", "'nope'")
 
 
 def test_app_token_is_rejected_for_providers(client: httpx.Client) -> None:
     app = bearer(roles=("LearningProvider.ReadWrite", "LearningContent.ReadWrite.All"))
     assert_graph_error(
-        client.get(PROVIDERS, headers=app), 403, "Forbidden", "Application permissions are not supported"
+        client.get(PROVIDERS, headers=app), 403, "forbidden", "Application permissions are not supported"
     )
-    assert_graph_error(client.post(PROVIDERS, json=PROVIDER_BODY, headers=APP_WRITE), 403, "Forbidden")
+    assert_graph_error(client.post(PROVIDERS, json=PROVIDER_BODY, headers=APP_WRITE), 403, "forbidden")
 
 
 def test_provider_scopes(client: httpx.Client, provider_id: str) -> None:
-    assert_graph_error(client.post(PROVIDERS, json=PROVIDER_BODY, headers=READER), 403, "Forbidden", "ReadWrite")
+    assert_graph_error(client.post(PROVIDERS, json=PROVIDER_BODY, headers=READER), 403, "forbidden", "ReadWrite")
     assert_graph_error(
-        client.patch(f"{PROVIDERS}/{provider_id}", json={"displayName": "x"}, headers=READER), 403, "Forbidden"
+        client.patch(f"{PROVIDERS}/{provider_id}", json={"displayName": "x"}, headers=READER), 403, "forbidden"
     )
     other_scope = bearer(scopes=("User.Read",))
-    assert_graph_error(client.get(PROVIDERS, headers=other_scope), 403, "Forbidden", "LearningProvider.Read")
+    assert_graph_error(client.get(PROVIDERS, headers=other_scope), 403, "forbidden", "LearningProvider.Read")
 
 
 @pytest.mark.parametrize(
@@ -104,35 +104,35 @@ def test_authentication_failures(client: httpx.Client, headers: dict[str, str], 
 def test_tenants_are_isolated(client: httpx.Client, provider_id: str) -> None:
     other_admin = bearer(scopes=("LearningProvider.ReadWrite",), tenant_id=str(uuid.uuid4()))
     assert client.get(PROVIDERS, headers=other_admin).json()["value"] == []
-    assert_graph_error(client.get(f"{PROVIDERS}/{provider_id}", headers=other_admin), 404, "ResourceNotFound")
+    assert_graph_error(client.get(f"{PROVIDERS}/{provider_id}", headers=other_admin), 404, "notFound")
     other_app = bearer(roles=("LearningContent.ReadWrite.All",), tenant_id=str(uuid.uuid4()))
     assert_graph_error(
-        client.get(content_url(provider_id, ""), headers=other_app), 400, "BadRequest", "Invalid registrationId"
+        client.get(content_url(provider_id, ""), headers=other_app), 400, "badRequest", "Invalid registrationId"
     )
 
 
 def test_provider_validation(client: httpx.Client, provider_id: str) -> None:
     missing = {k: v for k, v in PROVIDER_BODY.items() if k != "longLogoWebUrlForDarkTheme"}
     assert_graph_error(
-        client.post(PROVIDERS, json=missing, headers=ADMIN), 400, "BadRequest", "'longLogoWebUrlForDarkTheme'"
+        client.post(PROVIDERS, json=missing, headers=ADMIN), 400, "badRequest", "'longLogoWebUrlForDarkTheme'"
     )
     assert_graph_error(
         client.patch(f"{PROVIDERS}/{provider_id}", json={"displayName": None}, headers=ADMIN),
         400,
-        "BadRequest",
+        "badRequest",
         "'displayName'",
         "not nullable",
     )
     assert_graph_error(
         client.patch(f"{PROVIDERS}/{provider_id}", json={"isCourseActivitySyncEnabled": "yes"}, headers=ADMIN),
         400,
-        "BadRequest",
+        "badRequest",
         "isCourseActivitySyncEnabled",
     )
     assert_graph_error(
         client.post(PROVIDERS, json={**PROVIDER_BODY, "learningContents": []}, headers=ADMIN),
         400,
-        "BadRequest",
+        "badRequest",
         "learningContents",
     )
     # Nothing above changed the stored provider.
@@ -144,7 +144,7 @@ def test_deleting_a_provider_deletes_its_content(client: httpx.Client, provider_
     assert client.patch(content_url(provider_id, "(externalId='a')"), json=body, headers=APP_WRITE).status_code == 202
     assert client.delete(f"{PROVIDERS}/{provider_id}", headers=ADMIN).status_code == 204
     assert_graph_error(
-        client.get(content_url(provider_id, "(externalId='a')"), headers=APP_WRITE), 400, "BadRequest", provider_id
+        client.get(content_url(provider_id, "(externalId='a')"), headers=APP_WRITE), 400, "badRequest", provider_id
     )
     state = client.get("/_emulator/state").json()
     assert all(not t["providers"] for t in state["tenants"].values())

@@ -7,27 +7,35 @@ import pytest
 
 from .conftest import ADMIN, APP_READ, APP_WRITE, PROVIDERS, assert_graph_error, content_url
 
+# Graph's front door (shared by every workload) answers an unresolvable segment with this code
+# (microsoft-graph-docs issue 10167).
+PARSE_URI = "RequestBroker--ParseUri"
+
 
 @pytest.mark.parametrize(
-    ("path", "fragment"),
+    ("path", "code", "fragment"),
     [
-        ("/v1.0/employeeExperience/learningThings", "Resource not found for the segment 'learningThings'"),
-        ("/v1.0/employeeExperiences/learningProviders", "Resource not found for the segment 'employeeExperiences'"),
-        ("/v1.0/me", "segment 'me'"),
-        ("/v2.0/employeeExperience/learningProviders", "Invalid version"),
-        ("/employeeExperience/learningProviders", "Invalid version"),
-        ("/v1.0/employeeExperience//learningProviders", "empty path segment"),
+        ("/v1.0/employeeExperience/learningThings", PARSE_URI, "Resource not found for the segment 'learningThings'"),
+        (
+            "/v1.0/employeeExperiences/learningProviders",
+            PARSE_URI,
+            "Resource not found for the segment 'employeeExperiences'",
+        ),
+        ("/v1.0/me", PARSE_URI, "segment 'me'"),
+        ("/v2.0/employeeExperience/learningProviders", "badRequest", "Invalid version"),
+        ("/employeeExperience/learningProviders", "badRequest", "Invalid version"),
+        ("/v1.0/employeeExperience//learningProviders", "badRequest", "empty path segment"),
     ],
 )
-def test_unknown_paths(client: httpx.Client, path: str, fragment: str) -> None:
-    assert_graph_error(client.get(path, headers=ADMIN), 400, "BadRequest", fragment)
+def test_unknown_paths(client: httpx.Client, path: str, code: str, fragment: str) -> None:
+    assert_graph_error(client.get(path, headers=ADMIN), 400, code, fragment)
 
 
 def test_unknown_segment_below_provider(client: httpx.Client, provider_id: str) -> None:
     response = client.get(f"{PROVIDERS}/{provider_id}/learningStuff", headers=APP_READ)
-    assert_graph_error(response, 400, "BadRequest", "segment 'learningStuff'")
+    assert_graph_error(response, 400, PARSE_URI, "segment 'learningStuff'")
     response = client.get(content_url(provider_id, "/abc/def"), headers=APP_READ)
-    assert_graph_error(response, 400, "BadRequest", "segment 'def'")
+    assert_graph_error(response, 400, PARSE_URI, "segment 'def'")
 
 
 def test_segment_names_are_case_insensitive(client: httpx.Client, provider_id: str) -> None:
@@ -43,13 +51,13 @@ def test_segment_names_are_case_insensitive(client: httpx.Client, provider_id: s
         ("DELETE", PROVIDERS, "GET, POST"),
         ("POST", f"{PROVIDERS}/00000000-0000-0000-0000-000000000001", "GET, PATCH, DELETE"),
         ("POST", content_url("p", ""), "GET"),
-        ("PUT", content_url("p", "(externalId='a')"), "GET, PATCH, DELETE"),
+        ("PUT", content_url("p", "(externalId='a')"), "GET, PATCH"),  # DELETE takes /$ref (deleteForms documented)
         ("PATCH", content_url("p", "(externalId='a')/$ref"), "DELETE"),
     ],
 )
 def test_wrong_method(client: httpx.Client, method: str, path: str, allow: str) -> None:
     response = client.request(method, path, headers=APP_WRITE, json={})
-    assert_graph_error(response, 405, "MethodNotAllowed", method)
+    assert_graph_error(response, 405, "methodNotAllowed", method)
     assert response.headers["Allow"] == allow
 
 
@@ -67,9 +75,9 @@ def test_known_but_not_emulated(client: httpx.Client, path: str) -> None:
 
 
 def test_admin_errors(client: httpx.Client) -> None:
-    assert_graph_error(client.get("/_emulator/nothing"), 404, "NotFound", "/_emulator/nothing")
+    assert_graph_error(client.get("/_emulator/nothing"), 404, "notFound", "/_emulator/nothing")
     response = client.post("/_emulator/faults")
-    assert_graph_error(response, 405, "MethodNotAllowed")
+    assert_graph_error(response, 405, "methodNotAllowed")
     assert response.headers["Allow"] == "GET, PUT, DELETE"
     health = client.get("/_emulator/health")
     assert health.json()["status"] == "ok"

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from local.graph_emulator import EmulatorState, run_in_thread
+from shared.odata import key_literal
 
 from .conftest import ADMIN, APP_READ, APP_WRITE, CONTENT_BODY, PROVIDER_BODY, PROVIDERS, REPO_ROOT, content_url
 
@@ -22,7 +23,7 @@ def test_snapshot_survives_restart(tmp_path: Path) -> None:
     snapshot = tmp_path / "state" / "graph.json"
     with run_in_thread(snapshot=snapshot) as emu, httpx.Client(base_url=emu.url) as client:
         provider_id = client.post(PROVIDERS, json=PROVIDER_BODY, headers=ADMIN).json()["id"]
-        url = content_url(provider_id, "(externalId='O''Brien/é')".replace("/", "%2F"))
+        url = content_url(provider_id, "(externalId=" + key_literal("O'Brien/é") + ")")
         content_id = client.patch(url, json=CONTENT_BODY, headers=APP_WRITE).json()["id"]
     assert json.loads(snapshot.read_text(encoding="utf-8"))["version"] == 1
     assert [p.name for p in snapshot.parent.iterdir()] == ["graph.json"]  # no temp files left
@@ -33,7 +34,7 @@ def test_snapshot_survives_restart(tmp_path: Path) -> None:
         assert got.json()["id"] == content_id
         assert got.json()["externalId"] == "O'Brien/é"
         assert client.get(f"{PROVIDERS}/{provider_id}", headers=ADMIN).status_code == 200
-        assert client.delete(url, headers=APP_WRITE).status_code == 204
+        assert client.delete(url + "/$ref", headers=APP_WRITE).status_code == 204
 
     assert EmulatorState(snapshot).contents(next(iter(json.loads(snapshot.read_text())["tenants"])), provider_id) == []
 
@@ -48,6 +49,7 @@ def test_bad_snapshot_fails_loudly(tmp_path: Path) -> None:
 def test_cli_prints_listening_line_and_serves(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "local.graph_emulator", "--host", "127.0.0.1", "--port", "0", "--page-size", "7"]
+    command += ["--delete-forms", "both", "--patch-semantics", "replace", "--visibility-lag-ms", "5"]
     with subprocess.Popen(
         [*command, "--snapshot", str(tmp_path / "s.json")],
         cwd=REPO_ROOT,
@@ -65,6 +67,8 @@ def test_cli_prints_listening_line_and_serves(tmp_path: Path) -> None:
             assert port > 0
             health = httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=5).json()
             assert health == {"status": "ok", "pageSize": 7, "snapshot": str(tmp_path / "s.json")}
+            modes = httpx.get(f"http://127.0.0.1:{port}/_emulator/settings", timeout=5).json()
+            assert modes == {"deleteForms": "both", "patchSemantics": "replace", "visibilityLagMs": 5}
             response = httpx.get(f"http://127.0.0.1:{port}{PROVIDERS}", headers=ADMIN, timeout=5)
             assert response.status_code == 200
         finally:

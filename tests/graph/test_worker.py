@@ -309,3 +309,21 @@ async def test_cli_pushes_take_the_same_per_item_lease(
     outcome = await operations.upsert_all(graph, reg, [content("cli-2")], concurrency=1, ledger=ledger)
     assert outcome.done == []
     assert outcome.failed[0]["code"] == "Stale"
+
+
+async def test_a_description_the_lms_removed_disappears_in_graph(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger
+) -> None:
+    """The emulator's default is the merge reading (absent properties keep their values): only a body
+    with every managed property, absent ones as null or [], clears what the LMS removed."""
+    graph = make_graph(graph_side, http)
+    reg = graph_side.registration_id
+    first = command(
+        "upsert", "w-clear", reg, description="old", contributors=["Ada"], at=datetime(2026, 12, 1, tzinfo=UTC)
+    )
+    second = command("upsert", "w-clear", reg, at=datetime(2026, 12, 2, tzinfo=UTC))
+    assert await process(first, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED
+    assert await process(second, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED
+    stored = graph_side.get_content("w-clear").json()
+    assert stored["description"] is None
+    assert stored["contributors"] == []

@@ -71,7 +71,9 @@ def test_credential_defaults_fit_each_call() -> None:
     )  # fmt: skip
     assert local.credential_for("provider") == local.credential_for("content") == "local"
     azure = resolve({}, {"IDENTITY_ENDPOINT": "http://127.0.0.1:41741/msi/token", "IDENTITY_HEADER": "h"}, {})
-    assert azure.credential_for("provider") == "azure-cli"  # real Graph: never the local token
+    # Real Graph: never the local token; provider calls sign in through the user's own app registration
+    # (Azure CLI tokens lack LearningProvider.ReadWrite).
+    assert azure.credential_for("provider") == "device-code"
     assert azure.credential_for("content") == "default"
     chosen = resolve({"credential": "device-code"}, {}, {})
     assert chosen.credential_for("provider") == chosen.credential_for("content") == "device-code"
@@ -205,3 +207,163 @@ def test_storage_account_means_identity_based_endpoints() -> None:
         storage.ledger(resolve({"storage_account": "Not_Valid"}, {}, {}))
     with pytest.raises(ConfigError):
         storage.command_queue(resolve({"storage_account": "ok1", "queue": "Bad--Name"}, {}, {}))
+
+
+# -- issue 8: an operator CLI that cannot hit the wrong target ------------------------------------------
+
+
+def test_dot_segment_ids_are_refused() -> None:
+    from vlsync.config import id_problem
+
+    for bad in ("", ".", ".."):
+        assert id_problem(bad), bad
+    for good in ("...", "a/../b", "../x", "x..y", " ", "O'Brien/1", "2b8c5e0e-0000-4000-8000-000000000001", None):
+        assert id_problem(good) is None, good
+    with pytest.raises(ConfigError, match="not an id"):
+        resolve({"registration_id": ".."}, {}, {}).require_registration()
+
+
+def test_the_default_env_file_serves_only_a_graph_on_this_machine(tmp_path: Path) -> None:
+    dev = tmp_path / ".dev"
+    dev.mkdir()
+    (dev / "stack.env").write_text(
+        "GRAPH_BASE_URL='http://127.0.0.1:7072'\nREGISTRATION_ID='reg-local'\n"
+        "LearningSyncStorage='UseDevelopmentStorage=true'\nIDENTITY_ENDPOINT='http://127.0.0.1:7073/msi/token'\n"
+        "IDENTITY_HEADER='h'\n"
+    )
+    local = load({}, {}, tmp_path)
+    assert (local.registration_id, local.ignored_env_file, local.credential_for("provider")) == (
+        "reg-local",
+        None,
+        "local",
+    )
+    for options, environ in (
+        ({}, {"GRAPH_BASE_URL": "https://graph.microsoft.com"}),
+        ({"graph_base_url": "https://graph.microsoft.com"}, {}),
+    ):
+        real = load(options, environ, tmp_path)
+        assert real.ignored_env_file == dev / "stack.env"
+        assert real.env_file is None
+        assert (real.registration_id, real.storage_connection_string, real.identity_endpoint) == (None, None, None)
+        assert real.credential_for("provider") == "device-code"
+    # A file without a Graph root would send the command to real Graph: not used either.
+    (dev / "stack.env").write_text("REGISTRATION_ID='reg-local'\n")
+    assert load({}, {}, tmp_path).registration_id is None
+    # Named explicitly, it is used whatever Graph is.
+    named = load({"env_file": str(dev / "stack.env")}, {"GRAPH_BASE_URL": "https://graph.microsoft.com"}, tmp_path)
+    assert (named.registration_id, named.ignored_env_file) == ("reg-local", None)
+
+
+def test_plain_http_is_refused_for_a_graph_elsewhere() -> None:
+    for url in ("http://graph.microsoft.com", "http://10.0.0.5:7072", "http://127.0.0.1.example.com"):
+        with pytest.raises(ConfigError, match="plain http"):
+            resolve({"graph_base_url": url}, {}, {})
+    for url in ("http://127.0.0.1:7072", "http://localhost:1", "http://[::1]:7072", "http://127.1.2.3:9"):
+        assert resolve({"graph_base_url": url}, {}, {}).graph_base_url == url
+
+
+def test_device_code_needs_your_app_registration() -> None:
+    from vlsync.credentials import missing_client_id, refused_hint, require_client_id
+
+    with pytest.raises(ConfigError) as missing:
+        require_client_id("provider", resolve({}, {}, {}))
+    message = str(missing.value)
+    assert message == missing_client_id("provider", "device-code")
+    for words in ("public client", "LearningProvider.ReadWrite", "admin consent", "--client-id", "VLSYNC_CLIENT_ID"):
+        assert words in message
+    assert "http://localhost" in missing_client_id("provider", "browser")
+    assert require_client_id("provider", resolve({"client_id": "c1"}, {}, {})) == "c1"
+
+    cli_hint = refused_hint("provider", "azure-cli", None, 403)
+    assert cli_hint is not None
+    assert "pre-authorised for the CLI's own app" in cli_hint
+    assert "--credential device-code --client-id" in cli_hint
+    own = refused_hint("provider", "device-code", "c1", 403)
+    assert own is not None
+    assert "app registration c1" in own
+    assert "LearningProvider.ReadWrite" in own
+    app_only = refused_hint("provider", "managed-identity", None, 401)
+    assert app_only is not None
+    assert "only delegated" in app_only
+    assert "LearningContent.ReadWrite.All" in (refused_hint("content", "device-code", "c1", 403) or "")
+    assert refused_hint("provider", "azure-cli", None, 404) is None
+
+
+def test_registration_report_says_what_the_listing_found() -> None:
+    from shared.graph import GraphTransientError
+    from vlsync.operations import registration_report
+
+    error = GraphTransientError(503, "serviceUnavailable", "Retry after 1 seconds", "req-1", may_have_applied=True)
+    none = registration_report(error, [], "Contoso")
+    assert "did not succeed" in str(none)
+    assert none.details["matches"] == []
+    one = registration_report(error, [{"id": "p-1", "displayName": "Contoso"}], "Contoso")
+    assert "id p-1: the registration probably succeeded" in str(one)
+    assert one.lines == ["registrationId: p-1"]
+    two = registration_report(error, [{"id": "p-1"}, {"id": "p-2"}], "Contoso")
+    assert "2 providers are named 'Contoso'" in str(two)
+    assert two.lines == ["registrationId: p-1", "registrationId: p-2"]
+    unknown = registration_report(error, None, "Contoso", GraphTransientError(None, "Timeout", "GET timed out"))
+    assert "Could not list the providers" in str(unknown)
+    assert unknown.details["matches"] is None
+    for report in (none, one, two, unknown):
+        assert "was not sent again" in str(report)
+    throttled = GraphTransientError(429, "tooManyRequests", "Retry after 1 minutes")  # refused, so not applied
+    refused = str(registration_report(throttled, [], "Contoso"))
+    assert "gave up retrying" in refused
+    assert "did not succeed" in refused
+
+
+def test_the_clock_is_graphs_within_60_seconds_and_refused_beyond() -> None:
+    from vlsync.operations import ClockSkew, clock_from
+
+    graph = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
+    assert clock_from(graph, graph + timedelta(milliseconds=700)).offset == timedelta(0)  # within Date's second
+    assert clock_from(graph, graph + timedelta(seconds=45)).offset == timedelta(seconds=-44.5)
+    assert clock_from(graph, graph - timedelta(seconds=30)).offset == timedelta(seconds=30.5)
+    for off in (timedelta(seconds=61), -timedelta(minutes=5)):
+        with pytest.raises(ClockSkew, match="clock is"):
+            clock_from(graph, graph + off)
+    with pytest.raises(ClockSkew, match="no Date header"):
+        clock_from(None, graph)
+
+
+def test_targets_name_the_storage_account_and_the_tokens_tenant() -> None:
+    import base64
+
+    from vlsync.operations import Target, storage_account, token_tenant
+
+    azurite = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5==;"
+        "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    )
+    assert storage_account(azurite, None) == "devstoreaccount1"
+    assert storage_account("UseDevelopmentStorage=true", None) == "devstoreaccount1 (Azurite)"
+    assert storage_account(None, "vlsyncprod") == "vlsyncprod"
+    assert storage_account("TableEndpoint=https://x.table.core.windows.net/;SharedAccessSignature=sv=1", None) == (
+        "x.table.core.windows.net"
+    )
+    assert storage_account(None, None) is None
+    claims = base64.urlsafe_b64encode(json.dumps({"tid": "t-1"}).encode()).decode().rstrip("=")
+    assert token_tenant(f"h.{claims}.s") == "t-1"
+    assert token_tenant("opaque") is None
+    target = Target("graph.microsoft.com (v1.0)", "reg-1", None, tenant="t-1")
+    assert target.line() == ("target: Graph graph.microsoft.com (v1.0), tenant t-1, registration reg-1, no storage")
+    assert target.view() == {
+        "graph": "graph.microsoft.com (v1.0)",
+        "tenant": "t-1",
+        "registrationId": "reg-1",
+        "storage": None,
+    }
+
+
+def test_storage_the_sdk_cannot_read_is_a_failure_not_a_usage_error() -> None:
+    from vlsync import storage
+
+    broken = resolve({"storage_connection_string": "DefaultEndpointsProtocol=http;AccountName"}, {}, {})
+    with pytest.raises(storage.StorageFailure, match="malformed"):
+        storage.ledger(broken)
+    with pytest.raises(storage.StorageFailure):
+        storage.command_queue(broken)
+    with pytest.raises(ConfigError):  # no storage at all: an option is missing
+        storage.ledger(resolve({}, {}, {}))

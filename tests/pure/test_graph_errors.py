@@ -17,7 +17,7 @@ from shared.graph import classify, retry_after_seconds
         (404, "PATCH", "permanent"),
         (400, "PATCH", "permanent"),
         (403, "PATCH", "permanent"),
-        (401, "PATCH", "transient"),
+        (401, "PATCH", "permanent"),  # handled by one fresh token in GraphClient.call, never five tries
         (429, "PATCH", "transient"),
         (500, "DELETE", "transient"),
         (503, "PATCH", "transient"),

@@ -161,3 +161,57 @@ def test_make_dev_stack_end_to_end(stack_process: StackProcess, tmp_path: Path, 
         assert env_again["DEMO_WEBHOOK_SECRET"] == env["DEMO_WEBHOOK_SECRET"]
     finally:
         assert again.stop() == 0
+
+
+SOURCE_STACK_ENV = "set -a; . .dev/stack.env; set +a"
+
+
+def test_stack_env_sourced_as_the_readme_says_serves_vlsync(tmp_path: Path, ports: dict[str, int]) -> None:
+    """The README's own lines, in bash: source .dev/stack.env, then `vlsync content status`."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert SOURCE_STACK_ENV in readme
+    assert "vlsync content status demo-course-101" in readme
+    process = StackProcess(tmp_path / ".dev", ports)  # ./.dev under the shell's working directory, as in the README
+    try:
+        process.wait_ready()
+        env_file = tmp_path / ".dev" / "stack.env"
+        assert send(env_file, "course-upserted.json").stdout.startswith("202")
+        env = read_env_file(env_file)
+        assert eventually(lambda: graph_get(env, "demo-course-101").status_code == 200)
+
+        venv_bin = Path(sys.executable).parent
+        assert (venv_bin / "vlsync").exists()
+        shell_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("VLSYNC_", "AZURE_", "IDENTITY_", "VLS_"))
+            and k not in ("GRAPH_BASE_URL", "REGISTRATION_ID", "LearningSyncStorage")
+        }
+        shell_env.update({"PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": "200"})
+
+        def bash(script: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["bash", "-c", script], cwd=tmp_path, env=shell_env, capture_output=True, text=True, timeout=60
+            )
+
+        script = f"set -eu\n{SOURCE_STACK_ENV}\nvlsync content status demo-course-101"
+        status = bash(script)
+        assert status.returncode == 0, status.stdout + status.stderr
+        # The worker records its push in the ledger just after Graph has the item.
+        assert eventually(lambda: "by worker" in bash(script).stdout)
+        status = bash(script)
+        rows = {line.split(None, 1)[0]: line for line in status.stdout.splitlines() if line.strip()}
+        assert "yes" in rows["in"], status.stdout  # in Graph
+        assert "by worker" in status.stdout  # the ledger through the sourced connection string (it holds ';')
+        assert "Traceback" not in status.stderr
+
+        broken = bash(
+            f"{SOURCE_STACK_ENV}\n"
+            "LearningSyncStorage='DefaultEndpointsProtocol=http;AccountName' vlsync content status demo-course-101"
+        )
+        assert broken.returncode == 1, broken.stdout + broken.stderr
+        assert "Error: storage: " in broken.stderr
+        assert "Usage:" not in broken.stderr
+    finally:
+        if process.proc.poll() is None:
+            assert process.stop() == 0
