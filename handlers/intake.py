@@ -13,10 +13,15 @@ from shared.settings import get_settings
 bp = func.Blueprint()
 
 
-@bp.route(route="webhooks/{source}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="webhooks/{source}", methods=["POST", "OPTIONS"], auth_level=func.AuthLevel.FUNCTION)
 def receive_webhook(req: func.HttpRequest) -> func.HttpResponse:
-    request = intake.make_request(req.route_params.get("source", ""), dict(req.headers), req.get_body())
-    result = intake.receive(request, get_settings(), command_queue)
+    request = intake.make_request(
+        req.route_params.get("source", ""), dict(req.headers), req.get_body(), dict(req.params)
+    )
+    if req.method == "OPTIONS":  # the CloudEvents webhook abuse-protection handshake
+        result = intake.preflight(request, get_settings())
+    else:
+        result = intake.receive(request, get_settings(), command_queue)
     return func.HttpResponse(
         json.dumps(result.body),
         status_code=result.status,

@@ -17,7 +17,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from shared import telemetry
+from shared import sources, telemetry
 from shared.models import ContentCommand
 from shared.problems import (
     BODY_TOO_LARGE,
@@ -29,8 +29,8 @@ from shared.problems import (
     Problem,
 )
 from shared.queue import MAX_MESSAGE_BYTES, CommandQueue, QueueUnavailable, encoded_size
-from shared.settings import Settings, SourcesError, source_secret
-from shared.sources import WebhookRequest, adapter_for
+from shared.settings import Settings, SourceConfig, SourcesError, source_secret
+from shared.sources import Reply, WebhookRequest, adapter_for
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ def correlation_id(headers: Mapping[str, str]) -> str:
     return given if _CORRELATION.fullmatch(given) else str(uuid.uuid4())
 
 
-def make_request(source_name: str, headers: Mapping[str, str], body: bytes) -> WebhookRequest:
+def make_request(
+    source_name: str, headers: Mapping[str, str], body: bytes, query: Mapping[str, str] | None = None
+) -> WebhookRequest:
     lowered = {k.lower(): v for k, v in headers.items()}
     return WebhookRequest(
         source_name=source_name,
@@ -63,11 +65,11 @@ def make_request(source_name: str, headers: Mapping[str, str], body: bytes) -> W
         body=body,
         correlation_id=correlation_id(lowered),
         received_at=datetime.now(UTC),
+        query=dict(query or {}),
     )
 
 
-def decide(request: WebhookRequest, settings: Settings) -> list[ContentCommand]:
-    """Everything up to the enqueue, without I/O: returns the commands or raises a Problem."""
+def _source(request: WebhookRequest, settings: Settings) -> SourceConfig:
     try:
         sources = settings.sources()
     except SourcesError as exc:
@@ -76,6 +78,13 @@ def decide(request: WebhookRequest, settings: Settings) -> list[ContentCommand]:
     source = sources.get(request.source_name)
     if source is None:
         raise Problem(UNKNOWN_SOURCE, f"no webhook source named {request.source_name!r} is configured")
+    return source
+
+
+def decide(request: WebhookRequest, settings: Settings) -> list[ContentCommand]:
+    """Everything up to the enqueue, without I/O: returns the commands or raises a Problem (or a Reply
+    where the platform's protocol demands an answer of its own, e.g. Event Grid's validation)."""
+    source = _source(request, settings)
     if len(request.body) > settings.webhook_max_body_bytes:
         raise Problem(
             BODY_TOO_LARGE, f"the body is {len(request.body)} bytes; the limit is {settings.webhook_max_body_bytes}"
@@ -128,20 +137,9 @@ def _receive(
                 headers={"Retry-After": str(QUEUE_RETRY_AFTER_SECONDS)},
             ) from None
     except Problem as problem:
-        logger.warning(
-            "rejected webhook source=%s problem=%s correlation=%s detail=%s",
-            request.source_name,
-            problem.kind.slug,
-            request.correlation_id,
-            problem.detail,
-        )
-        telemetry.EVENTS_REJECTED.add(1, {"vlsync.source": request.source_name, "vlsync.problem": problem.kind.slug})
-        return IntakeResponse(
-            status=problem.kind.status,
-            body=problem.body(instance=instance, correlation_id=request.correlation_id),
-            content_type=PROBLEM_CONTENT_TYPE,
-            headers={CORRELATION_HEADER: request.correlation_id, **problem.headers},
-        )
+        return _rejected(request, problem, instance)
+    except Reply as reply:
+        return _replied(request, reply)
     logger.info(
         "accepted %d command(s) source=%s correlation=%s", len(ids), request.source_name, request.correlation_id
     )
@@ -150,4 +148,43 @@ def _receive(
         status=202,
         body={"accepted": len(ids), "messageIds": ids, "correlationId": request.correlation_id},
         headers={CORRELATION_HEADER: request.correlation_id},
+    )
+
+
+def preflight(request: WebhookRequest, settings: Settings) -> IntakeResponse:
+    """``OPTIONS /api/webhooks/{source}``: the source's platform decides (CloudEvents abuse
+    protection for Event Grid); other platforms answer 405."""
+    try:
+        source = _source(request, settings)
+        reply = sources.preflight(request, source, source_secret(source))
+    except Problem as problem:
+        return _rejected(request, problem, f"/api/webhooks/{request.source_name}")
+    return _replied(request, reply)
+
+
+def _rejected(request: WebhookRequest, problem: Problem, instance: str) -> IntakeResponse:
+    logger.warning(
+        "rejected webhook source=%s problem=%s correlation=%s detail=%s",
+        request.source_name,
+        problem.kind.slug,
+        request.correlation_id,
+        problem.detail,
+    )
+    telemetry.EVENTS_REJECTED.add(1, {"vlsync.source": request.source_name, "vlsync.problem": problem.kind.slug})
+    return IntakeResponse(
+        status=problem.kind.status,
+        body=problem.body(instance=instance, correlation_id=request.correlation_id),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers={CORRELATION_HEADER: request.correlation_id, **problem.headers},
+    )
+
+
+def _replied(request: WebhookRequest, reply: Reply) -> IntakeResponse:
+    logger.info(
+        "answered source=%s status=%d correlation=%s", request.source_name, reply.status, request.correlation_id
+    )
+    return IntakeResponse(
+        status=reply.status,
+        body=reply.body or {},
+        headers={CORRELATION_HEADER: request.correlation_id, **reply.headers},
     )

@@ -37,6 +37,10 @@ SCHEMA_VIOLATION = ProblemType("schema-violation", 400, "Event does not match th
 EMPTY_BATCH = ProblemType("empty-batch", 400, "Batch holds no events")
 SOURCE_MISCONFIGURED = ProblemType("source-misconfigured", 500, "Webhook source is misconfigured")
 QUEUE_UNAVAILABLE = ProblemType("queue-unavailable", 503, "Queue storage unavailable")
+CREDENTIAL_MISSING = ProblemType("credential-missing", 401, "Source key or token missing")
+CREDENTIAL_INVALID = ProblemType("credential-invalid", 401, "Source key or token invalid")
+KEYS_UNAVAILABLE = ProblemType("keys-unavailable", 503, "Signing keys unavailable")
+CONTENT_INCOMPLETE = ProblemType("content-incomplete", 422, "Event lacks required learningContent fields")
 
 CATALOGUE: tuple[ProblemType, ...] = (
     UNKNOWN_SOURCE,
@@ -51,6 +55,10 @@ CATALOGUE: tuple[ProblemType, ...] = (
     EMPTY_BATCH,
     SOURCE_MISCONFIGURED,
     QUEUE_UNAVAILABLE,
+    CREDENTIAL_MISSING,
+    CREDENTIAL_INVALID,
+    KEYS_UNAVAILABLE,
+    CONTENT_INCOMPLETE,
 )
 
 

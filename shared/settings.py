@@ -11,12 +11,27 @@ import json
 import logging
 import os
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import storage
+from shared.models import identifier
+from shared.sources.mapping import MappingSpec
+from shared.sources.normalize import absolute_url, check_url_template, language_tag
 
 logger = logging.getLogger(__name__)
 
@@ -25,14 +40,189 @@ logger = logging.getLogger(__name__)
 STORAGE_CONNECTION = "LearningSyncStorage"
 
 
+_SETTING_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# Canvas Data Services' published key set (the previous, current and next key; rotated monthly).
+CANVAS_JWKS_URL = "https://8axpcl50e4.execute-api.us-east-1.amazonaws.com/main/jwks"
+
+
 class SourceConfig(BaseModel):
-    """One webhook source: what kind of platform it is, where its content goes, how it signs."""
+    """One webhook source: what kind of platform it is, where its content goes, how it authenticates.
+
+    This base holds what every kind has; each kind below adds its own fields (docs/sources.md).
+    Secrets are never inline: ``secretSetting`` names the app setting (a Key Vault reference in
+    Azure) that holds them.
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
-    kind: Literal["cloudevents"] = "cloudevents"
+    kind: str = "cloudevents"
     registration_id: str = Field(alias="registrationId", min_length=1)
-    secret_setting: str = Field(alias="secretSetting", min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    secret_setting: str | None = Field(default=None, alias="secretSetting", min_length=1, pattern=_SETTING_NAME)
+
+
+class CloudEventsSource(SourceConfig):
+    """The canonical format: CloudEvents whose data are Graph properties, signed with Standard Webhooks."""
+
+    kind: Literal["cloudevents"] = "cloudevents"
+    secret_setting: str = Field(alias="secretSetting", min_length=1, pattern=_SETTING_NAME)
+
+
+class KeyAuth(BaseModel):
+    """A shared key the platform sends in a query parameter of the URL or in a header."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheme: Literal["query-key", "header-key"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class SignedAuth(BaseModel):
+    """Standard Webhooks signatures (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheme: Literal["standard-webhooks"]
+
+
+SourceAuth = Annotated[KeyAuth | SignedAuth, Field(discriminator="scheme")]
+QUERY_KEY = KeyAuth(scheme="query-key", name="key")
+
+
+class LmsSource(SourceConfig):
+    """What every platform kind adds: how its events become Graph content."""
+
+    external_id_prefix: str = Field(default="", alias="externalIdPrefix", max_length=64)
+    default_language_tag: str | None = Field(default=None, alias="defaultLanguageTag")
+    content_web_url_template: str | None = Field(default=None, alias="contentWebUrlTemplate", max_length=2048)
+    hidden_as: Literal["inactive", "delete"] = Field(default="inactive", alias="hiddenAs")
+
+    @field_validator("external_id_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return identifier(value)
+
+    @field_validator("default_language_tag")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        return None if value is None else language_tag(value)
+
+    @field_validator("content_web_url_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return None if value is None else check_url_template(value)
+
+
+class KeyedSource(LmsSource):
+    """A kind verified with a secret the operator stores: a key, a token, an HMAC key or a whsec_."""
+
+    secret_setting: str = Field(alias="secretSetting", min_length=1, pattern=_SETTING_NAME)
+
+
+class CanvasSource(LmsSource):
+    """Canvas Live Events (Canvas Data Services, HTTPS delivery), ideally as RS256-signed JWTs."""
+
+    kind: Literal["canvas"]
+    jwks_url: str = Field(default=CANVAS_JWKS_URL, alias="jwksUrl")
+    accept_unsigned: bool = Field(default=False, alias="acceptUnsigned")
+    max_token_age_seconds: int | None = Field(default=None, alias="maxTokenAgeSeconds", ge=60, le=30 * 86400)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        url = absolute_url(value)
+        host = urlsplit(url).hostname or ""
+        if not url.lower().startswith("https://") and host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("must be an https URL (plain http only on this machine, for tests)")
+        return url
+
+    @model_validator(mode="after")
+    def _no_secret(self) -> CanvasSource:
+        if self.secret_setting is not None:
+            raise ValueError("a canvas source is verified with Canvas's public keys (jwksUrl); remove secretSetting")
+        return self
+
+
+class MoodleSource(KeyedSource):
+    """Moodle with the local_webhooks plugin: the service's token travels in the body."""
+
+    kind: Literal["moodle"]
+
+
+class OpenEdxSource(KeyedSource):
+    """Open edX COURSE_CATALOG_INFO_CHANGED, from the openedx-webhooks plugin or as a CloudEvent."""
+
+    kind: Literal["openedx"]
+    auth: SourceAuth = QUERY_KEY
+
+
+class ThinkificSource(KeyedSource):
+    """Thinkific product/course webhooks, signed with X-Thinkific-Hmac-Sha256 (the API key)."""
+
+    kind: Literal["thinkific"]
+
+
+class DoceboSource(KeyedSource):
+    """Docebo course webhooks (payload shape unconfirmed: override ``mapping`` if it differs)."""
+
+    kind: Literal["docebo"]
+    auth: KeyAuth = QUERY_KEY
+    mapping: MappingSpec | None = None
+
+
+class EventGridSource(KeyedSource):
+    """Azure Event Grid push delivery, Event Grid or CloudEvents schema, with an optional mapping."""
+
+    kind: Literal["eventgrid"]
+    schema_: Literal["eventgrid", "cloudevents"] = Field(default="eventgrid", alias="schema")
+    auth: KeyAuth = QUERY_KEY
+    allowed_origins: tuple[str, ...] = Field(default=("eventgrid.azure.net",), alias="allowedOrigins", min_length=1)
+    mapping: MappingSpec | None = None
+
+    @model_validator(mode="after")
+    def _options_need_mapping(self) -> EventGridSource:
+        used = [
+            alias
+            for name, alias in (
+                ("external_id_prefix", "externalIdPrefix"),
+                ("default_language_tag", "defaultLanguageTag"),
+                ("content_web_url_template", "contentWebUrlTemplate"),
+                ("hidden_as", "hiddenAs"),
+            )
+            if name in self.model_fields_set
+        ]
+        if self.mapping is None and used:
+            raise ValueError(
+                f"{', '.join(used)}: only for mapped data; without a mapping the events carry Graph properties as is"
+            )
+        return self
+
+
+class MappedSource(KeyedSource):
+    """Any LMS that signs with Standard Webhooks, its data read by a declarative mapping."""
+
+    kind: Literal["mapped"]
+    envelope: Literal["cloudevents", "standard-webhooks"] = "cloudevents"
+    mapping: MappingSpec
+
+
+def _kind_of(value: Any) -> str:
+    kind = value.get("kind", "cloudevents") if isinstance(value, dict) else getattr(value, "kind", "cloudevents")
+    return str(kind)
+
+
+AnySource = Annotated[
+    Annotated[CloudEventsSource, Tag("cloudevents")]
+    | Annotated[CanvasSource, Tag("canvas")]
+    | Annotated[MoodleSource, Tag("moodle")]
+    | Annotated[OpenEdxSource, Tag("openedx")]
+    | Annotated[ThinkificSource, Tag("thinkific")]
+    | Annotated[DoceboSource, Tag("docebo")]
+    | Annotated[EventGridSource, Tag("eventgrid")]
+    | Annotated[MappedSource, Tag("mapped")],
+    Discriminator(_kind_of),
+]
+_SOURCE: TypeAdapter[SourceConfig] = TypeAdapter(AnySource)
+SOURCE_KINDS = ("cloudevents", "canvas", "moodle", "openedx", "thinkific", "docebo", "eventgrid", "mapped")
 
 
 class SourcesError(ValueError):
@@ -40,24 +230,43 @@ class SourcesError(ValueError):
 
 
 def parse_sources(raw: str) -> dict[str, SourceConfig]:
-    """Parse the ``SOURCES`` setting: ``{"<name>": {"kind", "registrationId", "secretSetting"}}``."""
+    """Parse the ``SOURCES`` setting: ``{"<name>": {"kind", "registrationId", ...}}`` (docs/sources.md)."""
+    return dict(_parse_sources(raw))
+
+
+@lru_cache(maxsize=8)  # read on every request; the validated models are frozen
+def _parse_sources(raw: str) -> tuple[tuple[str, SourceConfig], ...]:
     if not raw.strip():
-        return {}
+        return ()
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise SourcesError(f"SOURCES is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise SourcesError("SOURCES must be a JSON object of source name -> source settings")
-    sources: dict[str, SourceConfig] = {}
+    sources: list[tuple[str, SourceConfig]] = []
     for name, value in data.items():
         if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
             raise SourcesError(f"source name {name!r} must be letters, digits, '-' or '_'")
         try:
-            sources[name] = SourceConfig.model_validate(value)
+            sources.append((name, _SOURCE.validate_python(value)))
         except ValidationError as exc:
-            raise SourcesError(f"source {name!r}: {exc.errors(include_url=False)}") from exc
-    return sources
+            raise SourcesError(f"source {name!r}: {_describe(exc)}") from exc
+    return tuple(sources)
+
+
+def _describe(exc: ValidationError) -> str:
+    """``mapping.fields.titel: ...; secretSetting: Field required``: where, then what."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        if loc and loc[0] in SOURCE_KINDS:  # the union's tag, not a field
+            loc = loc[1:]
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "union_tag_invalid" and not loc:
+            message = f"kind {_kind_of(err['input'])!r} is not one of {', '.join(SOURCE_KINDS)}"
+        parts.append(f"{'.'.join(loc) or 'entry'}: {message}")
+    return "; ".join(parts)
 
 
 class Settings(BaseSettings):
@@ -114,7 +323,8 @@ class Settings(BaseSettings):
         default="{}",
         validation_alias="SOURCES",
         description='Webhook sources: {"<name>": {"kind": "cloudevents", "registrationId": "...", '
-        '"secretSetting": "<SETTING_NAME>"}}.',
+        '"secretSetting": "<SETTING_NAME>"}}; kinds canvas, moodle, openedx, thinkific, docebo, eventgrid and '
+        "mapped add their own fields (docs/sources.md).",
     )
     webhook_max_body_bytes: int = Field(
         default=1_048_576,
@@ -220,6 +430,8 @@ def source_secret(source: SourceConfig) -> str | None:
     place when the secret is missing or unreadable) counts as no secret: a misconfiguration to
     report, not a wrong signature to blame on the sender.
     """
+    if source.secret_setting is None:  # a kind verified without a shared secret (Canvas: public keys)
+        return None
     value = (os.environ.get(source.secret_setting) or "").strip()
     if value.startswith("@Microsoft.KeyVault("):
         logger.error("setting %s is an unresolved Key Vault reference", source.secret_setting)

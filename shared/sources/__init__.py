@@ -1,18 +1,19 @@
 """One adapter per platform: how it authenticates a delivery and how its events become commands.
 
-New connectors (Moodle, Canvas, Open edX, Thinkific, Docebo, Event Grid, mapped sources) plug in
-here by ``kind``; the intake never knows which platform it is talking to.
+Connectors plug in here by ``kind`` (``adapters()``); the intake never knows which platform it is
+talking to. docs/sources.md describes every kind and its ``SOURCES`` entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.models import ContentCommand
-from shared.settings import SourceConfig
+if TYPE_CHECKING:  # the settings import the sources' rules (mapping, normalisation), not the reverse
+    from shared.models import ContentCommand
+    from shared.settings import SourceConfig
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class WebhookRequest:
     body: bytes
     correlation_id: str
     received_at: datetime
+    # The URL's query parameters (a source key may travel there: Event Grid, Open edX, Docebo).
+    query: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def media_type(self) -> str:
@@ -38,6 +41,26 @@ class Delivery:
     sent_at: datetime | None
 
 
+@dataclass(frozen=True)
+class VerifiedDocument(Delivery):
+    """A delivery whose credential sits inside the body (a JWT, a token field): authentication had
+    to decode the body, so it hands the decoded document on instead of parsing it twice."""
+
+    document: Any = None
+
+
+@dataclass
+class Reply(Exception):
+    """An answer a platform's protocol demands instead of a queued command (Event Grid's
+    subscription validation, the CloudEvents abuse-protection preflight). Raised by an adapter;
+    nothing is queued, and the intake is to render it as the response (the change it still needs is
+    in docs/sources.md, "What the intake and the handler still need")."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 class SourceAdapter(Protocol):
     kind: str
 
@@ -47,10 +70,36 @@ class SourceAdapter(Protocol):
 
 
 def adapters() -> Mapping[str, Callable[[], SourceAdapter]]:
+    from shared.sources.canvas import CanvasAdapter
     from shared.sources.cloudevents import CloudEventsAdapter
+    from shared.sources.docebo import DoceboAdapter
+    from shared.sources.eventgrid import EventGridAdapter
+    from shared.sources.mapped import MappedAdapter
+    from shared.sources.moodle import MoodleAdapter
+    from shared.sources.openedx import OpenEdxAdapter
+    from shared.sources.thinkific import ThinkificAdapter
 
-    return {"cloudevents": CloudEventsAdapter}
+    return {
+        "cloudevents": CloudEventsAdapter,
+        "canvas": CanvasAdapter,
+        "moodle": MoodleAdapter,
+        "openedx": OpenEdxAdapter,
+        "thinkific": ThinkificAdapter,
+        "docebo": DoceboAdapter,
+        "eventgrid": EventGridAdapter,
+        "mapped": MappedAdapter,
+    }
 
 
 def adapter_for(kind: str) -> SourceAdapter:
     return adapters()[kind]()
+
+
+def preflight(request: WebhookRequest, source: SourceConfig, secret: str | None) -> Reply:
+    """The answer to ``OPTIONS /api/webhooks/{source}``: the adapter's (a ``preflight`` method with
+    this signature; it may raise a Problem, e.g. for a missing key), or 405 where it has none."""
+    adapter = adapter_for(source.kind)
+    if hasattr(adapter, "preflight"):
+        answer: Reply = adapter.preflight(request, source, secret)
+        return answer
+    return Reply(405, None, {"Allow": "POST"})  # this platform has no preflight: only POST is served

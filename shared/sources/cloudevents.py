@@ -244,14 +244,10 @@ class CloudEventsAdapter:
             _raise_field("must be a non-empty string", json_pointer((*data_prefix, "externalId")))
 
         event_time = parse_rfc3339(event.time) if event.time else (delivery.sent_at or request.received_at)
-        if event_time > request.received_at + MAX_CLOCK_SKEW or event_time < MIN_EVENT_TIME:
+        time_problem = event_time_problem(event_time, request.received_at)
+        if time_problem is not None:
             loc = where("time")
-            detail = (
-                f"must not be before {MIN_EVENT_TIME:%Y-%m-%d}"
-                if event_time < MIN_EVENT_TIME
-                else "is more than 5 minutes in the future"
-            )
-            raise Problem(SCHEMA_VIOLATION, "invalid event", [FieldError(detail, loc.pointer, loc.header)])
+            raise Problem(SCHEMA_VIOLATION, "invalid event", [FieldError(time_problem, loc.pointer, loc.header)])
         try:
             return ContentCommand(
                 op=op,
@@ -265,6 +261,15 @@ class CloudEventsAdapter:
             )
         except ValidationError as exc:
             raise Problem(SCHEMA_VIOLATION, "invalid event", _pydantic_errors(exc, data_prefix)) from None
+
+
+def event_time_problem(moment: datetime, received_at: datetime) -> str | None:
+    """What makes an event time unusable for ordering (too old to store, or in the future), or None."""
+    if moment < MIN_EVENT_TIME:
+        return f"must not be before {MIN_EVENT_TIME:%Y-%m-%d}"
+    if moment > received_at + MAX_CLOCK_SKEW:
+        return "is more than 5 minutes in the future"
+    return None
 
 
 def coalesce(commands: list[ContentCommand]) -> list[ContentCommand]:
@@ -310,3 +315,12 @@ def _as_event(item: Any, prefix: tuple[str | int, ...]) -> dict[str, Any]:
             SCHEMA_VIOLATION, "an event is a JSON object", [FieldError("must be an object", json_pointer(prefix))]
         )
     return item
+
+
+# Shared with the platform adapters (shared/sources/*): one JSON reading rule, one reader of the three modes.
+load_json = _load_json
+
+
+def read_events(request: WebhookRequest) -> list[tuple[dict[str, Any], tuple[str | int, ...], bool]]:
+    """``(event, pointer prefix, attributes-from-headers)`` for each event of any of the three modes."""
+    return CloudEventsAdapter()._events(request)

@@ -185,10 +185,13 @@ def test_batch_size_and_new_batch_threshold_bound_concurrency(
             finished.append(msg.id or "")
 
     client = queue_client(queue_name)
+    # All queued before the host starts: a first poll that finds only one message would leave
+    # in-flight (1) at the threshold and fetch again at once, so the batches would not be 2 then 1.
+    client.create_queue()
+    for n in range(8):
+        client.send_message(b64(f"m{n}"))
     options = host_json(batchSize=2, newBatchThreshold=1)
     with DevHost.start(app, settings={**storage, "Q": queue_name}, host_json=options) as host, releasing(release_all):
-        for n in range(8):
-            client.send_message(b64(f"m{n}"))
         wait_for(lambda: len(running) == 2, message="the first batch")
         time.sleep(0.5)  # several polls: in-flight (2) is above the threshold (1), so no fetch
         assert len(running) == 2

@@ -41,7 +41,7 @@ def test_worker_binding_uses_the_setting_and_named_connection(bindings: dict[str
 def test_intake_route_and_auth(bindings: dict[str, list[dict[str, Any]]]) -> None:
     trigger = bindings["receive_webhook"][0]
     assert trigger["route"] == "webhooks/{source}"
-    assert [str(getattr(m, "value", m)) for m in trigger["methods"]] == ["POST"]
+    assert [str(getattr(m, "value", m)) for m in trigger["methods"]] == ["POST", "OPTIONS"]
     assert str(getattr(trigger["authLevel"], "value", trigger["authLevel"])) == "function"
 
 
