@@ -287,9 +287,12 @@ class GraphClient:
         """DELETE in the form Graph honours; ``False`` only when a GET by the same key finds nothing.
 
         The docs show only ``…/$ref`` (learningprovider-delete-learningcontents.md); the official SDK
-        sends the form without it. The documented form goes first; when Graph refuses the form itself
-        (400/405) the other one is tried, and the form that worked is kept for this client.
+        sends the form without it. The documented form goes first; while the honoured form is unknown,
+        a form that Graph refuses (400/405), or that answers 404 for an item a GET still finds, counts
+        as refused and the other form is tried. Only a 2xx teaches the client a form: a 404 or a 400
+        for an unknown registration says nothing about the form, and must not decide it for good.
         """
+        learning = self._delete_form is None
         forms: tuple[DeleteForm, ...] = (self._delete_form,) if self._delete_form else ("ref", "plain")
         refusals: list[GraphPermanentError] = []
         for form in forms:
@@ -297,34 +300,37 @@ class GraphClient:
             try:
                 response = await self.call("DELETE", target, correlation_id=correlation_id)
             except GraphPermanentError as error:
-                if self._delete_form is None and error.status in FORM_REFUSED:
+                if learning and error.status in FORM_REFUSED:
                     refusals.append(error)
                     continue
                 raise
-            existed = response.status_code != 404
-            if not existed:
-                await self._confirm_absent(path, target, response, correlation_id)
-            self._remember_delete_form(form, refusals[0] if refusals else None)
-            return existed
-        # Both forms refused: a 400 says more (an unknown registration, say) than a 405 on the form.
+            if response.status_code != 404:
+                self._remember_delete_form(form, refusals[0] if refusals else None)
+                return True
+            if await self._absent(path, correlation_id):
+                return False
+            still_there = self._still_there(target, response)
+            if not learning:
+                raise still_there
+            refusals.append(still_there)
+        # Every form refused: a 400 or a 404-but-present says more than a 405 on the form.
         raise next((error for error in refusals if error.status != 405), refusals[0])
 
-    async def _confirm_absent(
-        self, path: str, target: str, response: httpx.Response, correlation_id: str | None
-    ) -> None:
-        """A 404 on DELETE is "already absent" only if a GET by the same key agrees; else permanent.
-
-        A 404 may also come from a form the service does not route, or from anything in between:
-        calling the course gone while Viva still shows it would lose the delete for good.
-        """
+    async def _absent(self, path: str, correlation_id: str | None) -> bool:
+        """Whether a GET by the same key finds nothing (a 404 on DELETE alone may come from a form the
+        service does not route, and calling the course gone while Viva still shows it loses the delete)."""
         try:
             await self.call("GET", path, correlation_id=correlation_id)
         except GraphPermanentError as error:
             if error.status == 404:
-                return
+                return True
             raise
+        return False
+
+    @staticmethod
+    def _still_there(target: str, response: httpx.Response) -> GraphPermanentError:
         code, message = _graph_error(response)
-        raise GraphPermanentError(
+        return GraphPermanentError(
             404,
             code,
             f"DELETE {target} answered 404 but the item still exists (a GET by the same key found it), "

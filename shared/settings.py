@@ -125,6 +125,10 @@ class CanvasSource(LmsSource):
     jwks_url: str = Field(default=CANVAS_JWKS_URL, alias="jwksUrl")
     accept_unsigned: bool = Field(default=False, alias="acceptUnsigned")
     max_token_age_seconds: int | None = Field(default=None, alias="maxTokenAgeSeconds", ge=60, le=30 * 86400)
+    # Canvas signs every customer's Live Events with one published key set, so a valid signature says
+    # "from Canvas", not "from your Canvas": the event's root account must be this one.
+    root_account_uuid: str | None = Field(default=None, alias="rootAccountUuid", min_length=1)
+    root_account_id: str | None = Field(default=None, alias="rootAccountId", min_length=1, pattern=r"^[0-9]+$")
 
     @field_validator("jwks_url")
     @classmethod
@@ -139,6 +143,11 @@ class CanvasSource(LmsSource):
     def _no_secret(self) -> CanvasSource:
         if self.secret_setting is not None:
             raise ValueError("a canvas source is verified with Canvas's public keys (jwksUrl); remove secretSetting")
+        if self.root_account_uuid is None and self.root_account_id is None:
+            raise ValueError(
+                "give rootAccountUuid (or rootAccountId) of your Canvas: Canvas's key set signs every "
+                "Canvas customer's events, so the account is what makes an event yours"
+            )
         return self
 
 

@@ -28,6 +28,7 @@ import jwt
 
 from shared.models import ContentCommand
 from shared.problems import (
+    CREDENTIAL_INVALID,
     KEYS_UNAVAILABLE,
     SCHEMA_VIOLATION,
     SIGNATURE_EXPIRED,
@@ -101,9 +102,11 @@ class JwksCache:
                 return known[kid]
             last = self._fetched_at.get(url)
             if last is not None and self._clock() - last < self._min_refetch:
+                # Not "invalid": a key rotated in since the last fetch is likely, so the sender is to
+                # retry once the set may be read again (a forged kid gains nothing from a 503).
                 if known is None:
                     raise KeysUnavailable(f"the key set at {url} could not be read recently")
-                return None
+                raise KeysUnavailable(f"key {kid!r} is not in the key set at {url}, read moments ago")
             self._fetched_at[url] = self._clock()
             self.fetches += 1
             try:
@@ -149,7 +152,7 @@ class CanvasAdapter:
                     SIGNATURE_MISSING,
                     "this source accepts only signed Live Events: turn on 'Sign Payload' for the subscription",
                 )
-            return VerifiedDocument(_digest(body), None, load_json(body))
+            return VerifiedDocument(_digest(body), None, _own(load_json(body), source))
         if not _COMPACT_JWT.match(body):
             raise Problem(SIGNATURE_INVALID, "the body is neither a signed Live Event (a JWT) nor JSON")
         token = body.decode("ascii")
@@ -189,7 +192,7 @@ class CanvasAdapter:
                 raise Problem(SIGNATURE_EXPIRED, f"the JWT is older than {source.max_token_age_seconds} s (iat)")
         sent_at = datetime.fromtimestamp(issued, tz=UTC) if isinstance(issued, int | float) else None
         jti = claims.get("jti")
-        return VerifiedDocument(jti if isinstance(jti, str) and jti else _digest(body), sent_at, claims)
+        return VerifiedDocument(jti if isinstance(jti, str) and jti else _digest(body), sent_at, _own(claims, source))
 
     def parse(self, request: WebhookRequest, source: SourceConfig, delivery: Delivery) -> list[ContentCommand]:
         assert isinstance(source, CanvasSource)
@@ -198,6 +201,19 @@ class CanvasAdapter:
         if event is None:
             return []
         return commands([event], request, source, delivery)
+
+
+def _own(document: Any, source: CanvasSource) -> Any:
+    """The document, if its root account is the source's; else the delivery is not this tenant's."""
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    metadata = metadata if isinstance(metadata, dict) else {}
+    for setting, claim in (
+        (source.root_account_uuid, "root_account_uuid"),
+        (source.root_account_id, "root_account_id"),
+    ):
+        if setting is not None and str(metadata.get(claim, "")) != setting:
+            raise Problem(CREDENTIAL_INVALID, f"the event's metadata.{claim} is not this source's Canvas account")
+    return document
 
 
 def _digest(body: bytes) -> str:
@@ -226,6 +242,8 @@ def course_event(document: Any) -> CourseEvent | None:
         raise _invalid("course_id must be a string (or an integer)", "/body/course_id")
     course_id = str(course_id)
     state = body.get("workflow_state")
+    if state is not None and not isinstance(state, str):
+        raise _invalid("workflow_state must be a string", "/body/workflow_state")
     action: Action = "delete" if state == "deleted" else "hidden" if state in HIDDEN_STATES else "upsert"
 
     raw_time = metadata.get("event_time") or body.get("updated_at")

@@ -99,7 +99,10 @@ def evaluate(expression: str, document: Any) -> Any:
             else:
                 return MISSING
     else:
-        value = _compiled(expression).search(document)
+        try:
+            value = _compiled(expression).search(document)
+        except JMESPathError as exc:  # e.g. sort_by over mixed types: the sender's data, not a crash
+            raise ValueError(f"cannot be read with {expression!r}: {exc}") from None
     return MISSING if value is None else value
 
 
@@ -308,8 +311,13 @@ def split(body: Any, spec: MappingSpec, at: tuple[str | int, ...] = ()) -> list[
     object counts as a list of one). Each item inherits the body's properties it does not have."""
     if spec.events is None:
         return [Located(body, at)]
-    found = evaluate(spec.events, body)
     pointer = pointer_of(spec.events)
+    try:
+        found = evaluate(spec.events, body)
+    except ValueError as exc:
+        raise Problem(
+            SCHEMA_VIOLATION, "invalid event", [FieldError(f"events {exc}", _join(at, pointer or ""))]
+        ) from None
     base = (*at, *_tokens(pointer)) if pointer is not None else None
     if found is MISSING:
         items: list[tuple[Any, tuple[str | int, ...]]] = []
@@ -359,10 +367,10 @@ def map_event(
         return _join(root, pointer)
 
     def read(rule: Rule, label: str) -> Any:
-        raw = rule.value if rule.path is None else evaluate(rule.path, doc)
-        if raw is MISSING or rule.convert is None:
-            return raw
         try:
+            raw = rule.value if rule.path is None else evaluate(rule.path, doc)
+            if raw is MISSING or rule.convert is None:
+                return raw
             return CONVERTERS[rule.convert](raw)
         except ValueError as exc:
             errors.append(FieldError(f"{label} {exc}", where(rule)))
@@ -405,7 +413,7 @@ def map_event(
 
     if spec.status is not None and action == "upsert":
         status_rule = Rule(path=spec.status.path)
-        raw_status = evaluate(spec.status.path, doc)
+        raw_status = read(status_rule, "status")
         key = str(raw_status).lower() if isinstance(raw_status, bool) else str(raw_status)
         status = spec.status.default if raw_status is MISSING else spec.status.values.get(key, spec.status.default)
         if status is None:

@@ -150,3 +150,43 @@ def test_the_permission_table_matches_the_documented_one() -> None:
             assert documented.group(1) in required_permission(method, _concrete(entry["path"])), (method, entry)
             checked += 1
     assert checked == 12
+
+
+def ref_only_graph(request: httpx.Request) -> httpx.Response:
+    """Graph as documented: only .../$ref deletes; registration 'unknown' does not exist."""
+    path = request.url.raw_path.decode()
+    if "/learningProviders/unknown/" in path:
+        status = 400 if path.endswith("/$ref") else 404
+        return httpx.Response(status, json={"error": {"code": "badRequest", "message": "no such provider"}})
+    if request.method == "DELETE":
+        return httpx.Response(204) if path.endswith("/$ref") else httpx.Response(405, json={"error": {}})
+    return httpx.Response(404, json={"error": {"code": "notFound", "message": "gone"}})
+
+
+async def test_a_delete_that_learns_nothing_does_not_decide_the_form() -> None:
+    client, seen = client_with(ref_only_graph)
+    # An unknown registration: 400 on /$ref, 404 on the plain form, 404 on the GET. Absent, but
+    # nothing was learnt about the form, so the next delete still starts with /$ref.
+    assert await client.delete_content("unknown", "c-1") is False
+    seen.clear()
+    assert await client.delete_content("reg-1", "c-2") is True
+    assert [(r.method, r.url.raw_path.decode().endswith("/$ref")) for r in seen] == [("DELETE", True)]
+
+
+async def test_a_form_that_answers_404_for_an_item_that_exists_is_a_refused_form() -> None:
+    def plain_only(request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode()
+        if request.method == "DELETE":
+            return (
+                httpx.Response(404, json={"error": {"code": "notFound"}})
+                if path.endswith("/$ref")
+                else httpx.Response(204)
+            )
+        return httpx.Response(200, json={"id": "x", "externalId": "c-1"})  # the GET still finds it
+
+    client, seen = client_with(plain_only)
+    assert await client.delete_content("reg-1", "c-1") is True
+    assert [r.method for r in seen] == ["DELETE", "GET", "DELETE"]
+    seen.clear()
+    assert await client.delete_content("reg-1", "c-2") is True  # the plain form is now known
+    assert [(r.method, r.url.raw_path.decode().endswith("/$ref")) for r in seen] == [("DELETE", False)]

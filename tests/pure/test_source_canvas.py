@@ -20,7 +20,13 @@ TEMPLATE = "https://oxana.instructure.com/courses/{id}"
 
 
 def source(**options: Any) -> CanvasSource:
-    entry = {"kind": "canvas", "registrationId": "reg-1", "jwksUrl": "https://keys.example/jwks", **options}
+    entry = {
+        "kind": "canvas",
+        "registrationId": "reg-1",
+        "jwksUrl": "https://keys.example/jwks",
+        "rootAccountUuid": "VicYj3cu5BIFpoZhDVU4DZumnlBrWi1grgJEzADs",
+        **options,
+    }
     parsed = parse_sources(json.dumps({"canvas": entry}))["canvas"]
     assert isinstance(parsed, CanvasSource)
     return parsed
@@ -180,13 +186,33 @@ def test_unknown_kids_cannot_make_us_hammer_the_key_server() -> None:
     cache = JwksCache(server, clock=lambda: now[0])
     deliver(keys.sign(load("canvas/course_created"), kid="2024-09"), keys=cache)
     for _ in range(5):
+        # Within a minute of the last read: a key may have rotated in since, so "retry later" (503),
+        # not "invalid" (401), and the key server is not asked again.
         problem = rejected(keys.sign(load("canvas/course_created"), kid="2024-10"), keys=cache)
-        assert problem.kind.slug == "signature-invalid"
-        assert "2024-10" in problem.detail
-    assert server.reads == 1  # within a minute of the last read
+        assert problem.kind.slug == "keys-unavailable"
+        assert problem.headers["Retry-After"]
+    assert server.reads == 1
     now[0] += 61
-    rejected(keys.sign(load("canvas/course_created"), kid="2024-10"), keys=cache)
+    problem = rejected(keys.sign(load("canvas/course_created"), kid="2024-10"), keys=cache)
     assert server.reads == 2
+    assert problem.kind.slug == "signature-invalid"  # read anew, and still not there
+    assert "2024-10" in problem.detail
+
+
+def test_an_event_of_another_canvas_account_is_refused() -> None:
+    other = load("canvas/course_created")
+    other["metadata"]["root_account_uuid"] = "AnotherCustomersAccount"
+    problem = rejected(canvas_keys().sign(other))
+    assert problem.kind.slug == "credential-invalid"
+    assert "root_account_uuid" in problem.detail
+
+
+def test_a_workflow_state_that_is_not_a_string_is_a_400_not_a_crash() -> None:
+    event = load("canvas/course_created")
+    event["body"]["workflow_state"] = ["deleted"]
+    problem = rejected(canvas_keys().sign(event))
+    assert problem.kind.slug == "schema-violation"
+    assert [e.pointer for e in problem.errors] == ["/body/workflow_state"]
 
 
 def test_an_unreadable_key_set_is_503_with_retry_after() -> None:

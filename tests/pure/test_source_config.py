@@ -28,7 +28,7 @@ from shared.sources import adapters
 MAPPING = {"actions": {"course.published": "upsert"}, "externalId": "data.id"}
 MINIMAL: dict[str, dict[str, Any]] = {
     "cloudevents": {"secretSetting": "S"},
-    "canvas": {},
+    "canvas": {"rootAccountUuid": "VicYj3cu5BIFpoZhDVU4DZumnlBrWi1grgJEzADs"},
     "moodle": {"secretSetting": "S"},
     "openedx": {"secretSetting": "S"},
     "thinkific": {"secretSetting": "S"},
@@ -100,7 +100,7 @@ def test_lms_options_are_normalised() -> None:
 
 
 def test_canvas_defaults_to_the_published_key_set_and_signed_events() -> None:
-    source = one({"kind": "canvas"})
+    source = one({"kind": "canvas", "rootAccountUuid": "VicYj3cu5BIFpoZhDVU4DZumnlBrWi1grgJEzADs"})
     assert source.jwks_url == CANVAS_JWKS_URL
     assert source.accept_unsigned is False
     assert source_secret(source) is None
@@ -125,9 +125,13 @@ def test_event_grid_schema_and_origins() -> None:
     [
         ({"kind": "moodle"}, "secretSetting: Field required"),
         ({"kind": "blackboard", "secretSetting": "S"}, "kind 'blackboard' is not one of cloudevents, canvas"),
-        ({"kind": "canvas", "secretSetting": "S"}, "remove secretSetting"),
-        ({"kind": "canvas", "jwksUrl": "http://keys.example/jwks"}, "jwksUrl: must be an https URL"),
-        ({"kind": "canvas", "maxTokenAgeSeconds": 5}, "maxTokenAgeSeconds"),
+        ({"kind": "canvas", "rootAccountId": "1", "secretSetting": "S"}, "remove secretSetting"),
+        ({"kind": "canvas"}, "give rootAccountUuid"),
+        (
+            {"kind": "canvas", "rootAccountId": "1", "jwksUrl": "http://keys.example/jwks"},
+            "jwksUrl: must be an https URL",
+        ),
+        ({"kind": "canvas", "rootAccountId": "1", "maxTokenAgeSeconds": 5}, "maxTokenAgeSeconds"),
         ({"kind": "moodle", "secretSetting": "S", "token": "inline"}, "token: Extra inputs are not permitted"),
         ({"kind": "moodle", "secretSetting": "not a name"}, "secretSetting: String should match pattern"),
         ({"kind": "moodle", "secretSetting": "S", "contentWebUrlTemplate": "https://x.example/{course}"}, "{course}"),
@@ -197,7 +201,12 @@ def test_several_sources_of_different_kinds_in_one_document() -> None:
         json.dumps(
             {
                 "demo": {"registrationId": "reg-1", "secretSetting": "DEMO"},
-                "canvas-prod": {"kind": "canvas", "registrationId": "reg-2", "defaultLanguageTag": "en"},
+                "canvas-prod": {
+                    "kind": "canvas",
+                    "registrationId": "reg-2",
+                    "defaultLanguageTag": "en",
+                    "rootAccountId": "7",
+                },
                 "moodle": {"kind": "moodle", "registrationId": "reg-2", "secretSetting": "MOODLE_TOKEN"},
             }
         )

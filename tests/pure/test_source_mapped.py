@@ -309,3 +309,25 @@ def test_any_platform_id_is_the_external_id_as_is(course_id: str) -> None:
     assert cmd.external_id == "acme-" + course_id
     assert cmd.content is not None
     assert cmd.content.content_web_url.startswith("https://academy.acme.example/c/")
+
+
+@pytest.mark.parametrize(
+    ("where", "expression"),
+    [("events", "sort_by(data.courses, &updated)"), ("field", "sort_by(data.course.tags, &@)[0]")],
+)
+def test_an_expression_that_fails_on_the_senders_data_is_a_400_not_a_crash(where: str, expression: str) -> None:
+    mapping = json.loads(json.dumps(ACME["mapping"]))
+    course = {"uid": 7, "state": "live", "headline": "T", "link": "https://acme.example/7", "locale": "en"}
+    if where == "events":
+        mapping["events"] = expression
+        mapping["externalId"] = {"path": "uid", "convert": "string"}
+        mapping.pop("status")
+        mapping["fields"] = {"title": "headline", "contentWebUrl": "link", "languageTag": "locale"}
+        data = {"courses": [{**course, "updated": "a"}, {**course, "uid": 8, "updated": 5}]}
+    else:
+        mapping["fields"]["skillTags"] = expression
+        data = {"course": {**course, "tags": ["a", 1]}}
+    event = {"specversion": "1.0", "id": "e1", "source": "acme", "type": "academy.course.updated", "data": data}
+    problem = rejected(event, source({**ACME, "mapping": mapping}))
+    assert problem.kind.slug == "schema-violation"
+    assert "cannot be read with" in problem.errors[0].detail

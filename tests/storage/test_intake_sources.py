@@ -27,6 +27,8 @@ THINKIFIC_KEY = "thinkific-api-key-1"
 SHARED_KEY = "shared-query-key-1"
 CE = "application/cloudevents+json"
 LANGUAGE = {"defaultLanguageTag": "en"}
+# The Canvas account of the sample Live Events (tests/payloads/canvas).
+ACCOUNT = {"rootAccountUuid": "VicYj3cu5BIFpoZhDVU4DZumnlBrWi1grgJEzADs"}
 
 
 class KeySet(BaseHTTPRequestHandler):
@@ -70,13 +72,19 @@ def lms(settings: Settings, jwks_url: str, monkeypatch: pytest.MonkeyPatch) -> S
     sources = {
         "canvas": {
             "kind": "canvas",
+            **ACCOUNT,
             "registrationId": "reg-1",
             "jwksUrl": jwks_url,
             "contentWebUrlTemplate": "https://canvas.example.com/courses/{id}",
             **LANGUAGE,
         },
-        "canvas-thin": {"kind": "canvas", "registrationId": "reg-1", "jwksUrl": jwks_url},
-        "canvas-keys-down": {"kind": "canvas", "registrationId": "reg-1", "jwksUrl": "http://127.0.0.1:9/jwks"},
+        "canvas-thin": {"kind": "canvas", "registrationId": "reg-1", "jwksUrl": jwks_url, **ACCOUNT},
+        "canvas-keys-down": {
+            "kind": "canvas",
+            "registrationId": "reg-1",
+            "jwksUrl": "http://127.0.0.1:9/jwks",
+            **ACCOUNT,
+        },
         "moodle": {
             "kind": "moodle",
             "registrationId": "reg-1",
