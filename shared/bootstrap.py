@@ -43,6 +43,7 @@ def worker_ports() -> WorkerPorts:
         ledger=ledger(),
         lease_seconds=max(120.0, 3 * settings.graph_timeout_seconds + settings.graph_max_inline_retry_seconds),
         max_deferrals=settings.graph_max_deferrals,
+        max_inline_retry_seconds=settings.graph_max_inline_retry_seconds,
     )
 
 

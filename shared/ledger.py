@@ -53,6 +53,10 @@ class ItemBusy(LedgerConflict):
 
     code = "ItemBusy"
 
+    def __init__(self, message: str, until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.until = until  # when the other holder's lease ends; None when unknown
+
 
 class StaleEvent(LedgerConflict):
     """The ledger holds a newer event for the item, so this push would overwrite newer content."""
@@ -107,9 +111,20 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def is_stale(known: LedgerEntry | None, event_time: datetime) -> bool:
-    """A command is stale when Graph already has the result of a strictly newer event."""
-    return known is not None and known.event_time > event_time
+def order_key(event_time: datetime, op: str, source_event_id: str | None) -> tuple[datetime, int, str]:
+    """The total order of an item's events: event time; at equal times a delete after an upsert (a
+    redelivered upsert must not bring back what a delete of the same second removed); then the
+    source's event id, so two different events of one second are ordered the same way everywhere."""
+    return (event_time, 1 if op == "delete" else 0, source_event_id or "")
+
+
+def is_stale(
+    known: LedgerEntry | None, event_time: datetime, op: str = "upsert", source_event_id: str | None = None
+) -> bool:
+    """Stale: Graph already has the result of this very event or of one ordered after it."""
+    if known is None:
+        return False
+    return order_key(known.event_time, known.op, known.source_event_id) >= order_key(event_time, op, source_event_id)
 
 
 def table_service(settings: Settings) -> TableServiceClient:
@@ -151,7 +166,15 @@ class Ledger:
         return LedgerEntry.from_entity(entity) if entity and "pushedAt" in entity else None
 
     def claim(
-        self, registration_id: str, external_id: str, event_time: datetime, owner: str, lease_seconds: float
+        self,
+        registration_id: str,
+        external_id: str,
+        event_time: datetime,
+        owner: str,
+        lease_seconds: float,
+        *,
+        op: str = "upsert",
+        source_event_id: str | None = None,
     ) -> bool:
         """Take the item's lease for one push; ``False`` when the command is stale.
 
@@ -172,11 +195,12 @@ class Ledger:
                     )
                     return True
                 known = LedgerEntry.from_entity(current) if "pushedAt" in current else None
-                if is_stale(known, event_time):
+                if is_stale(known, event_time, op, source_event_id):
                     return False
                 holder, until = current.get("leaseOwner") or "", current.get("leaseUntil")
                 if holder and holder != owner and until is not None and _utc(until) > now:
-                    raise ItemBusy(f"{external_id!r} is being pushed by {holder} until {_utc(until).isoformat()}")
+                    ends = _utc(until)
+                    raise ItemBusy(f"{external_id!r} is being pushed by {holder} until {ends.isoformat()}", ends)
                 self._table.update_entity(
                     {"PartitionKey": registration_id, "RowKey": row, **lease},
                     mode=UpdateMode.MERGE,
@@ -215,7 +239,8 @@ class Ledger:
                 if current is None:
                     self._table.create_entity(entry.to_entity())
                     return True
-                if "pushedAt" in current and is_stale(LedgerEntry.from_entity(current), entry.event_time):
+                known = LedgerEntry.from_entity(current) if "pushedAt" in current else None
+                if is_stale(known, entry.event_time, entry.op, entry.source_event_id):
                     return False
                 ends_lease = owner is not None and current.get("leaseOwner") == owner
                 self._table.update_entity(

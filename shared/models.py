@@ -190,12 +190,13 @@ class CommandError(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    kind: Literal["permanent", "malformed"]
+    kind: Literal["permanent", "transient", "malformed"]
     status: int | None = None
     code: str | None = None
     message: str
     request_id: str | None = Field(default=None, alias="requestId")
     at: AwareDatetime
+    attempts: int | None = Field(default=None, ge=1, description="Deliveries tried before it was parked")
 
 
 class ContentCommand(BaseModel):

@@ -24,8 +24,8 @@ from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared import telemetry
-from shared.graph import GraphPermanentError, GraphTransientError
-from shared.ledger import LedgerEntry
+from shared.graph import MAX_ERROR_MESSAGE, GraphError, GraphPermanentError, GraphTransientError
+from shared.ledger import ItemBusy, LedgerEntry
 from shared.models import CommandError, ContentCommand
 from shared.queue import CommandQueue
 
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 # to the queue hidden for that long (its dequeue count starts again), at most this many times
 # (GRAPH_MAX_DEFERRALS).
 MAX_DEFERRALS = 10
+BUSY_RECHECK_SECONDS = 5.0
 
 
 class Outcome(StrEnum):
@@ -76,7 +77,15 @@ class LedgerPort(Protocol):
     def registration_enabled(self, registration_id: str, *, fresh: bool = False) -> bool: ...
 
     def claim(
-        self, registration_id: str, external_id: str, event_time: datetime, owner: str, lease_seconds: float
+        self,
+        registration_id: str,
+        external_id: str,
+        event_time: datetime,
+        owner: str,
+        lease_seconds: float,
+        *,
+        op: str = "upsert",
+        source_event_id: str | None = None,
     ) -> bool: ...
 
     def release(self, registration_id: str, external_id: str, owner: str) -> None: ...
@@ -93,6 +102,9 @@ class WorkerPorts:
     ledger: LedgerPort
     lease_seconds: float = 120.0  # longer than one push can take, retries and timeouts included
     max_deferrals: int = MAX_DEFERRALS
+    # A Retry-After up to this long is waited inside the invocation (GRAPH_MAX_INLINE_RETRY_SECONDS);
+    # only a longer one sends the command back to the queue.
+    max_inline_retry_seconds: float = 10.0
 
 
 async def process(body: bytes, info: MessageInfo, ports: WorkerPorts) -> Outcome:
@@ -134,18 +146,26 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
             logger.info("held %s %s reg=%s message=%s correlation=%s (registration disabled)", *log_args)
             telemetry.COMMANDS_HELD.add(1)
             return Outcome.HELD
-        owner = f"{info.message_id}/{uuid.uuid4().hex[:8]}"
-        claimed = await asyncio.to_thread(
-            ports.ledger.claim,
-            command.registration_id,
-            command.external_id,
-            command.event_time,
-            owner,
-            ports.lease_seconds,
-        )
+        # The message id: a redelivery of this very message may take back the lease it left behind.
+        owner = info.message_id or f"worker/{uuid.uuid4().hex[:8]}"
+        try:
+            claimed = await asyncio.to_thread(
+                partial(
+                    ports.ledger.claim,
+                    command.registration_id,
+                    command.external_id,
+                    command.event_time,
+                    owner,
+                    ports.lease_seconds,
+                    op=command.op,
+                    source_event_id=command.source_event_id,
+                )
+            )
+        except ItemBusy as busy:
+            return await _wait_for_lease(command, busy, ports, log_args)
         if not claimed:
             logger.info(
-                "skipped stale %s %s reg=%s message=%s correlation=%s: a newer event (than %s) was pushed",
+                "skipped %s %s reg=%s message=%s correlation=%s: the ledger holds this event (%s) or a later one",
                 *log_args,
                 command.event_time.isoformat(),
             )
@@ -153,35 +173,35 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
             return Outcome.SKIPPED_STALE
         try:
             outcome = await _push(command, ports.graph)
-        except BaseException:
+            recorded = await asyncio.to_thread(
+                ports.ledger.record,
+                LedgerEntry(
+                    registration_id=command.registration_id,
+                    external_id=command.external_id,
+                    op=command.op,
+                    event_time=command.event_time,
+                    pushed_at=datetime.now(UTC),
+                    pushed_by="worker",
+                    source=command.source,
+                    source_event_id=command.source_event_id,
+                ),
+                owner,
+            )
+        except BaseException:  # a failed push or a failed record: the retry must not wait for the lease
             await asyncio.to_thread(ports.ledger.release, command.registration_id, command.external_id, owner)
             raise
-        recorded = await asyncio.to_thread(
-            ports.ledger.record,
-            LedgerEntry(
-                registration_id=command.registration_id,
-                external_id=command.external_id,
-                op=command.op,
-                event_time=command.event_time,
-                pushed_at=datetime.now(UTC),
-                pushed_by="worker",
-                source=command.source,
-                source_event_id=command.source_event_id,
-            ),
-            owner,
-        )
         if not recorded:  # cannot happen under the lease unless it expired mid-push
             logger.warning("ledger kept a newer event than %s %s; lease expired mid-push?", *log_args[:2])
     except GraphTransientError as error:
-        if error.retry_after is None or command.deferrals >= ports.max_deferrals:
-            _log_retry(info, log_args, error)
-            raise
+        wait = error.retry_after or 0.0
+        if wait <= ports.max_inline_retry_seconds or command.deferrals >= ports.max_deferrals:
+            return await _retry_or_park(command, info, ports, log_args, error)
         deferred = command.model_copy(update={"deferrals": command.deferrals + 1})
-        await asyncio.to_thread(ports.queue.defer, deferred.to_json(), error.retry_after)
+        await asyncio.to_thread(ports.queue.defer, deferred.to_json(), wait)
         logger.warning(
             "deferred %s %s reg=%s message=%s correlation=%s for %.0fs (Graph Retry-After, deferral %d): %s",
             *log_args,
-            error.retry_after,
+            wait,
             deferred.deferrals,
             error,
         )
@@ -205,11 +225,56 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
         telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": f"http-{error.status}"})
         return Outcome.PARKED
     except Exception as error:
-        _log_retry(info, log_args, error)
-        raise
+        return await _retry_or_park(command, info, ports, log_args, error)
     telemetry.COMMANDS_APPLIED.add(1, {"vlsync.outcome": outcome.value})
     logger.info("%s %s reg=%s message=%s correlation=%s", outcome.value, *log_args[1:])
     return outcome
+
+
+async def _retry_or_park(
+    command: ContentCommand, info: MessageInfo, ports: WorkerPorts, log_args: tuple[str, ...], error: Exception
+) -> Outcome:
+    """Raise for a redelivery; on the final attempt park the command instead.
+
+    The host would copy it to ``-poison`` with the queue's default 7-day time-to-live, where an
+    outage's commands would vanish a week later; parked by the worker, it never expires and says why.
+    """
+    _log_retry(info, log_args, error)
+    if not info.final_attempt:
+        raise error
+    graph = error if isinstance(error, GraphError) else None
+    parked = command.model_copy(
+        update={
+            "last_error": CommandError(
+                kind="transient",
+                status=graph.status if graph else None,
+                code=graph.code if graph else type(error).__name__,
+                message=(graph.message if graph else str(error))[:MAX_ERROR_MESSAGE],
+                requestId=graph.request_id if graph else None,
+                at=datetime.now(UTC),
+                attempts=info.dequeue_count,
+            )
+        }
+    )
+    await asyncio.to_thread(ports.queue.park, parked.to_json())
+    telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": "attempts-exhausted"})
+    return Outcome.PARKED
+
+
+async def _wait_for_lease(
+    command: ContentCommand, busy: ItemBusy, ports: WorkerPorts, log_args: tuple[str, ...]
+) -> Outcome:
+    """Another message holds the item: come back hidden, as a new message, without spending an attempt.
+
+    At most ``BUSY_RECHECK_SECONDS`` later, not at the lease's end: the holder usually finishes
+    (and releases) within a second, and the lease is only its bound.
+    """
+    remaining = (busy.until - datetime.now(UTC)).total_seconds() if busy.until else BUSY_RECHECK_SECONDS
+    delay = max(1.0, min(remaining, BUSY_RECHECK_SECONDS))
+    await asyncio.to_thread(ports.queue.defer, command.to_json(), delay)
+    logger.info("busy %s %s reg=%s message=%s correlation=%s: back in %.0fs (%s)", *log_args, delay, busy)
+    telemetry.COMMANDS_RETRIED.add(1, {"vlsync.busy": True})
+    return Outcome.DEFERRED
 
 
 async def _enabled(ledger: LedgerPort, registration_id: str) -> bool:

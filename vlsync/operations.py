@@ -552,7 +552,7 @@ async def pushing(
     owner = f"{PUSHED_BY}/{uuid.uuid4().hex[:8]}"
     now = clock.now()
     claimed = await _take(
-        functools.partial(ledger.claim, registration_id, external_id, now, owner, CLI_LEASE_SECONDS), external_id
+        functools.partial(ledger.claim, registration_id, external_id, now, owner, CLI_LEASE_SECONDS, op=op), external_id
     )
     if not claimed:
         raise StaleEvent("the ledger holds a newer event for this item; it was not overwritten")

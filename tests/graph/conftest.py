@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from azure.identity.aio import ManagedIdentityCredential
 
 from local import demo
+from shared.graph import GraphClient
+from shared.ledger import Ledger
+from shared.queue import StorageCommandQueue
+from shared.settings import Settings
+from tests.conftest import UAMI_CLIENT_ID
 from tests.vlsync_runner import Vlsync, make_runner
 
 
@@ -89,3 +96,46 @@ def cli_side(graph_side: GraphSide, azurite: Any, tmp_path: Path) -> CliSide:
         "VLS_DEV_DIR": str(tmp_path / "no-stack"),  # never the developer's own .dev/stack.env
     }
     return CliSide(graph_side, env, make_runner(env))
+
+
+# -- the worker's Graph client, as the function app builds it ------------------------------------
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def make_graph(graph_side: GraphSide, http: httpx.AsyncClient, client_id: str = UAMI_CLIENT_ID) -> GraphClient:
+    credential = ManagedIdentityCredential(client_id=client_id)
+    CREDENTIALS.append(credential)
+    return GraphClient(
+        http,
+        credential,
+        root=f"{graph_side.url}/v1.0",
+        scope="https://graph.microsoft.com/.default",
+        max_inline_retry_seconds=5,
+        sleep=no_sleep,
+    )
+
+
+CREDENTIALS: list[ManagedIdentityCredential] = []
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        yield client
+    while CREDENTIALS:
+        await CREDENTIALS.pop().close()
+
+
+@pytest.fixture
+def queue(settings: Settings) -> StorageCommandQueue:
+    q = StorageCommandQueue.from_settings(settings)
+    q.ensure_queues()
+    return q
+
+
+@pytest.fixture
+def ledger(settings: Settings) -> Ledger:
+    return Ledger.from_settings(settings)

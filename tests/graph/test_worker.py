@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.queue import QueueClient
 
 from shared.graph import GraphClient, GraphTransientError
@@ -19,52 +17,12 @@ from shared.models import ContentCommand
 from shared.queue import QueueUnavailable, StorageCommandQueue
 from shared.settings import Settings
 from shared.worker import MessageInfo, Outcome, WorkerPorts, process
-from tests.conftest import READ_ONLY_CLIENT_ID, UAMI_CLIENT_ID
-from tests.graph.conftest import GraphSide
+from tests.conftest import READ_ONLY_CLIENT_ID
+from tests.graph.conftest import GraphSide, make_graph
 from tests.queues import peek_messages, peek_texts
 from tests.webhooks import content
 
 INFO = MessageInfo(message_id="m-1", dequeue_count=1)
-
-
-async def no_sleep(_: float) -> None:
-    return None
-
-
-def make_graph(graph_side: GraphSide, http: httpx.AsyncClient, client_id: str = UAMI_CLIENT_ID) -> GraphClient:
-    credential = ManagedIdentityCredential(client_id=client_id)
-    CREDENTIALS.append(credential)
-    return GraphClient(
-        http,
-        credential,
-        root=f"{graph_side.url}/v1.0",
-        scope="https://graph.microsoft.com/.default",
-        max_inline_retry_seconds=5,
-        sleep=no_sleep,
-    )
-
-
-CREDENTIALS: list[ManagedIdentityCredential] = []
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        yield client
-    while CREDENTIALS:
-        await CREDENTIALS.pop().close()
-
-
-@pytest.fixture
-def queue(settings: Settings) -> StorageCommandQueue:
-    q = StorageCommandQueue.from_settings(settings)
-    q.ensure_queues()
-    return q
-
-
-@pytest.fixture
-def ledger(settings: Settings) -> Ledger:
-    return Ledger.from_settings(settings)
 
 
 def ports(graph: GraphClient, queue: StorageCommandQueue, ledger: Ledger) -> WorkerPorts:
@@ -102,13 +60,14 @@ async def test_upsert_then_delete_then_repeat(
         is Outcome.UPSERTED
     )
     assert graph_side.get_content("w-1").json()["level"] == "beginner"
-    # At-least-once delivery: the same message again changes nothing and fails nothing.
+    # At-least-once delivery: the same event again (same id, time and op) is skipped, not pushed again.
     assert (
         await process(command("upsert", "w-1", reg, level="beginner"), INFO, ports(graph, queue, ledger))
-        is Outcome.UPSERTED
+        is Outcome.SKIPPED_STALE
     )
+    # A delete of the same second is ordered after the upsert, so it applies; its repeat is skipped.
     assert await process(command("delete", "w-1", reg), INFO, ports(graph, queue, ledger)) is Outcome.DELETED
-    assert await process(command("delete", "w-1", reg), INFO, ports(graph, queue, ledger)) is Outcome.ALREADY_ABSENT
+    assert await process(command("delete", "w-1", reg), INFO, ports(graph, queue, ledger)) is Outcome.SKIPPED_STALE
     assert graph_side.get_content("w-1").status_code == 404
     assert poison(settings) == []
 
@@ -193,8 +152,8 @@ async def test_older_event_never_overwrites_a_newer_one(
     assert await process(older, INFO, ports(graph, queue, ledger)) is Outcome.SKIPPED_STALE
     assert await process(older_delete, INFO, ports(graph, queue, ledger)) is Outcome.SKIPPED_STALE
     assert graph_side.get_content("w-6").json()["title"] == "Newer"
-    # The same event again (a redelivery) is applied again, harmlessly.
-    assert await process(newer, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED
+    # The same event again (a redelivery) is skipped: Graph already has it.
+    assert await process(newer, INFO, ports(graph, queue, ledger)) is Outcome.SKIPPED_STALE
 
 
 async def test_ledger_records_what_was_pushed_and_when(
@@ -234,11 +193,14 @@ async def test_disabled_registration_holds_commands_until_enabled(
 
 @pytest.mark.parametrize("newer_first", [False, True])
 async def test_concurrent_commands_for_one_item_are_serialised(
-    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, newer_first: bool
+    graph_side: GraphSide,
+    http: httpx.AsyncClient,
+    queue: StorageCommandQueue,
+    ledger: Ledger,
+    settings: Settings,
+    newer_first: bool,
 ) -> None:
     import asyncio
-
-    from shared.ledger import ItemBusy
 
     graph = make_graph(graph_side, http)
     reg = graph_side.registration_id
@@ -246,12 +208,17 @@ async def test_concurrent_commands_for_one_item_are_serialised(
     older = command("upsert", "w-race", reg, title="Older", at=datetime(2026, 11, 27, 11, tzinfo=UTC))
     first, second = (newer, older) if newer_first else (older, newer)
     graph_side.script_faults([{"latencyMs": 1500}])  # the first push is slow: the second overlaps it
-    slow = asyncio.create_task(process(first, INFO, ports(graph, queue, ledger)))
+    slow = asyncio.create_task(process(first, MessageInfo("m-first", 1), ports(graph, queue, ledger)))
     await asyncio.sleep(0.5)
-    with pytest.raises(ItemBusy):
-        await process(second, INFO, ports(graph, queue, ledger))  # redelivered later by the queue
+    # Busy: back to the queue as a new message, hidden for a few seconds, without spending an attempt.
+    second_info = MessageInfo("m-second", 5, max_dequeue_count=5)  # even on the final attempt
+    assert await process(second, second_info, ports(graph, queue, ledger)) is Outcome.DEFERRED
+    main = QueueClient.from_connection_string(settings.storage_connection_string or "", settings.content_queue_name)
+    assert main.get_queue_properties().approximate_message_count == 1  # the deferred copy...
+    assert peek_messages(settings.storage_connection_string or "", settings.content_queue_name) == []  # hidden
+    assert poison(settings) == []
     assert await slow is Outcome.UPSERTED
-    retried = await process(second, INFO, ports(graph, queue, ledger))
+    retried = await process(second, MessageInfo("m-second-again", 1), ports(graph, queue, ledger))
     assert retried is (Outcome.SKIPPED_STALE if newer_first else Outcome.UPSERTED)
     assert graph_side.get_content("w-race").json()["title"] == "Newer"
 
