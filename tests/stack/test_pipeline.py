@@ -68,7 +68,7 @@ def test_permanent_failure_is_parked_once_with_reason(stack: Stack) -> None:
     assert len(patches) == 1  # parked at once, not retried five times
 
 
-def test_persistent_outage_ends_in_poison_after_max_dequeue(stack: Stack) -> None:
+def test_persistent_outage_is_parked_by_the_last_attempt(stack: Stack) -> None:
     import httpx
 
     stack.clear_poison()
@@ -81,4 +81,7 @@ def test_persistent_outage_ends_in_poison_after_max_dequeue(stack: Stack) -> Non
         httpx.delete(f"{stack.graph_url}/_emulator/faults", timeout=10)
     [poisoned] = stack.poison()
     assert poisoned["externalId"] == "e2e-outage"
-    assert "lastError" not in poisoned  # moved by the host after maxDequeueCount, unchanged
+    # Parked by the worker on its last attempt (never expires, says why), not the host's 7-day copy.
+    assert poisoned["lastError"]["kind"] == "transient"
+    assert poisoned["lastError"]["status"] == 503
+    assert poisoned["lastError"]["attempts"] == 5
