@@ -131,7 +131,7 @@ def lone_surrogates(document: Any) -> list[str]:
         elif isinstance(value, dict):
             for key, item in value.items():
                 if _SURROGATE.search(key):  # the pointer names it escaped, so the answer stays encodable
-                    key = key.encode("utf-8", "backslashreplace").decode("ascii")
+                    key = key.encode("utf-8", "backslashreplace").decode("utf-8")
                     found.append(json_pointer((*path, key)))
                 stack.append((item, (*path, key)))
         elif isinstance(value, list):

@@ -298,3 +298,8 @@ def test_batch_keeps_one_command_per_item_the_latest() -> None:
     assert [(c.op, c.external_id) for c in cmds] == [("delete", "a"), ("upsert", "b")]
     assert cmds[1].content is not None
     assert cmds[1].content.title == "newer"
+
+
+def test_a_lone_surrogate_in_a_non_ascii_key_is_named_by_its_escape() -> None:
+    p = problem_of(b'{"specversion":"1.0","caf\\u00e9\\ud800":1}')
+    assert pointers(p) == ["/caf\u00e9\\ud800"]
