@@ -1,8 +1,10 @@
 targetScope = 'subscription'
 
 // Viva Learning Sync: one resource group with the function app (Flex Consumption, user-assigned
-// managed identity), its storage, Key Vault, monitoring, role assignments and, when allowed, the
-// Microsoft Graph application roles. `azd up` deploys it; docs/deploy.md explains every parameter.
+// managed identity), its storage, Key Vault, monitoring and role assignments; in Entra ID, when
+// allowed, the app registration the worker pushes content as (the managed identity is its
+// credential) and its Microsoft Graph admin consent. `azd up` deploys it; docs/deploy.md explains
+// every parameter.
 
 @minLength(1)
 @maxLength(64)
@@ -117,10 +119,24 @@ param registrationStateCacheSeconds int = 10
 @description('More app settings, {"NAME": "value"}, e.g. LMS API credentials as Key Vault references. The only place to add a setting: provisioning replaces all app settings, and the template\'s own names win over these.')
 param extraAppSettings object = {}
 
-@description('Grant the Graph application roles to the managed identity in this deployment (needs AppRoleAssignment.ReadWrite.All and Application.Read.All). Otherwise the postprovision hook prints the commands for an admin.')
+@description('Create the Entra app registration the worker pushes content as (app/viva-app.bicep): its only credential is the managed identity, and the admin registers the learning provider through it. Needs the right to create apps (the default "Users can register applications", or Application Developer). Off: an admin creates it with the commands the postprovision hook prints and sets VIVA_APP_CLIENT_ID.')
+param createVivaApp bool = true
+
+@description('Client id of an app registration created by hand (with createVivaApp off); ignored when the deployment creates the app.')
+param vivaAppClientId string = ''
+
+@description('How the worker gets Microsoft Graph tokens (GRAPH_AUTH_MODE): app, as the Viva Learning app with the managed identity as its credential; managed-identity, the fallback, as the managed identity itself with its own Graph roles. Empty: app when there is an app, else managed-identity.')
+@allowed([
+  ''
+  'app'
+  'managed-identity'
+])
+param graphAuthMode string = ''
+
+@description('Admin consent in this deployment (needs AppRoleAssignment.ReadWrite.All, DelegatedPermissionGrant.ReadWrite.All and Application.Read.All: Privileged Role Administrator or Global Administrator): for the created app, its Graph permissions; in managed-identity mode, the identity\'s Graph application roles. Otherwise the postprovision hook prints the commands for an admin.')
 param grantGraphPermissions bool = false
 
-@description('Also grant LearningAssignedCourse.ReadWrite.All and LearningSelfInitiatedCourse.ReadWrite.All (learner records).')
+@description('Managed-identity mode only: also grant the identity LearningAssignedCourse.ReadWrite.All and LearningSelfInitiatedCourse.ReadWrite.All (learner records). The app always requires them.')
 param grantLearnerRecordRoles bool = false
 
 @description('Key Vault purge protection (recommended in production; irreversible, and `azd down --purge` cannot purge the vault).')
@@ -186,6 +202,25 @@ var learnerRecordRoles = [
   'LearningSelfInitiatedCourse.ReadWrite.All'
 ]
 var graphAppRoles = grantLearnerRecordRoles ? concat(learningContentRoles, learnerRecordRoles) : learningContentRoles
+// The Viva Learning app (app/viva-app.bicep) requires the learner-record roles from the start, so
+// a later feature needs no new consent, and the delegated scope the admin registers the provider
+// with (POST /employeeExperience/learningProviders is delegated-only).
+var vivaAppApplicationPermissions = concat(learningContentRoles, learnerRecordRoles)
+var vivaAppDelegatedPermissions = [
+  'LearningProvider.ReadWrite'
+]
+// Stable per environment: a redeploy updates the same app (uniqueName is its immutable alternate key).
+var vivaAppUniqueName = 'viva-learning-sync-${resourceToken}'
+var vivaAppDisplayName = 'Viva Learning Sync (${environmentName})'
+// The federated credential that makes the managed identity the app's credential (quickstart
+// msi-as-a-fic-secretless): the identity's tokens are issued by the tenant's v2.0 authority for
+// the token-exchange audience, with the identity's principal id as subject.
+var vivaAppFicIssuer = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+var vivaAppFicAudience = 'api://AzureADTokenExchange'
+var vivaAppTenantId = tenant().tenantId
+var hasVivaApp = createVivaApp || !empty(vivaAppClientId)
+var graphAuthModeInUse = empty(graphAuthMode) ? (hasVivaApp ? 'app' : 'managed-identity') : graphAuthMode
+var vivaAppClientIdInUse = createVivaApp ? vivaApp.outputs.clientId : vivaAppClientId
 var vnetName = '${abbrs.networkVirtualNetworks}${resourceToken}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -313,6 +348,23 @@ module webhookSources 'app/sources.bicep' = {
   }
 }
 
+// The app registration with the managed identity as its federated credential, and its service
+// principal (Microsoft Graph Bicep extension). Entra objects outlive `azd down`; a redeploy finds
+// the app again by its uniqueName.
+module vivaApp 'app/viva-app.bicep' = if (createVivaApp) {
+  name: 'viva-app'
+  scope: rg
+  params: {
+    uniqueName: vivaAppUniqueName
+    displayName: vivaAppDisplayName
+    managedIdentityPrincipalId: identity.outputs.principalId
+    ficIssuer: vivaAppFicIssuer
+    ficAudience: vivaAppFicAudience
+    applicationPermissions: vivaAppApplicationPermissions
+    delegatedPermissions: vivaAppDelegatedPermissions
+  }
+}
+
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
@@ -364,6 +416,9 @@ module api 'app/function.bicep' = {
       GRAPH_TIMEOUT_SECONDS: string(graphTimeoutSeconds)
       GRAPH_MAX_INLINE_RETRY_SECONDS: string(graphMaxInlineRetrySeconds)
       GRAPH_MAX_DEFERRALS: string(graphMaxDeferrals)
+      GRAPH_AUTH_MODE: graphAuthModeInUse
+      VIVA_APP_CLIENT_ID: vivaAppClientIdInUse
+      VIVA_APP_TENANT_ID: vivaAppTenantId
     })
   }
   // The app starts once its roles exist and, with vnetEnabled, once storage and Key Vault are
@@ -374,9 +429,22 @@ module api 'app/function.bicep' = {
   ]
 }
 
-// After the function app: creating the site takes a while, which gives a new identity's service
-// principal time to replicate in Entra ID before Graph is asked to grant it a role.
-module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermissions) {
+// Admin consent for the created app: its application roles and, for every user, its delegated
+// scope, to the app's service principal.
+module vivaAppConsent 'app/graph-permissions.bicep' = if (createVivaApp && grantGraphPermissions) {
+  name: 'viva-app-consent'
+  scope: rg
+  params: {
+    principalId: createVivaApp ? vivaApp.outputs.servicePrincipalId : ''
+    appRoles: vivaAppApplicationPermissions
+    delegatedScopes: vivaAppDelegatedPermissions
+  }
+}
+
+// Fallback mode only (GRAPH_AUTH_MODE=managed-identity): the Graph application roles of the managed
+// identity itself. After the function app: creating the site takes a while, which gives a new
+// identity's service principal time to replicate in Entra ID before Graph is asked to grant it a role.
+module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermissions && graphAuthModeInUse == 'managed-identity') {
   name: 'graph-permissions'
   scope: rg
   params: {
@@ -406,3 +474,14 @@ output WEBHOOK_SECRET_NAMES string = join(webhookSources.outputs.secretNames, ',
 output WEBHOOK_SOURCE_NAMES string = join(webhookSources.outputs.sourceNames, ',')
 output GRAPH_APP_ROLES string = join(graphAppRoles, ',')
 output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions
+// What the worker signs in as (the GRAPH_AUTH_MODE setting). Not output under that name: azd would
+// store it in the environment, which feeds the graphAuthMode parameter and would pin the mode.
+output GRAPH_AUTH_MODE_IN_USE string = graphAuthModeInUse
+output VIVA_APP_CLIENT_ID string = vivaAppClientIdInUse
+output VIVA_APP_TENANT_ID string = vivaAppTenantId
+output VIVA_APP_CREATED bool = createVivaApp
+output VIVA_APP_DISPLAY_NAME string = vivaAppDisplayName
+output VIVA_APP_FIC_ISSUER string = vivaAppFicIssuer
+output VIVA_APP_FIC_AUDIENCE string = vivaAppFicAudience
+output VIVA_APP_GRAPH_ROLES string = join(vivaAppApplicationPermissions, ',')
+output VIVA_APP_GRAPH_SCOPES string = join(vivaAppDelegatedPermissions, ',')

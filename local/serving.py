@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -24,45 +25,78 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def http_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def http_url(host: str, port: int, *, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 @dataclass(frozen=True)
 class Site:
-    """A started server; ``url`` has no trailing slash."""
+    """A started server; ``url`` has no trailing slash. ``tls_port`` is its HTTPS listener, if it has one."""
 
     runner: web.AppRunner
     host: str
     port: int
+    tls_port: int | None = None
 
     @property
     def url(self) -> str:
         return http_url(self.host, self.port)
 
+    @property
+    def tls_url(self) -> str | None:
+        return None if self.tls_port is None else http_url(self.host, self.tls_port, tls=True)
+
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        await self.runner.cleanup()  # stops every listener of the runner
 
 
-async def start_site(app: web.Application, host: str, port: int, *, shutdown_timeout: float = 2.0) -> Site:
-    """Serve ``app`` until ``Site.stop``, which lets requests in flight finish for ``shutdown_timeout``.
-
-    The socket is bound here rather than by aiohttp because with port 0 and a name such as
-    ``localhost`` aiohttp would bind one free port per address, and there would be no one port to report.
-    """
+def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.setblocking(False)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
     except BaseException:
-        await runner.cleanup()
         sock.close()
         raise
-    return Site(runner, host, int(sock.getsockname()[1]))
+    return sock
+
+
+async def start_site(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float = 2.0,
+    tls: ssl.SSLContext | None = None,
+    tls_port: int = 0,
+) -> Site:
+    """Serve ``app`` until ``Site.stop``, which lets requests in flight finish for ``shutdown_timeout``.
+
+    With ``tls`` the same app also listens on ``tls_port`` over HTTPS (one runner, two sites, so both
+    share the app's state and stop together).
+
+    The sockets are bound here rather than by aiohttp because with port 0 and a name such as
+    ``localhost`` aiohttp would bind one free port per address, and there would be no one port to report.
+    """
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    socks: list[socket.socket] = []
+    try:
+        socks.append(_bind(host, port))
+        if tls is not None:
+            socks.append(_bind(host, tls_port))
+        await runner.setup()
+        await web.SockSite(runner, socks[0]).start()
+        if tls is not None:
+            await web.SockSite(runner, socks[1], ssl_context=tls).start()
+    except BaseException:
+        await runner.cleanup()
+        for sock in socks:
+            sock.close()
+        raise
+    bound_tls = int(socks[1].getsockname()[1]) if tls is not None else None
+    return Site(runner, host, int(socks[0].getsockname()[1]), bound_tls)
 
 
 class LoopThread:
@@ -98,12 +132,22 @@ class LoopThread:
 
 @contextlib.contextmanager
 def serve_in_thread(
-    app: web.Application, *, name: str, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 10.0
+    app: web.Application,
+    *,
+    name: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout: float = 10.0,
+    tls: ssl.SSLContext | None = None,
+    tls_port: int = 0,
 ) -> Iterator[Site]:
-    """Serve ``app`` on a :class:`LoopThread` named ``name`` for the ``with`` block; start-up errors raise here."""
+    """Serve ``app`` on a :class:`LoopThread` named ``name`` for the ``with`` block; start-up errors raise here.
+
+    ``tls``/``tls_port`` add an HTTPS listener, as in :func:`start_site`.
+    """
     thread = LoopThread(name)
     try:
-        site = thread.call(start_site(app, host, port), startup_timeout)
+        site = thread.call(start_site(app, host, port, tls=tls, tls_port=tls_port), startup_timeout)
         try:
             yield site
         finally:

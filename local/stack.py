@@ -40,11 +40,19 @@ logger = logging.getLogger("stack")
 DEV = Path(os.environ.get("VLS_DEV_DIR", REPO_ROOT / ".dev")).resolve()
 
 
+# The stack's identities, as azd provision makes them in Azure (infra/app/viva-app.bicep): the function
+# app runs as a user-assigned managed identity, which is the federated credential of the product's Entra
+# app; the worker signs in as that app, and the demo provider is registered through it.
+STACK_IDENTITY_CLIENT_ID = "5a5a5a5a-0000-4000-8000-00000000570c"
+STACK_APP_CLIENT_ID = "a99c0000-0000-4000-8000-0000000057ac"
+
+
 @dataclass(frozen=True)
 class Ports:
     host: int = 7071
     graph: int = 7072
     identity: int = 7073
+    identity_tls: int = 7074  # the identity endpoint's Entra sign-in route (azure-identity insists on https)
     blob: int = 10000
     queue: int = 10001
     table: int = 10002
@@ -136,15 +144,50 @@ def check_ports_free(ports: Ports) -> None:
 
 
 def admin_token(identity_endpoint: str, identity_header: str) -> str:
-    """A delegated token of a learning-provider admin, from the identity endpoint's ``/dev/token``."""
+    """A delegated token of a learning-provider admin signed in through the product's app, from the
+    identity endpoint's ``/dev/token``: the registration is then bound to the app the worker pushes as."""
     answer = httpx.post(
         identity_endpoint.replace("/msi/token", "/dev/token"),
-        json={"resource": "https://graph.microsoft.com", "scopes": ["LearningProvider.ReadWrite"]},
+        json={
+            "resource": "https://graph.microsoft.com",
+            "scopes": ["LearningProvider.ReadWrite"],
+            "clientId": STACK_APP_CLIENT_ID,
+        },
         headers={"X-IDENTITY-HEADER": identity_header},
         timeout=10,
     )
     answer.raise_for_status()
     return str(answer.json()["access_token"])
+
+
+def sign_in_settings(identity_endpoint: str) -> dict[str, str]:
+    """The worker's one-app sign-in settings, read from the running identity endpoint (its Entra route and
+    CA), and a CA bundle (certifi's roots + the local CA) for SSL_CERT_FILE."""
+    from local.identity.tls import ca_bundle
+
+    health = httpx.get(identity_endpoint.replace("/msi/token", "/_identity/health"), timeout=10).json()
+    bundle = ca_bundle(DEV / "ca-bundle.pem", health["caFile"])
+    return {
+        "GRAPH_AUTH_MODE": "app",
+        "AZURE_CLIENT_ID": STACK_IDENTITY_CLIENT_ID,
+        "VIVA_APP_CLIENT_ID": STACK_APP_CLIENT_ID,
+        "VIVA_APP_TENANT_ID": str(health["tenantId"]),
+        "AZURE_AUTHORITY_HOST": str(health["authorityHost"]),
+        "SSL_CERT_FILE": str(bundle),
+    }
+
+
+def bound_registration(graph_url: str, known: str | None) -> str | None:
+    """``known`` if it was registered through the stack's app; a registration from before the one-app
+    setup (bound to another app id) would refuse every push, so it is registered anew instead."""
+    if not known:
+        return None
+    providers = httpx.get(f"{graph_url}/_emulator/providers", timeout=10).json()["value"]
+    found = next((p for p in providers if p["id"] == known), None)
+    if found and str(found.get("registeredByAppId") or "").lower() != STACK_APP_CLIENT_ID:
+        logger.info("registration %s was made through another app; registering the demo provider anew", known)
+        return None
+    return known
 
 
 def previous_registration() -> str | None:
@@ -184,19 +227,22 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
             r"listening on (http://\S+)",
         )
         procs.append(graph)
+        identity_args = [
+            *("--port", str(ports.identity), "--tls-port", str(ports.identity_tls), "--tls-dir", str(DEV / "tls")),
+            *("--header", local_secrets["IDENTITY_HEADER"], "--client-id", STACK_IDENTITY_CLIENT_ID),
+            *("--app", f"{STACK_APP_CLIENT_ID}={STACK_IDENTITY_CLIENT_ID}"),
+        ]
         identity = Child(
-            "identity",
-            [py, "-m", "local.identity", "--port", str(ports.identity), "--header", local_secrets["IDENTITY_HEADER"]],
-            base_env,
-            r"listening on (http://\S+)",
+            "identity", [py, "-m", "local.identity", *identity_args], base_env, r"listening on (http://\S+)"
         )
         procs.append(identity)
         graph_url = graph.wait_ready(30).group(1).rstrip("/")
         identity_endpoint = identity.wait_ready(30).group(1)
+        sign_in = sign_in_settings(identity_endpoint)
         registration = demo.register_provider(
             graph_url,
             admin_token(identity_endpoint, local_secrets["IDENTITY_HEADER"]),
-            known=previous_registration(),
+            known=bound_registration(graph_url, previous_registration()),
         )
         app_env = {
             **base_env,
@@ -209,6 +255,7 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
             "GRAPH_BASE_URL": graph_url,
             "IDENTITY_ENDPOINT": identity_endpoint,
             "IDENTITY_HEADER": local_secrets["IDENTITY_HEADER"],
+            **sign_in,
         }
         func = shutil.which("func") if use_func is not False else None
         if func:
@@ -232,6 +279,7 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
                 "DEMO_SOURCE": demo.DEMO_SOURCE,
                 "DEMO_WEBHOOK_SECRET": local_secrets["DEMO_WEBHOOK_SECRET"],
                 STORAGE_CONNECTION: azurite.connection_string,
+                **sign_in,
             },
         )
         env_shown = env_file.relative_to(REPO_ROOT) if env_file.is_relative_to(REPO_ROOT) else env_file

@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import httpx
 
+from shared.credentials import graph_credential, tls_options
 from shared.graph import GraphClient
 from shared.ledger import Ledger
 from shared.queue import StorageCommandQueue
@@ -48,13 +49,11 @@ def worker_ports() -> WorkerPorts:
 
 
 def graph_client(settings: Settings | None = None) -> GraphClient:
-    """The worker's Graph client, authenticated by the app's managed identity."""
+    """The worker's Graph client, signed in as ``GRAPH_AUTH_MODE`` says (``shared.credentials``)."""
     global _graph
     if _graph is None:
-        from azure.identity.aio import ManagedIdentityCredential
-
         settings = settings or get_settings()
-        credential = ManagedIdentityCredential(client_id=settings.azure_client_id)
+        credential = graph_credential(settings, **tls_options())
         http = httpx.AsyncClient(timeout=settings.graph_timeout_seconds)
         _graph = GraphClient(
             http,
@@ -63,7 +62,13 @@ def graph_client(settings: Settings | None = None) -> GraphClient:
             scope=settings.graph_token_scope,
             max_inline_retry_seconds=settings.graph_max_inline_retry_seconds,
         )
-        logger.info("graph client ready root=%s identity=%s", settings.graph_root, settings.azure_client_id or "system")
+        logger.info(
+            "graph client ready root=%s auth=%s app=%s identity=%s",
+            settings.graph_root,
+            settings.graph_auth_mode,
+            settings.viva_app_client_id if settings.graph_auth_mode == "app" else None,
+            settings.azure_client_id or "system",
+        )
     return _graph
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import email.utils
 import json as jsonlib
 import logging
@@ -224,9 +225,12 @@ class GraphClient:
         max_inline_retry_seconds: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_retry: Callable[[GraphTransientError, int, float], None] | None = None,
+        tenant_id: str | None = None,
     ) -> None:
-        """``on_retry(error, attempt, delay)`` is told before each wait (the CLI shows it); optional."""
+        """``on_retry(error, attempt, delay)`` is told before each wait (the CLI shows it); optional.
+        ``tenant_id``: the tenant tokens are asked for (``None``: the credential's own)."""
         self._http = http
+        self._tenant_id = tenant_id
         self._credential = credential
         self._root = root.rstrip("/")
         self._origin = _origin(httpx.URL(self._root))
@@ -238,6 +242,14 @@ class GraphClient:
         # Graph's clock (the Date header of its latest answer, errors included), so callers can take
         # event times from Graph rather than from this machine.
         self.last_server_date: datetime | None = None
+
+    def for_tenant(self, tenant_id: str | None) -> GraphClient:
+        """The same client (connections, credential, token cache) asking for ``tenant_id``'s tokens."""
+        if tenant_id is None or tenant_id == self._tenant_id:
+            return self
+        other = copy.copy(self)
+        other._tenant_id = tenant_id
+        return other
 
     # -- learning content ---------------------------------------------------------------------
 
@@ -441,15 +453,16 @@ class GraphClient:
         )
 
     async def _token(self, claims: str | None) -> str:
+        tenant: dict[str, str] = {"tenant_id": self._tenant_id} if self._tenant_id else {}
         try:
             if claims is not None:
                 try:
-                    return (await self._credential.get_token(self._scope, claims=claims)).token
+                    return (await self._credential.get_token(self._scope, claims=claims, **tenant)).token
                 except AzureError as exc:
                     # Some credentials refuse claims (AzureCliCredential); they keep no token cache
                     # in this process either, so a plain request is as fresh as it gets.
                     logger.info("credential took no claims (%s); asking for a token without them", type(exc).__name__)
-            return (await self._credential.get_token(self._scope)).token
+            return (await self._credential.get_token(self._scope, **tenant)).token
         except AzureError as exc:
             # The aio credential raises ClientAuthenticationError for refusals and ServiceRequestError /
             # ServiceResponseError for lost connections: all are the token endpoint's trouble, not the command's.

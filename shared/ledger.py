@@ -8,9 +8,12 @@ redelivered or out-of-order event never overwrites a newer one), "when was this 
 content row, so ``enable --reactivate-content`` shows exactly those again and leaves the items the
 LMS retired alone; any later recorded push clears it, because that push decided the item's state).
 
-Rows: PartitionKey = registration id; RowKey = ``c-<sha256 of externalId>`` for content (ids may
+Rows: PartitionKey = ``<tenant id>:<registration id>`` (a registration id is unique only within its
+tenant, and one table may serve many tenants); RowKey = ``c-<sha256 of externalId>`` for content (ids may
 hold characters Table keys forbid and be longer than a key may be), ``registration`` for the
-registration's own state.
+registration's own state (enabled, and which app registered it in which tenant).
+
+One ``Ledger`` object speaks for one tenant; ``for_tenant`` gives another tenant's view of the same table.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ class StaleEvent(LedgerConflict):
     code = "Stale"
 
 
+def partition_key(tenant_id: str, registration_id: str) -> str:
+    """Tenant ids are GUIDs (no ':'), so the key splits back unambiguously."""
+    return f"{tenant_id.lower()}:{registration_id}"
+
+
 def content_row_key(external_id: str) -> str:
     return "c-" + hashlib.sha256(external_id.encode("utf-8")).hexdigest()
 
@@ -79,10 +87,12 @@ class LedgerEntry:
     source: str | None = None
     source_event_id: str | None = None
 
-    def to_entity(self) -> dict[str, Any]:
+    def to_entity(self, tenant_id: str) -> dict[str, Any]:
         return {
-            "PartitionKey": self.registration_id,
+            "PartitionKey": partition_key(tenant_id, self.registration_id),
             "RowKey": content_row_key(self.external_id),
+            "tenantId": tenant_id.lower(),
+            "registrationId": self.registration_id,
             "externalId": self.external_id,
             "op": self.op,
             "eventTime": self.event_time,
@@ -96,7 +106,7 @@ class LedgerEntry:
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> LedgerEntry:
         return cls(
-            registration_id=entity["PartitionKey"],
+            registration_id=entity.get("registrationId") or str(entity["PartitionKey"]).partition(":")[2],
             external_id=entity["externalId"],
             op=entity["op"],
             event_time=_utc(entity["eventTime"]),
@@ -135,8 +145,9 @@ def table_service(settings: Settings) -> TableServiceClient:
 class Ledger:
     """Reads and writes the ledger table; creates the table on first use (Azurite starts empty)."""
 
-    def __init__(self, table: TableClient, *, state_cache_seconds: float = 10.0) -> None:
+    def __init__(self, table: TableClient, *, tenant_id: str, state_cache_seconds: float = 10.0) -> None:
         self._table = table
+        self.tenant_id = tenant_id.lower()
         self._ensured = False
         self._cache_seconds = state_cache_seconds
         self._states: dict[str, tuple[float, bool]] = {}
@@ -144,7 +155,19 @@ class Ledger:
     @classmethod
     def from_settings(cls, settings: Settings) -> Ledger:
         table = table_service(settings).get_table_client(settings.ledger_table_name)
-        return cls(table, state_cache_seconds=settings.registration_state_cache_seconds)
+        cache = settings.registration_state_cache_seconds
+        return cls(table, tenant_id=settings.home_tenant(), state_cache_seconds=cache)
+
+    def for_tenant(self, tenant_id: str | None) -> Ledger:
+        """This ledger's table as ``tenant_id`` sees it (``None``: this ledger's own tenant)."""
+        if tenant_id is None or tenant_id.lower() == self.tenant_id:
+            return self
+        other = Ledger(self._table, tenant_id=tenant_id, state_cache_seconds=self._cache_seconds)
+        other._ensured = self._ensured
+        return other
+
+    def _pk(self, registration_id: str) -> str:
+        return partition_key(self.tenant_id, registration_id)
 
     def _ensure(self) -> None:
         if not self._ensured:
@@ -162,7 +185,7 @@ class Ledger:
     # -- content ------------------------------------------------------------------------------
 
     def last_push(self, registration_id: str, external_id: str) -> LedgerEntry | None:
-        entity = self._get(registration_id, content_row_key(external_id))
+        entity = self._get(self._pk(registration_id), content_row_key(external_id))
         return LedgerEntry.from_entity(entity) if entity and "pushedAt" in entity else None
 
     def claim(
@@ -187,11 +210,11 @@ class Ledger:
         for _ in range(5):
             now = datetime.now(UTC)
             lease = {"leaseOwner": owner, "leaseUntil": now + timedelta(seconds=lease_seconds)}
-            current = self._get(registration_id, row)
+            current = self._get(self._pk(registration_id), row)
             try:
                 if current is None:
                     self._table.create_entity(
-                        {"PartitionKey": registration_id, "RowKey": row, "externalId": external_id, **lease}
+                        {"PartitionKey": self._pk(registration_id), "RowKey": row, "externalId": external_id, **lease}
                     )
                     return True
                 known = LedgerEntry.from_entity(current) if "pushedAt" in current else None
@@ -202,7 +225,7 @@ class Ledger:
                     ends = _utc(until)
                     raise ItemBusy(f"{external_id!r} is being pushed by {holder} until {ends.isoformat()}", ends)
                 self._table.update_entity(
-                    {"PartitionKey": registration_id, "RowKey": row, **lease},
+                    {"PartitionKey": self._pk(registration_id), "RowKey": row, **lease},
                     mode=UpdateMode.MERGE,
                     etag=current.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
@@ -216,10 +239,10 @@ class Ledger:
         """Give the lease back after a failed push, so the retry need not wait for it to expire."""
         row = content_row_key(external_id)
         try:
-            current = self._get(registration_id, row)
+            current = self._get(self._pk(registration_id), row)
             if current is not None and current.get("leaseOwner") == owner:
                 self._table.update_entity(
-                    {"PartitionKey": registration_id, "RowKey": row, **_NO_LEASE},
+                    {"PartitionKey": self._pk(registration_id), "RowKey": row, **_NO_LEASE},
                     mode=UpdateMode.MERGE,
                     etag=current.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
@@ -234,17 +257,17 @@ class Ledger:
         """
         row = content_row_key(entry.external_id)
         for _ in range(5):
-            current = self._get(entry.registration_id, row)
+            current = self._get(self._pk(entry.registration_id), row)
             try:
                 if current is None:
-                    self._table.create_entity(entry.to_entity())
+                    self._table.create_entity(entry.to_entity(self.tenant_id))
                     return True
                 known = LedgerEntry.from_entity(current) if "pushedAt" in current else None
                 if is_stale(known, entry.event_time, entry.op, entry.source_event_id):
                     return False
                 ends_lease = owner is not None and current.get("leaseOwner") == owner
                 self._table.update_entity(
-                    {**entry.to_entity(), **(_NO_LEASE if ends_lease else {})},
+                    {**entry.to_entity(self.tenant_id), **(_NO_LEASE if ends_lease else {})},
                     mode=UpdateMode.MERGE,
                     etag=current.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
@@ -266,7 +289,7 @@ class Ledger:
         self._ensure()
         self._table.upsert_entity(
             {
-                "PartitionKey": registration_id,
+                "PartitionKey": self._pk(registration_id),
                 "RowKey": content_row_key(external_id),
                 "externalId": external_id,
                 "deactivatedBy": by or "",
@@ -279,7 +302,7 @@ class Ledger:
         self._ensure()
         rows = self._table.query_entities(
             "PartitionKey eq @pk and deactivatedBy eq @by",
-            parameters={"pk": registration_id, "by": by},
+            parameters={"pk": self._pk(registration_id), "by": by},
             select=["externalId"],
         )
         return sorted(str(row["externalId"]) for row in rows)
@@ -292,7 +315,7 @@ class Ledger:
         cached = self._states.get(registration_id)
         if cached and not fresh and now - cached[0] < self._cache_seconds:
             return cached[1]
-        entity = self._get(registration_id, REGISTRATION_ROW)
+        entity = self._get(self._pk(registration_id), REGISTRATION_ROW)
         enabled = bool(entity.get("enabled", True)) if entity else True
         self._states[registration_id] = (now, enabled)
         return enabled
@@ -301,7 +324,7 @@ class Ledger:
         self._ensure()
         self._table.upsert_entity(
             {
-                "PartitionKey": registration_id,
+                "PartitionKey": self._pk(registration_id),
                 "RowKey": REGISTRATION_ROW,
                 "enabled": enabled,
                 "changedAt": datetime.now(UTC),
@@ -309,3 +332,40 @@ class Ledger:
             mode=UpdateMode.MERGE,
         )
         self._states.pop(registration_id, None)
+
+    def record_registration(self, registration_id: str, *, app_id: str, display_name: str, by: str) -> None:
+        """Remember which app registered the provider in this tenant (Viva Learning binds content writes
+        to that app id, per Microsoft's draft ISV guide), so ``vlsync doctor`` can compare."""
+        self._ensure()
+        self._table.upsert_entity(
+            {
+                "PartitionKey": self._pk(registration_id),
+                "RowKey": REGISTRATION_ROW,
+                "tenantId": self.tenant_id,
+                "registrationId": registration_id,
+                "appId": app_id.lower(),
+                "displayName": display_name,
+                "registeredBy": by,
+                "registeredAt": datetime.now(UTC),
+            },
+            mode=UpdateMode.MERGE,
+        )
+
+    def registrations(self) -> list[dict[str, Any]]:
+        """This tenant's registrations that ``vlsync provider register`` recorded: id, app id, name, when."""
+        self._ensure()
+        rows = self._table.query_entities(
+            "RowKey eq @row and tenantId eq @tenant",
+            parameters={"row": REGISTRATION_ROW, "tenant": self.tenant_id},
+        )
+        return [
+            {
+                "registrationId": str(row.get("registrationId") or ""),
+                "appId": str(row.get("appId") or ""),
+                "displayName": str(row.get("displayName") or ""),
+                "registeredBy": str(row.get("registeredBy") or ""),
+                "registeredAt": row.get("registeredAt"),
+            }
+            for row in rows
+            if row.get("appId")
+        ]

@@ -199,6 +199,12 @@ class CommandError(BaseModel):
     attempts: int | None = Field(default=None, ge=1, description="Deliveries tried before it was parked")
 
 
+# An Entra tenant id (directory id): a GUID, as Entra issues them and tokens carry them in ``tid``;
+# lower-cased so that one tenant has one spelling in ledger keys.
+TENANT_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN), AfterValidator(str.lower)]
+
+
 class ContentCommand(BaseModel):
     """One queue message: upsert or delete one learningContent of one registration.
 
@@ -209,6 +215,12 @@ class ContentCommand(BaseModel):
 
     v: Literal[1] = 1
     op: Literal["upsert", "delete"]
+    tenant_id: TenantId | None = Field(
+        default=None,
+        alias="tenantId",
+        description="The Entra tenant of the registration, named by the source's settings, never by the payload. "
+        "Absent only in messages queued before tenants were recorded: they belong to the deployment's own tenant.",
+    )
     registration_id: NonEmptyString = Field(alias="registrationId")
     external_id: ExternalId = Field(alias="externalId")
     content: LearningContent | None = None

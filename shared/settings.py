@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import storage
-from shared.models import identifier
+from shared.models import TenantId, identifier
 from shared.sources.mapping import MappingSpec
 from shared.sources.normalize import absolute_url, check_url_template, language_tag
 
@@ -57,6 +57,11 @@ class SourceConfig(BaseModel):
 
     kind: str = "cloudevents"
     registration_id: str = Field(alias="registrationId", min_length=1)
+    tenant_id: TenantId | None = Field(
+        default=None,
+        alias="tenantId",
+        description="Entra tenant of the registration; default VIVA_APP_TENANT_ID. The payload never chooses it.",
+    )
     secret_setting: str | None = Field(default=None, alias="secretSetting", min_length=1, pattern=_SETTING_NAME)
 
 
@@ -234,6 +239,10 @@ _SOURCE: TypeAdapter[SourceConfig] = TypeAdapter(AnySource)
 SOURCE_KINDS = ("cloudevents", "canvas", "moodle", "openedx", "thinkific", "docebo", "eventgrid", "mapped")
 
 
+class SettingsError(ValueError):
+    """A setting the running code needs is missing or unusable; the message names it."""
+
+
 class SourcesError(ValueError):
     """The SOURCES setting is not valid JSON of the documented shape."""
 
@@ -379,6 +388,30 @@ class Settings(BaseSettings):
         validation_alias="AZURE_CLIENT_ID",
         description="Client id of the user-assigned managed identity; unset means the system-assigned identity.",
     )
+    graph_auth_mode: Literal["app", "managed-identity"] = Field(
+        default="app",
+        validation_alias="GRAPH_AUTH_MODE",
+        description="How the worker signs in to Graph. 'app': as the Entra app VIVA_APP_CLIENT_ID, with the managed "
+        "identity as its federated credential (no secret; the app that registers the provider). "
+        "'managed-identity': as the managed identity itself (fallback; Viva Learning may refuse content "
+        "from an app id other than the registering one).",
+    )
+    viva_app_client_id: str | None = Field(
+        default=None,
+        validation_alias="VIVA_APP_CLIENT_ID",
+        description="Client id of the Entra app that registers the provider and pushes content (GRAPH_AUTH_MODE=app).",
+    )
+    tenant_id: TenantId | None = Field(
+        default=None,
+        validation_alias="VIVA_APP_TENANT_ID",
+        description="The deployment's Entra tenant: the default tenant of every source, and part of each ledger key.",
+    )
+    authority_host: str | None = Field(
+        default=None,
+        validation_alias="AZURE_AUTHORITY_HOST",
+        description="Entra sign-in host for the app-token exchange (azure-identity's own setting); "
+        "unset means the public cloud, login.microsoftonline.com.",
+    )
 
     applicationinsights_connection_string: str | None = Field(
         default=None,
@@ -418,7 +451,20 @@ class Settings(BaseSettings):
         return f"{self.graph_base_url}/{self.graph_api_version}"
 
     def sources(self) -> dict[str, SourceConfig]:
-        return parse_sources(self.sources_json)
+        """The configured sources; one that names no tenant belongs to the deployment's (VIVA_APP_TENANT_ID)."""
+        parsed = parse_sources(self.sources_json)
+        if self.tenant_id is None:
+            return parsed
+        return {
+            name: source if source.tenant_id else source.model_copy(update={"tenant_id": self.tenant_id})
+            for name, source in parsed.items()
+        }
+
+    def home_tenant(self) -> str:
+        """The deployment's tenant, which ledger keys need; a configuration error without it."""
+        if self.tenant_id is None:
+            raise SettingsError("VIVA_APP_TENANT_ID is not set: the Entra tenant id (directory id) of this deployment")
+        return self.tenant_id
 
     def storage(self, service: storage.Service) -> storage.StorageConnection:
         """The ``LearningSyncStorage`` connection for one storage service, by ``shared.storage``'s rule."""

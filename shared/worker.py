@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
@@ -72,8 +72,16 @@ class GraphPort(Protocol):
         self, registration_id: str, external_id: str, *, correlation_id: str | None = None
     ) -> bool: ...
 
+    def for_tenant(self, tenant_id: str | None) -> GraphPort:
+        """The same client asking for ``tenant_id``'s tokens (``None``: its own tenant)."""
+        ...
+
 
 class LedgerPort(Protocol):
+    def for_tenant(self, tenant_id: str | None) -> LedgerPort:
+        """The ledger rows of ``tenant_id`` (``None``: this ledger's own tenant)."""
+        ...
+
     def registration_enabled(self, registration_id: str, *, fresh: bool = False) -> bool: ...
 
     def claim(
@@ -106,6 +114,12 @@ class WorkerPorts:
     # only a longer one sends the command back to the queue.
     max_inline_retry_seconds: float = 10.0
 
+    def for_tenant(self, tenant_id: str | None) -> WorkerPorts:
+        """The ports a command of ``tenant_id`` uses: its tokens, its ledger rows."""
+        if tenant_id is None:
+            return self
+        return replace(self, graph=self.graph.for_tenant(tenant_id), ledger=self.ledger.for_tenant(tenant_id))
+
 
 async def process(body: bytes, info: MessageInfo, ports: WorkerPorts) -> Outcome:
     """Apply one message. Returns the outcome, or raises to have the message redelivered."""
@@ -126,6 +140,7 @@ async def process(body: bytes, info: MessageInfo, ports: WorkerPorts) -> Outcome
         context=telemetry.extract(command.trace_context),
         kind=SpanKind.CONSUMER,
         attributes={
+            "vlsync.tenant_id": command.tenant_id or "",
             "vlsync.external_id": command.external_id,
             "vlsync.registration_id": command.registration_id,
             "vlsync.correlation_id": command.correlation_id,
@@ -133,7 +148,7 @@ async def process(body: bytes, info: MessageInfo, ports: WorkerPorts) -> Outcome
             "vlsync.dequeue_count": info.dequeue_count,
         },
     ) as span:
-        outcome = await _apply(command, info, ports)
+        outcome = await _apply(command, info, ports.for_tenant(command.tenant_id))
         span.set_attribute("vlsync.outcome", outcome.value)
         return outcome
 

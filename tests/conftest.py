@@ -3,6 +3,7 @@ names per test) and the rule that a test's folder says what it needs (see tests/
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterator
@@ -72,23 +73,29 @@ def settings(azurite: AzuriteEndpoints, queue_name: str, monkeypatch: pytest.Mon
         graph_base_url="http://127.0.0.1:9",
         ledger_table_name=f"ledger{uuid.uuid4().hex[:12]}",
         registration_state_cache_seconds=0,
+        tenant_id=TENANT_ID,
     )
 
 
 # -- the local Graph side: identity endpoint + Graph emulator -------------------------------------
 
 IDENTITY_HEADER = "tests-identity-header"
+TENANT_ID = "00000000-0000-0000-0000-00000000a11c"  # the local stack's tenant (local.tokens.DEFAULT_TENANT_ID)
 UAMI_CLIENT_ID = "5a5a5a5a-0000-4000-8000-000000000001"  # holds LearningContent.ReadWrite.All
+# The product's Entra app: the UAMI above is its federated credential; admins register through it.
+APP_CLIENT_ID = "a99c0000-0000-4000-8000-00000000a001"
 READ_ONLY_CLIENT_ID = "5a5a5a5a-0000-4000-8000-0000000000ff"  # may read content, not write: Graph answers 403
 
 
 @pytest.fixture(scope="session")
 def identity_server() -> Iterator[Any]:
-    from local.identity import Identity, run_in_thread
+    from local.identity import AppRegistration, Identity, run_in_thread
 
+    uami = Identity.user(UAMI_CLIENT_ID)
     with run_in_thread(
         header=IDENTITY_HEADER,
-        user_assigned=[UAMI_CLIENT_ID, Identity.user(READ_ONLY_CLIENT_ID, roles=("LearningContent.Read.All",))],
+        user_assigned=[uami, Identity.user(READ_ONLY_CLIENT_ID, roles=("LearningContent.Read.All",))],
+        apps=[AppRegistration.trusting(APP_CLIENT_ID, [uami])],
     ) as idp:
         yield idp
 
@@ -99,3 +106,21 @@ def emulator() -> Iterator[Any]:
 
     with run_in_thread(page_size=50) as emu:
         yield emu
+
+
+def app_sign_in_env(identity: Any) -> dict[str, str]:
+    """The settings with which the worker (and vlsync's local content calls) sign in as the app."""
+    return {
+        "GRAPH_AUTH_MODE": "app",
+        "VIVA_APP_CLIENT_ID": APP_CLIENT_ID,
+        "VIVA_APP_TENANT_ID": TENANT_ID,
+        "AZURE_CLIENT_ID": UAMI_CLIENT_ID,
+        "AZURE_AUTHORITY_HOST": identity.authority_host,
+        "SSL_CERT_FILE": str(ca_bundle(identity)),
+    }
+
+
+@functools.cache
+def ca_bundle(identity: Any) -> Path:
+    """certifi's roots plus the identity endpoint's CA, once per endpoint (for ``SSL_CERT_FILE``)."""
+    return Path(identity.ca_bundle(Path(identity.ca_file).with_name("bundle.pem")))

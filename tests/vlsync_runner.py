@@ -15,6 +15,11 @@ Vlsync = Callable[..., Result]
 # Environment variables that would change which credential, sign-in or storage vlsync picks.
 CLEARED = (
     "AZURE_CLIENT_ID",
+    "AZURE_AUTHORITY_HOST",
+    "GRAPH_AUTH_MODE",
+    "VIVA_APP_CLIENT_ID",
+    "VIVA_APP_TENANT_ID",
+    "SSL_CERT_FILE",
     "VLSYNC_CREDENTIAL",
     "VLSYNC_CLIENT_ID",
     "VLSYNC_TENANT_ID",

@@ -71,16 +71,21 @@ GRAPH_OPTIONS = [
         "--credential",
         "credential",
         type=click.Choice(cfg.CREDENTIAL_CHOICES),
-        help="How to get the token. Default: local on the local stack; else device-code through your app "
-        "registration (--client-id) for provider commands (delegated) and default (DefaultAzureCredential) "
-        "for content commands (app-only).",
+        help="How to get the token. Default: local on the local stack; else browser sign-in through the "
+        "product's app (VIVA_APP_CLIENT_ID or --client-id) for provider commands (delegated; device-code where "
+        "no browser is at hand) and default (DefaultAzureCredential) for content commands (app-only).",
     ),
-    shared_option("--tenant-id", "tenant_id", help="Entra tenant for sign-in; env VLSYNC_TENANT_ID."),
+    shared_option(
+        "--tenant-id",
+        "tenant_id",
+        help="Entra tenant for sign-in and ledger rows; env VLSYNC_TENANT_ID, VIVA_APP_TENANT_ID.",
+    ),
     shared_option(
         "--client-id",
         "client_id",
-        help="Client id of your Entra app registration (public client, delegated LearningProvider.ReadWrite) "
-        "for device-code/browser sign-in; env VLSYNC_CLIENT_ID.",
+        help="Client id of the Entra app to sign in through for browser/device-code sign-in (public client, "
+        "delegated LearningProvider.ReadWrite); env VLSYNC_CLIENT_ID, else VIVA_APP_CLIENT_ID (the app azd made, "
+        "which the worker pushes as: register through it).",
     ),
     shared_option(
         "--max-retry-seconds",
@@ -305,7 +310,7 @@ async def graph(
 
     from shared.graph import GraphClient, GraphError
     from vlsync import credentials
-    from vlsync.operations import token_tenant
+    from vlsync.operations import token_app, token_tenant
 
     choice = conf.credential_for(kind)
     if choice in ("device-code", "browser"):
@@ -321,7 +326,8 @@ async def graph(
                 {"credential": choice, "hint": TOKEN_HINTS.get(choice, "")},
             ) from None
         if target is not None:
-            target.tenant = target.tenant or token_tenant(token.token)
+            target.tenant = token_tenant(token.token) or target.tenant  # the token's tenant is the one written
+            target.app_id = token_app(token.token)
             announce(out, target)
         async with httpx.AsyncClient(timeout=conf.timeout_seconds) as http:
             client = GraphClient(

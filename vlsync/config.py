@@ -79,6 +79,15 @@ ENV_NAMES: dict[str, str] = {
     "managed_identity_client_id": _app_name("azure_client_id"),
     "state_cache_seconds": _app_name("registration_state_cache_seconds"),
     "max_retry_seconds": "VLSYNC_MAX_RETRY_SECONDS",
+    "app_client_id": _app_name("viva_app_client_id"),
+    "graph_auth_mode": _app_name("graph_auth_mode"),
+    "authority_host": _app_name("authority_host"),
+}
+# Read when the option's own variable is unset: one app registers the provider and pushes content,
+# so an admin signs in through the app the deployment made (azd output VIVA_APP_CLIENT_ID) in its tenant.
+FALLBACK_ENV_NAMES: dict[str, str] = {
+    "tenant_id": _app_name("tenant_id"),
+    "client_id": _app_name("viva_app_client_id"),
 }
 
 
@@ -130,6 +139,9 @@ class CliConfig:
     state_cache_seconds: float = DEFAULT_STATE_CACHE_SECONDS
     max_retry_seconds: float = DEFAULT_MAX_RETRY_SECONDS
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    app_client_id: str | None = None  # the app the worker pushes as (VIVA_APP_CLIENT_ID)
+    graph_auth_mode: str | None = None  # the worker's GRAPH_AUTH_MODE, as the deployment set it
+    authority_host: str | None = None
     env_file: Path | None = None
     ignored_env_file: Path | None = None  # the default stack.env, left out because Graph is not local
 
@@ -150,13 +162,21 @@ class CliConfig:
         """The credential a call uses: the chosen one, else local on the stack, else the kind's default.
 
         Provider calls take a delegated token with ``LearningProvider.ReadWrite``. Azure CLI tokens carry
-        only the scopes pre-authorised for the CLI's own app, so the default is a device-code sign-in
-        through the user's own app registration (``--client-id``)."""
+        only the scopes pre-authorised for the CLI's own app, so the default is a browser sign-in through
+        the product's app registration (``VIVA_APP_CLIENT_ID``, or ``--client-id``): the provider is then
+        bound to the app the worker pushes as. Browser first, because Conditional Access often blocks
+        the device-code flow; ``--credential device-code`` where no browser is at hand."""
         if self.credential:
             return self.credential
         if self.local_stack:
             return "local"
-        return "device-code" if kind == "provider" else "default"
+        return "browser" if kind == "provider" else "default"
+
+    def require_tenant(self) -> str:
+        """The tenant the ledger rows belong to (ledger keys carry it)."""
+        if not self.tenant_id:
+            raise ConfigError("no tenant id: give --tenant-id or set VIVA_APP_TENANT_ID (azd env / stack.env has it)")
+        return self.tenant_id
 
     @property
     def storage_configured(self) -> bool:
@@ -219,12 +239,12 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str], file_values:
         value = options.get(name)
         if value is not None:
             return value
-        env_name = ENV_NAMES.get(name)
-        if env_name:
-            for source in (environ, file_values):
-                found = source.get(env_name)
-                if found not in (None, ""):
-                    return found
+        for env_name in (ENV_NAMES.get(name), FALLBACK_ENV_NAMES.get(name)):
+            if env_name:
+                for source in (environ, file_values):
+                    found = source.get(env_name)
+                    if found not in (None, ""):
+                        return found
         return None
 
     raw_version = pick("graph_version") or "v1.0"
@@ -261,6 +281,9 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str], file_values:
         state_cache_seconds=DEFAULT_STATE_CACHE_SECONDS if cache is None else _number("settle seconds", cache),
         max_retry_seconds=DEFAULT_MAX_RETRY_SECONDS if retry is None else _number("max retry seconds", retry),
         timeout_seconds=DEFAULT_TIMEOUT_SECONDS if timeout is None else _number("timeout", timeout),
+        app_client_id=pick("app_client_id"),
+        graph_auth_mode=pick("graph_auth_mode"),
+        authority_host=pick("authority_host"),
         env_file=options.get("env_file_path"),
         ignored_env_file=options.get("ignored_env_file_path"),
     )

@@ -60,10 +60,18 @@ class LocalDelegatedCredential:
     """A delegated admin token (``scp LearningProvider.ReadWrite``) from the local identity endpoint's
     ``POST /dev/token``, cached until shortly before it expires."""
 
-    def __init__(self, endpoint: str, header: str, *, scopes: tuple[str, ...] = LOCAL_DELEGATED_SCOPES) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        header: str,
+        *,
+        scopes: tuple[str, ...] = LOCAL_DELEGATED_SCOPES,
+        client_id: str | None = None,
+    ) -> None:
         self._url = dev_token_url(endpoint)
         self._header = header
         self._scopes = list(scopes)
+        self._client_id = client_id  # the app the admin signs in through (the token's appid)
         self._http = httpx.AsyncClient(timeout=10)
         self._token: AccessToken | None = None
         self._lock = asyncio.Lock()
@@ -78,7 +86,11 @@ class LocalDelegatedCredential:
         try:
             response = await self._http.post(
                 self._url,
-                json={"resource": GRAPH_RESOURCE, "scopes": self._scopes},
+                json={
+                    "resource": GRAPH_RESOURCE,
+                    "scopes": self._scopes,
+                    **({"clientId": self._client_id} if self._client_id else {}),
+                },
                 headers={"X-IDENTITY-HEADER": self._header},
             )
         except httpx.HTTPError as exc:
@@ -94,6 +106,26 @@ class LocalDelegatedCredential:
 
     async def close(self) -> None:
         await self._http.aclose()
+
+
+def worker_credential(config: CliConfig) -> ClosableCredential:
+    """The worker's own credential (``shared.credentials.graph_credential``) from the CLI's settings."""
+    from shared.credentials import graph_credential, tls_options
+    from shared.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.model_validate(
+            {
+                "GRAPH_AUTH_MODE": config.graph_auth_mode or ("app" if config.app_client_id else "managed-identity"),
+                "VIVA_APP_CLIENT_ID": config.app_client_id,
+                "VIVA_APP_TENANT_ID": config.tenant_id,
+                "AZURE_CLIENT_ID": config.managed_identity_client_id,
+                "AZURE_AUTHORITY_HOST": config.authority_host,
+            }
+        )
+        return graph_credential(settings, **tls_options())
+    except (SettingsError, ValueError) as exc:
+        raise ConfigError(f"the worker's credential: {exc}") from None
 
 
 def dev_token_url(endpoint: str) -> str:
@@ -128,15 +160,15 @@ def build(kind: CallKind, config: CliConfig) -> ClosableCredential:
                 "(source .dev/stack.env or use --env-file)"
             )
         if kind == "provider":
-            return LocalDelegatedCredential(config.identity_endpoint, config.identity_header)
-        # The real managed-identity credential reads the App Service variables from the environment. The
-        # stack's app runs as its system-assigned identity; an AZURE_CLIENT_ID left over from an Azure
-        # shell would name an identity the local endpoint does not have, so it is not passed here.
+            return LocalDelegatedCredential(
+                config.identity_endpoint, config.identity_header, client_id=config.client_id
+            )
+        # The real managed-identity credential reads the App Service variables from the environment, and
+        # content calls then sign in exactly as the worker does (``shared.credentials``): as the app,
+        # through the identity's federated credential, when the stack runs with GRAPH_AUTH_MODE=app.
         os.environ["IDENTITY_ENDPOINT"] = config.identity_endpoint
         os.environ["IDENTITY_HEADER"] = config.identity_header
-        from azure.identity.aio import ManagedIdentityCredential
-
-        return ManagedIdentityCredential()
+        return worker_credential(config)
     if choice == "managed-identity":
         from azure.identity.aio import ManagedIdentityCredential
 
@@ -195,10 +227,12 @@ def missing_client_id(kind: CallKind, choice: CredentialChoice) -> str:
         else "a user sign-in goes through an app registration"
     )
     return (
-        f"--credential {choice} needs the client id of your app registration ({why}). "
-        f"Create {app_registration(choice)} (Entra admin center > App registrations > New registration), "
-        "then pass its Application (client) ID: --client-id <id> or VLSYNC_CLIENT_ID=<id> "
-        "(and --tenant-id or VLSYNC_TENANT_ID for your tenant)"
+        f"--credential {choice} needs the client id of the app to sign in through ({why}). "
+        "azd provision made it: VIVA_APP_CLIENT_ID=$(azd env get-value VIVA_APP_CLIENT_ID), or --client-id <id>; "
+        "registering through that app binds the provider to the app the worker pushes as. Without azd, "
+        f"create {app_registration(choice)} (Entra admin center > App registrations > New registration; "
+        "docs/deploy.md) and pass its Application (client) ID: --client-id <id> or VLSYNC_CLIENT_ID=<id> "
+        "(and --tenant-id or VIVA_APP_TENANT_ID for your tenant)"
     )
 
 

@@ -124,6 +124,7 @@ class Target:
     storage: str | None  # account name, or None: the command does not write storage
     tenant: str | None = None
     announced: bool = False
+    app_id: str | None = None  # the app the token was issued to (the registering app, for providers)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -157,15 +158,28 @@ def storage_account(connection_string: str | None, account: str | None) -> str |
     return "unnamed (from the connection string)"
 
 
-def token_tenant(token: str) -> str | None:
-    """The ``tid`` claim of a JWT access token (read, not verified: it only labels the output)."""
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT access token, read and not verified: they label output and guide diagnosis
+    (Graph verifies the token; this process cannot and need not)."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
-        return None
-    tenant = claims.get("tid") if isinstance(claims, dict) else None
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def token_tenant(token: str) -> str | None:
+    """The ``tid`` claim of a JWT access token."""
+    tenant = token_claims(token).get("tid")
     return str(tenant) if tenant else None
+
+
+def token_app(token: str) -> str | None:
+    """The app a token was issued to: ``appid`` (v1 tokens) or ``azp`` (v2)."""
+    claims = token_claims(token)
+    app = claims.get("appid") or claims.get("azp")
+    return str(app) if app else None
 
 
 def registration_report(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -145,7 +146,7 @@ def _show_provider(out: Printer, item: dict[str, Any]) -> None:
     help="Allow course-activity (assignment/progress) sync [Graph's default: off].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the new registrationId.")
-@options(OUTPUT_OPTIONS, GRAPH_OPTIONS)
+@options(OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS)
 def register(
     display_name: str,
     square_light: str,
@@ -178,20 +179,49 @@ def register(
     from vlsync import operations
 
     conf, out = config(), printer()
-    target = write_target(conf, "new", storage=False)
+    target = write_target(conf, "new", storage=conf.storage_configured)
 
     async def go() -> dict[str, Any]:
         async with graph("provider", conf, out, target=target) as client:
             return await operations.register_provider(client, body)
 
     created = run(go())
+    binding = _record_registration(conf, out, target, created)
     if quiet:
         click.echo(created["id"])
     elif out.as_json:
-        out.json({**created, "target": target.view()})
+        out.json({**created, "target": target.view(), "registeredBy": binding})
     else:
         out.line(f"registered learning provider {created.get('displayName')!r}")
         out.line(f"registrationId: {created['id']}")
+        out.note(f"registered through app {binding['appId']} in tenant {binding['tenantId']}")
+
+
+def _record_registration(conf: CliConfig, out: Printer, target: Target, created: dict[str, Any]) -> dict[str, Any]:
+    """Record which app registered the provider in which tenant (ledger), and warn when the worker pushes
+    as another app: Viva Learning binds a registration to the app that made it (draft ISV guide)."""
+    from vlsync import storage
+
+    app_id, tenant = target.app_id or "", target.tenant or ""
+    binding: dict[str, Any] = {"appId": app_id, "tenantId": tenant, "recordedInLedger": False}
+    if conf.app_client_id and app_id and app_id.lower() != conf.app_client_id.lower():
+        out.note(
+            f"warning: registered through app {app_id}, but the worker pushes as app {conf.app_client_id} "
+            "(VIVA_APP_CLIENT_ID): Viva Learning may refuse its content. Register through the app: "
+            "--client-id $VIVA_APP_CLIENT_ID (see vlsync doctor)"
+        )
+    if conf.storage_configured and tenant and app_id:
+        from azure.core.exceptions import AzureError
+
+        try:
+            ledger = checked(lambda: storage.ledger(replace(conf, tenant_id=tenant)))
+            name = str(created.get("displayName") or "")
+            ledger.record_registration(str(created["id"]), app_id=app_id, display_name=name, by="cli")
+            binding["recordedInLedger"] = True
+        except (click.ClickException, AzureError) as exc:  # registered all the same: say so, do not fail
+            message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc).splitlines()[0]
+            out.note(f"warning: the registration was not recorded in the ledger ({message}); vlsync doctor will ask")
+    return binding
 
 
 @provider.command(

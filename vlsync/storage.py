@@ -72,9 +72,12 @@ def config_source(config: CliConfig) -> str:
 
 def ledger(config: CliConfig) -> Ledger:
     """The ledger; registration state is read fresh (no cache) because an operator is asking."""
+    tenant = config.require_tenant()
     return _opened(
         config,
-        lambda s: Ledger(table_service(s).get_table_client(s.ledger_table_name), state_cache_seconds=0),
+        lambda s: Ledger(
+            table_service(s).get_table_client(s.ledger_table_name), tenant_id=tenant, state_cache_seconds=0
+        ),
     )
 
 

@@ -1,5 +1,6 @@
 """CLI: ``python -m local.graph_emulator --host 127.0.0.1 --port 7072 [--page-size 100] [--snapshot FILE]``
-``[--delete-forms documented|sdk|both] [--patch-semantics merge|replace] [--visibility-lag-ms N]``."""
+``[--delete-forms documented|sdk|both] [--patch-semantics merge|replace] [--visibility-lag-ms N]``
+``[--app-binding strict-app|lenient]``."""
 
 from __future__ import annotations
 
@@ -66,6 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="an accepted write is readable (GET, lists) only this long after it (Graph answers writes 202)",
     )
+    parser.add_argument(
+        "--app-binding",
+        default="strict-app",
+        choices=["strict-app", "lenient"],
+        help="a content write (PATCH, DELETE) by an app other than the one that registered the provider: "
+        "strict-app (refuse it, 403 accessDenied) or lenient (accept it)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -83,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"invalid --faults file: {exc}", file=sys.stderr)
             return 2
     modes = Modes(
-        deleteForms=args.delete_forms, patchSemantics=args.patch_semantics, visibilityLagMs=args.visibility_lag_ms
+        deleteForms=args.delete_forms,
+        patchSemantics=args.patch_semantics,
+        visibilityLagMs=args.visibility_lag_ms,
+        appBinding=args.app_binding,
     )
     app = create_app(EmulatorState(args.snapshot), page_size=args.page_size, faults=faults, modes=modes)
     logging.getLogger("graph_emulator").info(

@@ -1,4 +1,4 @@
-"""The unauthenticated ``/_emulator`` admin API: faults, settings, request log, state, reset, health.
+"""The unauthenticated ``/_emulator`` admin API: faults, settings, request log, state, providers, reset, health.
 
 There is deliberately no endpoint to seed providers: seeding goes through the real Graph API
 with a delegated token, so the emulator never holds data that real Graph could not.
@@ -115,6 +115,11 @@ async def get_state(request: web.Request) -> web.Response:
     return json_response(request.app[RUNTIME].state.dump())
 
 
+async def get_providers(request: web.Request) -> web.Response:
+    """Every registered provider and the app id it is bound to (``registeredByAppId``, null if unbound)."""
+    return json_response({"value": request.app[RUNTIME].state.registrations()})
+
+
 ROUTES: dict[str, dict[str, Any]] = {
     "/health": {"GET": health},
     "/faults": {"GET": get_faults, "PUT": put_faults, "DELETE": delete_faults},
@@ -123,6 +128,7 @@ ROUTES: dict[str, dict[str, Any]] = {
     "/requests": {"GET": get_requests, "DELETE": delete_requests},
     "/reset": {"POST": reset},
     "/state": {"GET": get_state},
+    "/providers": {"GET": get_providers},
 }
 
 

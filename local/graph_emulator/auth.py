@@ -1,7 +1,8 @@
 """Bearer-token checks with the local stack's token format (``local/tokens.py``).
 
 Permissions mirror the Graph docs: content is app-only for writes (delegated reads allowed),
-providers are delegated-only.
+providers are delegated-only. The caller's app id (the ``appid`` claim, Entra v1; ``azp`` in v2 tokens)
+is kept: a provider remembers the app that registered it (see ``routes._require_bound_app``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Caller:
     kind: TokenKind
     roles: frozenset[str]
     scopes: frozenset[str]
+    app_id: str | None = None  # the client app the token was issued to; None if the token names none
 
 
 def bearer_token(header: str | None) -> str:
@@ -56,7 +58,8 @@ def authenticate(header: str | None, *, signing_key: str | None = None) -> Calle
         kind = "delegated"
     else:
         raise unauthenticated("Either scp or roles claim need to be present in the token.")
-    return Caller(str(claims["tid"]), kind, roles, scopes)
+    app_id = claims.get("appid") or claims.get("azp")
+    return Caller(str(claims["tid"]), kind, roles, scopes, str(app_id) if app_id else None)
 
 
 def token_kind_hint(header: str | None) -> str | None:

@@ -19,6 +19,7 @@ DEFAULT_PAGE_SIZE = 100
 
 DeleteForms = Literal["documented", "sdk", "both"]
 PatchSemantics = Literal["merge", "replace"]
+AppBinding = Literal["strict-app", "lenient"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class Modes(BaseModel):
 
     The defaults are the strict readings (README "Emulator settings"): ``documented`` accepts only the
     delete form the docs show; ``merge`` keeps properties a PATCH leaves out, so only a client that
-    sends every property it manages gets the same result under both readings.
+    sends every property it manages gets the same result under both readings; ``strict-app`` refuses a
+    content write from an app other than the one that registered the provider.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -40,6 +42,7 @@ class Modes(BaseModel):
     delete_forms: DeleteForms = Field(default="documented", alias="deleteForms")
     patch_semantics: PatchSemantics = Field(default="merge", alias="patchSemantics")
     visibility_lag_ms: int = Field(default=0, ge=0, le=86_400_000, alias="visibilityLagMs")
+    app_binding: AppBinding = Field(default="strict-app", alias="appBinding")
 
     def to_json(self) -> dict[str, object]:
         return self.model_dump(by_alias=True)

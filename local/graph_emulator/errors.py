@@ -77,6 +77,15 @@ def forbidden(message: str) -> GraphError:
     return GraphError(403, "forbidden", message)
 
 
+def access_denied(message: str) -> GraphError:
+    """403 for a caller whose permissions suffice but who may not act on this resource (app binding).
+
+    ``forbidden`` stays the answer for a missing permission; this code lets a client tell the two
+    apart. Graph's code for the app-binding refusal is unknown (the refusal itself is inferred).
+    """
+    return GraphError(403, "accessDenied", message)
+
+
 def utc_now_iso() -> str:
     """Graph's ``innerError.date`` format: UTC, seconds precision, no offset suffix."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from . import auth
 from .context import CALLER, RUNTIME, DeleteForms, EmulatorRuntime
-from .errors import GraphError, bad_request, method_not_allowed, not_found, segment_not_found
+from .errors import GraphError, access_denied, bad_request, method_not_allowed, not_found, segment_not_found
 from .odata import (
     ENTITY_OPTIONS,
     LIST_OPTIONS,
@@ -240,8 +240,10 @@ async def _providers(call: Call) -> web.StreamResponse:
     auth.require_provider(call.caller, write=True)
     call.options(frozenset())
     values = rt.validator.validate_body(schema, await read_json(call.request), complete=True, version=call.version)
-    created = rt.state.create_provider(tid, {**schema.blank(), **values})
-    log.info("provider created tenant=%s provider=%s", tid, created["id"])
+    # The registration takes its app id from the token, not from the body (see _require_bound_app).
+    app_id = call.caller.app_id
+    created = rt.state.create_provider(tid, {**schema.blank(), **values}, registered_by_app_id=app_id)
+    log.info("provider created tenant=%s provider=%s registeredByAppId=%s", tid, created["id"], app_id)
     location = f"{call.service_root}/{context}({quote_literal(created['id'])})"
     response = _entity(call, created, schema, context, status=201)
     response.headers["Location"] = location
@@ -282,6 +284,44 @@ def _require_registered(call: Call) -> str:
     return provider_id
 
 
+def _same_app(a: str, b: str | None) -> bool:
+    return b is not None and a.strip().lower() == b.strip().lower()  # app ids are GUIDs: case-insensitive
+
+
+def _require_bound_app(call: Call, provider_id: str) -> None:
+    """Refuse a content write from another app than the one that registered the provider (``strict-app``).
+
+    Inferred, unconfirmed: Microsoft's unpublished draft ISV guide (microsoftgraph/microsoft-graph-docs
+    PR 17789) says the registration takes its app id "from the token (not a request parameter)", and
+    the ISV app then pushes content with application permissions as the same app. So Graph may refuse
+    content pushed by a different app; ``lenient`` accepts it. A provider without a recorded app id
+    (registered before the emulator kept it, from an older snapshot) is unbound: every app may write.
+    """
+    registered = call.runtime.state.registered_by_app_id(call.caller.tenant_id, provider_id)
+    caller = call.caller.app_id
+    if registered is None or _same_app(registered, caller):
+        return
+    if call.runtime.modes.current.app_binding == "lenient":
+        log.info(
+            "content write by another app accepted (appBinding lenient) provider=%s registeredByAppId=%s appid=%s",
+            provider_id,
+            registered,
+            caller,
+        )
+        return
+    log.warning(
+        "content write refused (appBinding strict-app) provider=%s registeredByAppId=%s appid=%s",
+        provider_id,
+        registered,
+        caller,
+    )
+    raise access_denied(
+        f"The app '{caller or '(none)'}' may not write the content of learning provider '{provider_id}': "
+        f"the registration is bound to the app that registered it, '{registered}'. "
+        "Push content with an application token of that app."
+    )
+
+
 async def _contents(call: Call) -> web.StreamResponse:
     auth.require_content_read(call.caller)
     provider_id = _require_registered(call)
@@ -306,6 +346,8 @@ async def _content(call: Call) -> web.StreamResponse:
         auth.require_content_write(call.caller)
     call.options(ENTITY_OPTIONS if method == "GET" else frozenset())
     provider_id = _require_registered(call)
+    if method != "GET":
+        _require_bound_app(call, provider_id)  # before the item lookup and the body: who, before what
     schema = rt.metadata.entity("learningContent")
     context = f"{SINGLETON}/{PROVIDERS_NAV}({quote_literal(provider_id)})/{CONTENTS_NAV}"
     if route.external_id is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from local.serving import serve_in_thread
 
 from .app import create_app
-from .context import DEFAULT_PAGE_SIZE, RUNTIME, DeleteForms, EmulatorRuntime, Modes, PatchSemantics
+from .context import DEFAULT_PAGE_SIZE, RUNTIME, AppBinding, DeleteForms, EmulatorRuntime, Modes, PatchSemantics
 from .faults import FaultConfig, FaultInjector
 from .requestlog import RequestLog
 from .state import EmulatorState
@@ -50,14 +50,20 @@ def run_in_thread(
     delete_forms: DeleteForms = "documented",
     patch_semantics: PatchSemantics = "merge",
     visibility_lag_ms: int = 0,
+    app_binding: AppBinding = "strict-app",
     startup_timeout: float = 10.0,
 ) -> Iterator[RunningEmulator]:
     """Serve on a private event loop in a daemon thread; stop cleanly on exit.
 
-    ``with run_in_thread(page_size=10) as emu: httpx.get(emu.url + "/_emulator/health")``. The three
+    ``with run_in_thread(page_size=10) as emu: httpx.get(emu.url + "/_emulator/health")``. The four
     modes are the start-up settings (README "Emulator settings"); ``/_emulator/reset`` returns to them.
     """
-    modes = Modes(deleteForms=delete_forms, patchSemantics=patch_semantics, visibilityLagMs=visibility_lag_ms)
+    modes = Modes(
+        deleteForms=delete_forms,
+        patchSemantics=patch_semantics,
+        visibilityLagMs=visibility_lag_ms,
+        appBinding=app_binding,
+    )
     app = create_app(EmulatorState(snapshot), page_size=page_size, signing_key=signing_key, faults=faults, modes=modes)
     with serve_in_thread(app, name="graph-emulator", host=host, port=port, startup_timeout=startup_timeout) as site:
         yield RunningEmulator(site.url, host, site.port, app[RUNTIME])

@@ -9,6 +9,12 @@ Emulator choice (real behaviour undocumented): deleting a provider deletes its c
 Content keeps every accepted write with its time, so reads can lag behind writes
 (``--visibility-lag-ms``): a read sees the newest write that is at least the lag old. A delete takes
 effect at once (Graph answers it 204, not 202).
+
+A provider remembers the app id that registered it (``registered_by_app_id``: the ``appid`` of the
+delegated token of its POST). It is emulator bookkeeping, not a Graph property: Graph responses never
+show it; the snapshot and ``GET /_emulator/state`` keep it as ``registeredByAppId`` next to the
+properties, ``GET /_emulator/providers`` lists it. A snapshot written before the binding existed has no
+such key: its providers load unbound (``None``), and any app may write their content.
 """
 
 from __future__ import annotations
@@ -27,12 +33,15 @@ from typing import Any
 
 log = logging.getLogger("graph_emulator.state")
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 1  # registeredByAppId is optional within version 1: older snapshots load unbound
+REGISTERED_BY = "registeredByAppId"  # the snapshot key of Provider.registered_by_app_id
 
 
 @dataclass
 class Provider:
     props: dict[str, Any]
+    # The appid of the delegated token that registered it (None: unknown, e.g. from an older snapshot).
+    registered_by_app_id: str | None = None
     contents: dict[str, dict[str, Any]] = field(default_factory=dict)  # the newest write per id
     by_external_id: dict[str, str] = field(default_factory=dict)
     # (written at, lag when written, content) per id, oldest first, for reads that lag behind writes.
@@ -80,13 +89,36 @@ class EmulatorState:
             found = self._tenants.get(tenant_id, {}).get(provider_id)
             return dict(found.props) if found else None
 
-    def create_provider(self, tenant_id: str, props: dict[str, Any]) -> dict[str, Any]:
+    def create_provider(
+        self, tenant_id: str, props: dict[str, Any], *, registered_by_app_id: str | None = None
+    ) -> dict[str, Any]:
+        """Register a provider; ``registered_by_app_id`` is the app it is bound to (kept by updates)."""
         with self._lock:
             provider_id = str(uuid.uuid4())
-            provider = Provider({**props, "id": provider_id})
+            provider = Provider({**props, "id": provider_id}, registered_by_app_id)
             self._tenants.setdefault(tenant_id, {})[provider_id] = provider
             self._persist()
             return dict(provider.props)
+
+    def registered_by_app_id(self, tenant_id: str, provider_id: str) -> str | None:
+        """The app id the provider is bound to; None if it is unbound or does not exist."""
+        with self._lock:
+            found = self._tenants.get(tenant_id, {}).get(provider_id)
+            return found.registered_by_app_id if found else None
+
+    def registrations(self) -> list[dict[str, Any]]:
+        """Every tenant's providers with the app each is bound to (``GET /_emulator/providers``)."""
+        with self._lock:
+            return [
+                {
+                    "tenantId": tid,
+                    "id": p.id,
+                    "displayName": p.props.get("displayName"),
+                    REGISTERED_BY: p.registered_by_app_id,
+                }
+                for tid, providers in self._tenants.items()
+                for p in providers.values()
+            ]
 
     def update_provider(self, tenant_id: str, provider_id: str, changes: dict[str, Any]) -> bool:
         with self._lock:
@@ -176,7 +208,12 @@ class EmulatorState:
                 "tenants": {
                     tid: {
                         "providers": [
-                            {**p.props, "learningContents": list(p.contents.values())} for p in providers.values()
+                            {
+                                **p.props,
+                                REGISTERED_BY: p.registered_by_app_id,
+                                "learningContents": list(p.contents.values()),
+                            }
+                            for p in providers.values()
                         ]
                     }
                     for tid, providers in self._tenants.items()
@@ -190,8 +227,9 @@ class EmulatorState:
         for tid, tenant in data["tenants"].items():
             providers: dict[str, Provider] = {}
             for raw in tenant["providers"]:
-                props = {k: v for k, v in raw.items() if k != "learningContents"}
-                provider = Provider(props)
+                props = {k: v for k, v in raw.items() if k not in ("learningContents", REGISTERED_BY)}
+                registered_by = raw.get(REGISTERED_BY)
+                provider = Provider(props, str(registered_by) if registered_by else None)
                 for content in raw.get("learningContents", []):
                     provider.contents[content["id"]] = content
                     provider.by_external_id[content["externalId"]] = content["id"]

@@ -1,10 +1,18 @@
-"""The aiohttp app: App Service's managed-identity protocol plus dev and test-control routes.
+"""The aiohttp app: App Service's managed-identity protocol, Entra's token endpoint, dev and test-control routes.
 
 ``GET /msi/token`` answers exactly what ``azure-identity``/``msal`` expect from
 ``IDENTITY_ENDPOINT`` on App Service, so the product code runs its real
 ``ManagedIdentityCredential`` locally. Errors are App Service-shaped JSON
 (``{"statusCode", "message", "correlationId"}``) because that shape decides which exception the
 SDK raises.
+
+``POST /{tenant}/oauth2/v2.0/token`` is Entra's token endpoint for the managed identity → app
+exchange (``ClientAssertionCredential``); it answers only on the HTTPS listener, with Entra-shaped
+errors (see ``entra.py``). All three token routes share fault injection and the request log.
+
+Control routes (no header needed; the endpoint is local-only): ``/_identity/faults``,
+``/_identity/requests``, ``/_identity/health`` and the app registrations ``GET /_identity/apps``,
+``PUT``/``DELETE /_identity/apps/{clientId}``, ``DELETE /_identity/apps/{clientId}/federatedCredentials``.
 """
 
 from __future__ import annotations
@@ -17,20 +25,30 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
 from local import tokens
 
-from .config import API_VERSION, DEV_ADMIN_OBJECT_ID, DEV_APP_OBJECT_ID, DEV_CLIENT_ID, Identity, IdentityConfig
+from . import entra
+from .config import (
+    API_VERSION,
+    DEV_ADMIN_OBJECT_ID,
+    DEV_APP_OBJECT_ID,
+    DEV_CLIENT_ID,
+    AppRegistration,
+    Identity,
+    IdentityConfig,
+)
 
 logger = logging.getLogger(__name__)
 
 TOKEN_PATH = "/msi/token"  # noqa: S105 - a URL path, not a secret
 DEV_TOKEN_PATH = "/dev/token"  # noqa: S105 - a URL path, not a secret
+ENTRA_TOKEN_ROUTE = "/{tenant}/oauth2/v2.0/token"  # noqa: S105 - a URL path, not a secret
 HEADER_NAME = "X-IDENTITY-HEADER"
 SELECTORS = ("client_id", "object_id", "mi_res_id")
 _SECRET_HINTS = ("secret", "header", "token", "password", "key", "sig")
@@ -44,6 +62,11 @@ class TokenEndpointError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def entra_token_path(tenant_id: str) -> str:
+    """The token endpoint's path for ``tenant_id`` (append it to the authority host)."""
+    return ENTRA_TOKEN_ROUTE.replace("{tenant}", tenant_id)
 
 
 @dataclass(frozen=True)
@@ -91,12 +114,60 @@ class Fault:
 
 
 class IdentityState:
-    """Pending faults and the request log; shared with the test thread, hence the lock."""
+    """Pending faults, the request log and the app registrations; shared with the test thread, hence the lock.
 
-    def __init__(self) -> None:
+    Apps live here rather than in the frozen ``IdentityConfig`` because tests and the admin routes
+    change them at run time (e.g. remove a federated credential, then restore it). Client ids are
+    matched case-insensitively, as Entra matches GUIDs.
+    """
+
+    def __init__(self, apps: Iterable[AppRegistration] = ()) -> None:
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self._log: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
+        self._apps: dict[str, AppRegistration] = {a.client_id.lower(): a for a in apps}
+        self._authority: tuple[str, str] | None = None
+
+    def apps(self) -> list[AppRegistration]:
+        with self._lock:
+            return list(self._apps.values())
+
+    def get_app(self, client_id: str) -> AppRegistration | None:
+        with self._lock:
+            return self._apps.get(client_id.strip().lower())
+
+    def put_app(self, app: AppRegistration) -> bool:
+        """Add or replace; ``True`` when it is new."""
+        with self._lock:
+            created = app.client_id.lower() not in self._apps
+            self._apps[app.client_id.lower()] = app
+            return created
+
+    def replace_apps(self, apps: Iterable[AppRegistration]) -> None:
+        with self._lock:
+            self._apps = {a.client_id.lower(): a for a in apps}
+
+    def delete_app(self, client_id: str) -> AppRegistration | None:
+        with self._lock:
+            return self._apps.pop(client_id.strip().lower(), None)
+
+    def clear_federated_credentials(self, client_id: str) -> AppRegistration | None:
+        """Remove the app's federated credentials; returns the app as it was (``put_app`` it to restore)."""
+        with self._lock:
+            before = self._apps.get(client_id.strip().lower())
+            if before is not None:
+                self._apps[before.client_id.lower()] = replace(before, federated_credentials=())
+            return before
+
+    def set_authority(self, authority_host: str, ca_file: str) -> None:
+        """Where the HTTPS listener is and the CA it is trusted by; known only once it has started."""
+        with self._lock:
+            self._authority = (authority_host, ca_file)
+
+    @property
+    def authority(self) -> tuple[str, str] | None:
+        with self._lock:
+            return self._authority
 
     def add_faults(self, faults: list[Fault]) -> int:
         with self._lock:
@@ -136,6 +207,26 @@ CONFIG_KEY = web.AppKey("identity_config", IdentityConfig)
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     body = {"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())}
     return web.json_response(body, status=status, headers=headers)
+
+
+# Token responses must not be cached (RFC 6749 §5.1: "Cache-Control: no-store", "Pragma: no-cache"); errors too.
+_NO_STORE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
+
+
+def _entra_error(request: web.Request, exc: entra.EntraError, headers: dict[str, str] | None = None) -> web.Response:
+    body = exc.body(correlation_id=request.headers.get("client-request-id"))
+    return web.json_response(body, status=exc.status, headers=_NO_STORE | (headers or {}))
+
+
+def _app_service_fault(request: web.Request, status: int, headers: dict[str, str] | None) -> web.Response:
+    return _error(status, "Injected fault (local identity endpoint).", headers)
+
+
+def _entra_fault(request: web.Request, status: int, headers: dict[str, str] | None) -> web.Response:
+    return _entra_error(request, entra.injected(status), headers)
+
+
+FaultRenderer = Callable[[web.Request, int, dict[str, str] | None], web.Response]
 
 
 def _safe_query(request: web.Request) -> dict[str, str]:
@@ -190,8 +281,8 @@ def _token_body(config: IdentityConfig, req: tokens.TokenRequest, resource: str)
     }
 
 
-async def _apply_fault(request: web.Request, fault: Fault) -> web.StreamResponse | None:
-    """Play the fault; ``None`` means it was latency only and the request proceeds normally."""
+async def _apply_fault(request: web.Request, fault: Fault, render: FaultRenderer) -> web.StreamResponse | None:
+    """Play the fault (``render`` shapes a body-less one as the route's errors); ``None``: latency only."""
     if fault.latency_ms:
         await asyncio.sleep(fault.latency_ms / 1000)
     if fault.drop:
@@ -202,29 +293,35 @@ async def _apply_fault(request: web.Request, fault: Fault) -> web.StreamResponse
         return None
     headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
     if fault.body is None:
-        return _error(fault.status, "Injected fault (local identity endpoint).", headers)
+        return render(request, fault.status, headers)
     if isinstance(fault.body, str):
         return web.Response(status=fault.status, text=fault.body, headers=headers)
     return web.json_response(fault.body, status=fault.status, headers=headers)
 
 
 async def _serve_token(
-    request: web.Request, entry: dict[str, Any], issue: Callable[[], Awaitable[web.StreamResponse]]
+    request: web.Request,
+    entry: dict[str, Any],
+    issue: Callable[[], Awaitable[web.StreamResponse]],
+    render_fault: FaultRenderer = _app_service_fault,
 ) -> web.StreamResponse:
-    """Shared pipeline of both token routes: fault, then ``issue()``, then the log entry."""
+    """Shared pipeline of the token routes: fault, then ``issue()``, then the log entry."""
     state = request.app[STATE_KEY]
     fault = state.next_fault()
     response: web.StreamResponse | None = None
     try:
         if fault is not None:
             entry["fault"] = fault.public()
-            response = await _apply_fault(request, fault)
+            response = await _apply_fault(request, fault, render_fault)
         if response is None:
             try:
                 response = await issue()
             except TokenEndpointError as exc:
                 entry["error"] = exc.message
                 response = _error(exc.status, exc.message)
+            except entra.EntraError as exc:
+                entry["error"] = exc.message  # names issuer/subject/app ids at most, never a credential
+                response = _entra_error(request, exc)
     finally:
         dropped = fault is not None and fault.drop
         entry["status"] = None if dropped or response is None else response.status
@@ -265,13 +362,18 @@ async def msi_token(request: web.Request) -> web.StreamResponse:
         resource = normalize_resource(request.query.get("resource"))
         identity = select_identity(request, config)
         entry["identity"] = identity.client_id
+        # A token for the exchange audience is a client assertion, not an API token: Entra issues it
+        # with its v2.0 issuer (the issuer an app's federated credential for a managed identity must
+        # name) and it carries no app roles, which are permissions on Graph.
+        exchange = resource == tokens.TOKEN_EXCHANGE_AUDIENCE
         req = tokens.TokenRequest(
             audience=resource,
             tenant_id=config.tenant_id,
             client_id=identity.client_id,
             object_id=identity.object_id,
-            roles=identity.roles,
+            roles=() if exchange else identity.roles,
             lifetime_seconds=config.lifetime_seconds,
+            version="2.0" if exchange else "1.0",
         )
         return web.json_response(_token_body(config, req, resource))
 
@@ -285,14 +387,14 @@ def _string_list(body: dict[str, Any], key: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
-def _delegated_scopes(raw: tuple[str, ...], resource: str, config: IdentityConfig) -> tuple[str, ...]:
-    """Accept bare scopes or ``<resource>/<scope>``; ``.default`` means the configured dev scopes."""
+def _delegated_scopes(raw: tuple[str, ...], resource: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Accept bare scopes or ``<resource>/<scope>``; ``.default`` means ``default`` (what was consented)."""
     scopes: list[str] = []
     for scope in raw:
         prefix, _, name = scope.rpartition("/") if "://" in scope else ("", "", scope)
         if prefix and prefix.rstrip("/") != resource.rstrip("/"):
             raise TokenEndpointError(400, f"Scope '{scope}' is not for resource '{resource}'.")
-        for item in config.dev_scopes if name == ".default" else (name,):
+        for item in default if name == ".default" else (name,):
             if item not in scopes:
                 scopes.append(item)
     if not scopes:
@@ -300,9 +402,41 @@ def _delegated_scopes(raw: tuple[str, ...], resource: str, config: IdentityConfi
     return tuple(scopes)
 
 
+def _dev_client(body: dict[str, Any], state: IdentityState, config: IdentityConfig) -> AppRegistration | None:
+    """The app a delegated dev token is for (``clientId``), refused the way Entra refuses the sign-in."""
+    client_id = body.get("clientId")
+    if client_id is None:
+        return None
+    if not isinstance(client_id, str) or not client_id.strip():
+        raise TokenEndpointError(400, "'clientId' must be a non-empty string.")
+    app = state.get_app(client_id)
+    if app is None:
+        raise TokenEndpointError(400, entra.unknown_client(client_id, config.tenant_id).message)
+    if "roles" in body:
+        raise TokenEndpointError(
+            400,
+            "'clientId' is for delegated tokens ('scopes') only; an app's app tokens come from the token "
+            f"exchange at {ENTRA_TOKEN_ROUTE}.",
+        )
+    if not app.public_client:
+        # What Entra answers a public-client flow (device code, interactive) of a confidential app.
+        raise TokenEndpointError(
+            400,
+            "AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or "
+            f"'client_secret'. (App '{app.client_id}' does not allow public client flows.)",
+        )
+    return app
+
+
 async def dev_token(request: web.Request) -> web.StreamResponse:
-    """Tokens for operator tooling: delegated for the local admin user (``scopes``) or app-only (``roles``)."""
+    """Tokens for operator tooling: delegated for the local admin user (``scopes``) or app-only (``roles``).
+
+    A delegated token may name a configured public-client app (``clientId``): it must have consented
+    the scopes, and becomes the token's ``appid`` (the Graph emulator remembers which app registered
+    a provider). Without it the client is ``DEV_CLIENT_ID``.
+    """
     config = request.app[CONFIG_KEY]
+    state = request.app[STATE_KEY]
     entry = _entry(request)
 
     async def issue() -> web.StreamResponse:
@@ -314,15 +448,26 @@ async def dev_token(request: web.Request) -> web.StreamResponse:
         if not isinstance(body, dict):
             raise TokenEndpointError(400, "The body must be a JSON object.")
         resource = normalize_resource(body.get("resource", tokens.GRAPH_AUDIENCE))
-        entry["body"] = {k: body[k] for k in ("resource", "scopes", "roles") if k in body}
+        entry["body"] = {k: body[k] for k in ("resource", "scopes", "roles", "clientId") if k in body}
         if ("scopes" in body) == ("roles" in body):
             raise TokenEndpointError(400, "Give either 'scopes' (delegated token) or 'roles' (app token).")
+        app = _dev_client(body, state, config)
+        client_id = DEV_CLIENT_ID if app is None else app.client_id
         if "scopes" in body:
-            scopes = _delegated_scopes(_string_list(body, "scopes"), resource, config)
+            consented = config.dev_scopes if app is None else app.scopes
+            scopes = _delegated_scopes(_string_list(body, "scopes"), resource, consented)
+            missing = [s for s in scopes if s not in consented]
+            if app is not None and missing:
+                raise TokenEndpointError(
+                    400,
+                    f"AADSTS65001: The user or administrator has not consented to use the application with ID "
+                    f"'{app.client_id}' named '{app.display_name}'. Send an interactive authorization request for "
+                    f"this user and resource. (Not consented: {', '.join(missing)}.)",
+                )
             req = tokens.TokenRequest(
                 audience=resource,
                 tenant_id=config.tenant_id,
-                client_id=DEV_CLIENT_ID,
+                client_id=client_id,
                 object_id=DEV_ADMIN_OBJECT_ID,
                 scopes=scopes,
                 lifetime_seconds=config.lifetime_seconds,
@@ -336,10 +481,44 @@ async def dev_token(request: web.Request) -> web.StreamResponse:
                 roles=_string_list(body, "roles"),
                 lifetime_seconds=config.lifetime_seconds,
             )
-        entry["identity"] = DEV_CLIENT_ID
+        entry["identity"] = client_id
         return web.json_response(_token_body(config, req, resource))
 
     return await _serve_token(request, entry, issue)
+
+
+async def entra_token(request: web.Request) -> web.StreamResponse:
+    """Entra's token endpoint, client-credentials grant with a federated assertion (checks in ``entra.py``)."""
+    config = request.app[CONFIG_KEY]
+    state = request.app[STATE_KEY]
+    entry = _entry(request)
+
+    async def issue() -> web.StreamResponse:
+        if not request.secure:
+            # azure-identity only ever calls an https authority; answering on http would hide a misconfiguration.
+            raise TokenEndpointError(
+                404, "The Entra token endpoint is served only on the HTTPS listener (authorityHost)."
+            )
+        entra.check_tenant(request.match_info["tenant"], config)
+        posted = await request.post()
+        form = {k: v for k, v in posted.items() if isinstance(v, str)}
+        entry["body"] = {k: form[k] for k in entra.LOGGED_FIELDS if k in form}
+        entry["body"]["credential"] = [k for k in ("client_assertion", "client_secret") if form.get(k)]
+        entra.check_grant_type(form)
+        client_id = entra.required(form, "client_id")
+        scope = entra.required(form, "scope")
+        app = state.get_app(client_id)
+        if app is None:
+            raise entra.unknown_client(client_id, config.tenant_id)
+        entry["identity"] = app.client_id
+        entra.client_credentials_resource(scope, config.tenant_id)
+        assertion = entra.client_assertion(form, app)
+        claims = entra.verify_assertion(assertion, key=config.signing_key)
+        fic = entra.match_federated_credential(app, claims)
+        entry["federatedCredential"] = fic.name
+        return web.json_response(entra.app_token_body(app, config), headers=_NO_STORE)
+
+    return await _serve_token(request, entry, issue, _entra_fault)
 
 
 async def add_faults(request: web.Request) -> web.Response:
@@ -373,25 +552,76 @@ async def clear_requests(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
+    state = request.app[STATE_KEY]
+    authority_host, ca_file = state.authority or (None, None)
     return web.json_response(
         {
             "status": "ok",
             "apiVersion": API_VERSION,
             "lifetimeSeconds": config.lifetime_seconds,
+            "tenantId": config.tenant_id,
             "systemAssigned": config.system.public() if config.system else None,
             "userAssigned": [i.public() for i in config.user_assigned],
-            "pendingFaults": request.app[STATE_KEY].pending_faults,
+            "apps": [a.client_id for a in state.apps()],
+            "authorityHost": authority_host,
+            "caFile": ca_file,
+            "pendingFaults": state.pending_faults,
         }
     )
 
 
+async def list_apps(request: web.Request) -> web.Response:
+    return web.json_response({"apps": [a.public() for a in request.app[STATE_KEY].apps()]})
+
+
+async def put_app(request: web.Request) -> web.Response:
+    """Create or replace an app registration (body: ``AppRegistration.parse``'s camelCase JSON)."""
+    try:
+        raw = await request.json()
+        app = AppRegistration.parse(raw, client_id=request.match_info["clientId"])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _error(400, f"The body must be JSON: {exc}.")
+    except ValueError as exc:
+        return _error(400, str(exc))
+    created = request.app[STATE_KEY].put_app(app)
+    logger.info("app %s %s", app.client_id, "created" if created else "replaced")
+    return web.json_response(app.public(), status=201 if created else 200)
+
+
+async def delete_app(request: web.Request) -> web.Response:
+    client_id = request.match_info["clientId"]
+    if request.app[STATE_KEY].delete_app(client_id) is None:
+        return _error(404, f"No app with client id {client_id}.")
+    logger.info("app %s deleted", client_id)
+    return web.Response(status=204)
+
+
+async def delete_federated_credentials(request: web.Request) -> web.Response:
+    """Remove all the app's federated credentials (``PUT`` the app again to restore them); answers the app."""
+    state = request.app[STATE_KEY]
+    client_id = request.match_info["clientId"]
+    if state.clear_federated_credentials(client_id) is None:
+        return _error(404, f"No app with client id {client_id}.")
+    logger.info("app %s: federated credentials removed", client_id)
+    app = state.get_app(client_id)
+    return web.json_response(None if app is None else app.public())
+
+
 def build_app(config: IdentityConfig, state: IdentityState | None = None) -> web.Application:
-    """The app for ``config``; pass ``state`` to drive faults and read the log from another thread."""
+    """The app for ``config``; pass ``state`` to drive faults and read the log from another thread.
+
+    A ``state`` passed in keeps its own apps (build it as ``IdentityState(config.apps)``).
+    """
     app = web.Application()
     app[CONFIG_KEY] = config
-    app[STATE_KEY] = state or IdentityState()
+    app[STATE_KEY] = state or IdentityState(config.apps)
     app.router.add_get(TOKEN_PATH, msi_token)
     app.router.add_post(DEV_TOKEN_PATH, dev_token)
+    app.router.add_post(ENTRA_TOKEN_ROUTE, entra_token)
+    app.router.add_get("/_identity/apps", list_apps)
+    app.router.add_put("/_identity/apps/{clientId}", put_app)
+    app.router.add_delete("/_identity/apps/{clientId}", delete_app)
+    app.router.add_delete("/_identity/apps/{clientId}/federatedCredentials", delete_federated_credentials)
     app.router.add_post("/_identity/faults/next", add_faults)
     app.router.add_delete("/_identity/faults", clear_faults)
     app.router.add_get("/_identity/requests", list_requests)

@@ -251,6 +251,7 @@ class CloudEventsAdapter:
         try:
             return ContentCommand(
                 op=op,
+                tenantId=source.tenant_id,
                 registrationId=source.registration_id,
                 externalId=external_id,
                 content=content,

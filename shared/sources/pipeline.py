@@ -244,6 +244,7 @@ def _command(
     try:
         return ContentCommand(
             op=op,
+            tenantId=source.tenant_id,
             registrationId=source.registration_id,
             externalId=external_id,
             content=content,

@@ -64,15 +64,29 @@ def test_refused_forms_are_refused_before_the_lookup(client: httpx.Client, provi
 
 def test_settings_api(client: httpx.Client) -> None:
     view = client.get("/_emulator/settings").json()
-    assert view == {"deleteForms": "documented", "patchSemantics": "merge", "visibilityLagMs": 0}
+    assert view == {
+        "deleteForms": "documented",
+        "patchSemantics": "merge",
+        "visibilityLagMs": 0,
+        "appBinding": "strict-app",
+    }
     assert settings(client, deleteForms="both", visibilityLagMs=5)["visibilityLagMs"] == 5
-    for bad in ({"deleteForms": "all"}, {"patchSemantics": "upsert"}, {"visibilityLagMs": -1}, {"pageSize": 3}):
+    bad_settings = (
+        {"deleteForms": "all"},
+        {"patchSemantics": "upsert"},
+        {"visibilityLagMs": -1},
+        {"appBinding": "strict"},
+        {"pageSize": 3},
+    )
+    for bad in bad_settings:
         assert_graph_error(client.patch("/_emulator/settings", json=bad), 400, "badRequest", "Invalid settings")
     assert client.post("/_emulator/reset").status_code == 204
     assert client.get("/_emulator/settings").json() == view  # a reset restores the start-up settings
 
 
 def test_run_in_thread_takes_the_settings() -> None:
-    with run_in_thread(delete_forms="sdk", patch_semantics="replace", visibility_lag_ms=7) as emu:
+    with run_in_thread(
+        delete_forms="sdk", patch_semantics="replace", visibility_lag_ms=7, app_binding="lenient"
+    ) as emu:
         view = httpx.get(f"{emu.url}/_emulator/settings", timeout=5).json()
-    assert view == {"deleteForms": "sdk", "patchSemantics": "replace", "visibilityLagMs": 7}
+    assert view == {"deleteForms": "sdk", "patchSemantics": "replace", "visibilityLagMs": 7, "appBinding": "lenient"}

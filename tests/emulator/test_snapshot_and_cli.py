@@ -50,6 +50,7 @@ def test_cli_prints_listening_line_and_serves(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "local.graph_emulator", "--host", "127.0.0.1", "--port", "0", "--page-size", "7"]
     command += ["--delete-forms", "both", "--patch-semantics", "replace", "--visibility-lag-ms", "5"]
+    command += ["--app-binding", "lenient"]
     with subprocess.Popen(
         [*command, "--snapshot", str(tmp_path / "s.json")],
         cwd=REPO_ROOT,
@@ -68,7 +69,12 @@ def test_cli_prints_listening_line_and_serves(tmp_path: Path) -> None:
             health = httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=5).json()
             assert health == {"status": "ok", "pageSize": 7, "snapshot": str(tmp_path / "s.json")}
             modes = httpx.get(f"http://127.0.0.1:{port}/_emulator/settings", timeout=5).json()
-            assert modes == {"deleteForms": "both", "patchSemantics": "replace", "visibilityLagMs": 5}
+            assert modes == {
+                "deleteForms": "both",
+                "patchSemantics": "replace",
+                "visibilityLagMs": 5,
+                "appBinding": "lenient",
+            }
             response = httpx.get(f"http://127.0.0.1:{port}{PROVIDERS}", headers=ADMIN, timeout=5)
             assert response.status_code == 200
         finally:

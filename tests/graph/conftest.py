@@ -16,11 +16,12 @@ import pytest
 from azure.identity.aio import ManagedIdentityCredential
 
 from local import demo
+from shared.credentials import AppCredential
 from shared.graph import GraphClient
 from shared.ledger import Ledger
 from shared.queue import StorageCommandQueue
 from shared.settings import Settings
-from tests.conftest import UAMI_CLIENT_ID
+from tests.conftest import APP_CLIENT_ID, TENANT_ID, UAMI_CLIENT_ID, app_sign_in_env
 from tests.vlsync_runner import Vlsync, make_runner
 
 
@@ -58,7 +59,9 @@ def graph_side(emulator: Any, identity_server: Any, monkeypatch: pytest.MonkeyPa
     identity_server.clear_faults()
     for key, value in identity_server.env.items():
         monkeypatch.setenv(key, value)
-    token = identity_server.dev_token(scopes=["LearningProvider.ReadWrite"])["access_token"]
+    # An admin registers through the product's app, so the registration is bound to the app the worker
+    # pushes as (the emulator refuses content from any other app id: --app-binding strict-app).
+    token = identity_server.dev_token(scopes=["LearningProvider.ReadWrite"], clientId=APP_CLIENT_ID)["access_token"]
     return GraphSide(emulator.url, demo.register_provider(emulator.url, token), identity_server)
 
 
@@ -94,6 +97,7 @@ def cli_side(graph_side: GraphSide, azurite: Any, tmp_path: Path) -> CliSide:
         "LEDGER_TABLE_NAME": f"cli{uuid.uuid4().hex[:10]}",
         "REGISTRATION_STATE_CACHE_SECONDS": "0",
         "VLS_DEV_DIR": str(tmp_path / "no-stack"),  # never the developer's own .dev/stack.env
+        **app_sign_in_env(graph_side.identity),
     }
     return CliSide(graph_side, env, make_runner(env))
 
@@ -105,8 +109,30 @@ async def no_sleep(_: float) -> None:
     return None
 
 
-def make_graph(graph_side: GraphSide, http: httpx.AsyncClient, client_id: str = UAMI_CLIENT_ID) -> GraphClient:
-    credential = ManagedIdentityCredential(client_id=client_id)
+def worker_credential(graph_side: GraphSide, client_id: str = UAMI_CLIENT_ID) -> AppCredential:
+    """The worker's credential (GRAPH_AUTH_MODE=app): the managed identity ``client_id`` exchanged, by the
+    real azure-identity classes, for the app's Graph token at the identity endpoint's Entra route."""
+    return AppCredential(
+        ManagedIdentityCredential(client_id=client_id),
+        client_id=APP_CLIENT_ID,
+        home_tenant=TENANT_ID,
+        authority=graph_side.identity.authority_host,
+        connection_verify=graph_side.identity.ca_file,
+    )
+
+
+def make_graph(
+    graph_side: GraphSide,
+    http: httpx.AsyncClient,
+    client_id: str = UAMI_CLIENT_ID,
+    *,
+    as_app: bool = True,
+) -> GraphClient:
+    """The worker's Graph client as ``shared.credentials`` builds it: as the app through the managed
+    identity ``client_id`` (``as_app``), or as that identity itself (GRAPH_AUTH_MODE=managed-identity)."""
+    credential: Any = (
+        worker_credential(graph_side, client_id) if as_app else ManagedIdentityCredential(client_id=client_id)
+    )
     CREDENTIALS.append(credential)
     return GraphClient(
         http,
@@ -118,7 +144,7 @@ def make_graph(graph_side: GraphSide, http: httpx.AsyncClient, client_id: str = 
     )
 
 
-CREDENTIALS: list[ManagedIdentityCredential] = []
+CREDENTIALS: list[Any] = []
 
 
 @pytest.fixture

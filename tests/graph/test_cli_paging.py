@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.graph.conftest import app_sign_in_env
 from tests.vlsync_runner import content_line, make_runner
 
 TOTAL = 2500
@@ -26,8 +27,12 @@ def small_pages() -> Iterator[Any]:
 def test_list_follows_next_link_through_2500_items(
     small_pages: Any, identity_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
-    env = {"GRAPH_BASE_URL": small_pages.url, **identity_server.env, "VLS_DEV_DIR": str(tmp_path / "none")}
+    env = {
+        "GRAPH_BASE_URL": small_pages.url,
+        **identity_server.env,
+        **app_sign_in_env(identity_server),  # register through the app, push as the app
+        "VLS_DEV_DIR": str(tmp_path / "none"),
+    }
     vlsync = make_runner(env)
     registered = vlsync(
         "provider", "register", "--display-name", "Big catalog", "--quiet",

@@ -9,6 +9,7 @@ from pathlib import Path
 from shared.ledger import Ledger
 from shared.models import ContentCommand
 from shared.queue import StorageCommandQueue
+from tests.conftest import TENANT_ID
 from tests.graph.conftest import CliSide
 from tests.queues import peek_json
 from tests.vlsync_runner import content_line
@@ -120,7 +121,9 @@ def test_disable_holds_enable_releases_only_this_registrations_commands(cli_side
     from azure.data.tables import TableServiceClient
 
     ledger = Ledger(
-        TableServiceClient.from_connection_string(conn).get_table_client(ledger_table), state_cache_seconds=0
+        TableServiceClient.from_connection_string(conn).get_table_client(ledger_table),
+        tenant_id=TENANT_ID,
+        state_cache_seconds=0,
     )
     assert ledger.registration_enabled(reg) is False
 

@@ -19,6 +19,7 @@ from azure.data.tables import TableServiceClient
 
 from local.tokens import DEFAULT_TENANT_ID
 from shared.ledger import Ledger
+from tests.conftest import APP_CLIENT_ID
 from tests.graph.conftest import CliSide
 from tests.vlsync_runner import content_line, make_runner
 
@@ -48,15 +49,17 @@ def register(cli_side: CliSide, name: str) -> str:
 
 def ledger_of(cli_side: CliSide) -> Ledger:
     service = TableServiceClient.from_connection_string(cli_side.env["LearningSyncStorage"])
-    return Ledger(service.get_table_client(cli_side.env["LEDGER_TABLE_NAME"]), state_cache_seconds=0)
+    table = service.get_table_client(cli_side.env["LEDGER_TABLE_NAME"])
+    return Ledger(table, tenant_id=cli_side.env["VIVA_APP_TENANT_ID"], state_cache_seconds=0)
 
 
 def ledger_row(cli_side: CliSide, external_id: str) -> dict[str, Any]:
-    from shared.ledger import content_row_key
+    from shared.ledger import content_row_key, partition_key
 
     service = TableServiceClient.from_connection_string(cli_side.env["LearningSyncStorage"])
     table = service.get_table_client(cli_side.env["LEDGER_TABLE_NAME"])
-    return dict(table.get_entity(cli_side.registration_id, content_row_key(external_id)))
+    key = partition_key(cli_side.env["VIVA_APP_TENANT_ID"], cli_side.registration_id)
+    return dict(table.get_entity(key, content_row_key(external_id)))
 
 
 # -- 5. a registration POST that may have reached Graph is checked, not sent again ---------------------
@@ -129,13 +132,14 @@ def test_deleting_an_unknown_provider_is_an_error(cli_side: CliSide) -> None:
 
 
 def test_provider_commands_against_real_graph_need_your_app_registration(cli_side: CliSide) -> None:
-    real = make_runner({**cli_side.env, "GRAPH_BASE_URL": "https://graph.microsoft.com"})
+    env = {k: v for k, v in cli_side.env.items() if k != "VIVA_APP_CLIENT_ID"}  # no app from azd
+    real = make_runner({**env, "GRAPH_BASE_URL": "https://graph.microsoft.com"})
     for args in (["provider", "list"], ["provider", "register", "--display-name", "X", *LOGOS]):
         result = real(*args)
         assert result.exit_code == 2, (args, result.stderr)
         err = " ".join(result.stderr.split())
-        assert "--credential device-code needs the client id of your app registration" in err
-        assert "public client" in err
+        assert "--credential browser needs the client id of the app to sign in through" in err
+        assert "VIVA_APP_CLIENT_ID=$(azd env get-value VIVA_APP_CLIENT_ID)" in err
         assert "Allow public client flows" in err
         assert "delegated Microsoft Graph permission LearningProvider.ReadWrite" in err
         assert "--client-id <id> or VLSYNC_CLIENT_ID=<id>" in err
@@ -153,7 +157,7 @@ def test_a_403_to_a_delegated_call_names_the_registration_and_scope_needed(cli_s
     assert "public client" in err
 
     cli_side.graph.script_faults([forbidden])
-    as_json = make_runner({**cli_side.env, "VLSYNC_CLIENT_ID": "c1d2"})("--json", "provider", "get", "x")
+    as_json = make_runner({**cli_side.env, "VLSYNC_CLIENT_ID": APP_CLIENT_ID})("--json", "provider", "get", "x")
     hint = json.loads(as_json.stderr)["error"]["hint"]
     assert "LearningProvider.ReadWrite" in hint
 
@@ -279,10 +283,17 @@ def test_every_write_command_names_its_target_first(cli_side: CliSide, tmp_path:
     (tmp_path / "t.json").write_text(content_line("target-1"))
     new_id = register(cli_side, "Target LMS")
     writes: list[tuple[list[str], str, str | None, str | None]] = [
-        (["provider", "register", "--display-name", "Target LMS 2", *LOGOS], "new", DEFAULT_TENANT_ID, None),
+        # register records which app registered it in the ledger (issue 13), so it names the storage too
+        (
+            ["provider", "register", "--display-name", "Target LMS 2", *LOGOS],
+            "new",
+            DEFAULT_TENANT_ID,
+            "devstoreaccount1",
+        ),
         (["provider", "update", new_id, "--display-name", "Renamed"], new_id, DEFAULT_TENANT_ID, None),
-        (["provider", "disable", reg], reg, None, "devstoreaccount1"),
-        (["provider", "enable", reg], reg, None, "devstoreaccount1"),
+        # storage-only writes name the tenant of their ledger rows (VIVA_APP_TENANT_ID)
+        (["provider", "disable", reg], reg, DEFAULT_TENANT_ID, "devstoreaccount1"),
+        (["provider", "enable", reg], reg, DEFAULT_TENANT_ID, "devstoreaccount1"),
         (["content", "upsert", str(tmp_path / "t.json")], reg, DEFAULT_TENANT_ID, "devstoreaccount1"),
         (["content", "delete", "target-1"], reg, DEFAULT_TENANT_ID, "devstoreaccount1"),
         (["provider", "delete", new_id, "--yes"], new_id, DEFAULT_TENANT_ID, None),

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from azure.identity.aio import ManagedIdentityCredential
 
 from shared.graph import GraphClient, GraphPermanentError
 from shared.ledger import Ledger
@@ -22,7 +21,7 @@ from shared.models import ContentCommand
 from shared.queue import StorageCommandQueue
 from shared.settings import Settings
 from shared.worker import MessageInfo, Outcome, WorkerPorts, process
-from tests.graph.conftest import GraphSide
+from tests.graph.conftest import GraphSide, worker_credential
 from tests.webhooks import content
 
 DELETE_FORMS = ["documented", "sdk", "both"]
@@ -34,7 +33,7 @@ async def no_sleep(_: float) -> None:
 
 @pytest.fixture
 async def client(graph_side: GraphSide) -> AsyncIterator[GraphClient]:
-    credential = ManagedIdentityCredential()
+    credential = worker_credential(graph_side)
     async with httpx.AsyncClient(timeout=5) as http:
         yield GraphClient(
             http,
@@ -162,7 +161,7 @@ async def test_worker_delete_reaches_the_emulator_first_as_the_documented_ref_fo
     reg = graph_side.registration_id
     queue = StorageCommandQueue.from_settings(settings)
     queue.ensure_queues()
-    credential = ManagedIdentityCredential()
+    credential = worker_credential(graph_side)
     async with httpx.AsyncClient(timeout=5) as http:
         graph = GraphClient(
             http,

@@ -6,7 +6,6 @@ import base64
 
 import httpx
 import pytest
-from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.queue import QueueClient
 
 from shared import intake
@@ -16,8 +15,8 @@ from shared.queue import StorageCommandQueue
 from shared.settings import Settings
 from shared.worker import MessageInfo, Outcome, WorkerPorts, process
 from tests import otel
-from tests.conftest import SECRET, UAMI_CLIENT_ID
-from tests.graph.conftest import GraphSide
+from tests.conftest import SECRET
+from tests.graph.conftest import GraphSide, worker_credential
 from tests.webhooks import content, event, signed
 
 
@@ -43,7 +42,7 @@ async def test_one_trace_from_webhook_through_queue_to_graph(
         routed.storage_connection_string or "", routed.content_queue_name
     ).receive_messages()
     body = base64.b64decode(message.content)
-    credential = ManagedIdentityCredential(client_id=UAMI_CLIENT_ID)
+    credential = worker_credential(graph_side)
     async with httpx.AsyncClient() as http:
         graph = GraphClient(
             http, credential, root=f"{graph_side.url}/v1.0", scope="https://graph.microsoft.com/.default"
@@ -67,7 +66,7 @@ async def test_one_trace_from_webhook_through_queue_to_graph(
 
 async def test_parked_and_applied_counters(graph_side: GraphSide, settings: Settings) -> None:
     queue = StorageCommandQueue.from_settings(settings)
-    credential = ManagedIdentityCredential(client_id=UAMI_CLIENT_ID)
+    credential = worker_credential(graph_side)
     async with httpx.AsyncClient() as http:
         graph = GraphClient(
             http, credential, root=f"{graph_side.url}/v1.0", scope="https://graph.microsoft.com/.default"

@@ -89,7 +89,7 @@ async def test_unknown_registration_is_parked_with_reason(
 async def test_missing_permission_403_is_parked_at_once(
     graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, settings: Settings, ledger: Ledger
 ) -> None:
-    graph = make_graph(graph_side, http, client_id=READ_ONLY_CLIENT_ID)
+    graph = make_graph(graph_side, http, client_id=READ_ONLY_CLIENT_ID, as_app=False)
     body = command("upsert", "w-3", graph_side.registration_id)
     assert await process(body, INFO, ports(graph, queue, ledger)) is Outcome.PARKED
     [parked] = poison(settings)

@@ -24,6 +24,13 @@ DOC = REPO / "docs/deploy.md"
 README = REPO / "README.md"
 HOST_STORAGE = "AzureWebJobsStorage"
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${s.secretName})"
+# `tenant().tenantId` in pycep's tree: the deployment's own tenant, a fact and not a constant.
+TENANT_ID = {
+    "operator": {
+        "type": "property_accessor",
+        "operands": {"operand_1": {"function": {"type": "tenant"}}, "operand_2": "tenantId"},
+    }
+}
 # Settings the template sets for the platform, not for shared/settings.py, and who reads them.
 PLATFORM_SETTINGS = {
     "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "the Python worker (OpenTelemetry export, with host.json)",
@@ -111,9 +118,35 @@ def test_extra_settings_come_first_so_no_template_setting_can_be_replaced(bicep:
     assert parameter["default"] == {}
 
 
-def _owner(value: Any) -> tuple[str, str] | None:
-    """('parameter', name) for `param` or `string(param)`, ('resource', path) for a module output."""
+def _names(value: Any) -> set[str]:
+    """Every bare name in an expression tree (parameters, variables, modules, literals alike)."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*(_names(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_names(v) for v in value)) if value else set()
+    return set()
+
+
+def _parameters_behind(bicep: Trees, variable: str) -> set[str]:
+    """The main.bicep parameters a variable is computed from, through other variables."""
+    main = bicep["main.bicep"]
+    found: set[str] = set()
+    for name in _names(main["variables"][variable]["value"]):
+        if name in main["parameters"]:
+            found.add(name)
+        elif name in main["variables"] and name != variable:
+            found |= _parameters_behind(bicep, name)
+    return found
+
+
+def _owner(value: Any, variables: dict[str, Any] | None = None) -> tuple[str, str] | None:
+    """('parameter', name) for `param` or `string(param)`, ('variable', name) for a main.bicep variable
+    computed from parameters or the deployment's tenant, ('resource', path) for a module output."""
     converted = function(value, "string")
+    if isinstance(value, str) and variables is not None and value in variables:
+        return ("variable", value)
     if isinstance(value, str):
         return ("parameter", value)
     if converted is not None and isinstance(converted["value_to_convert"], str):
@@ -125,25 +158,33 @@ def _owner(value: Any) -> tuple[str, str] | None:
 
 
 def test_every_main_setting_is_owned_by_a_parameter_or_a_resource(bicep: Trees) -> None:
-    """No constant hides in the template: each value comes from a parameter or a created resource."""
-    main_params = bicep["main.bicep"]["parameters"]
+    """No constant hides in the template: each value comes from a parameter, a created resource or,
+    through a variable, from parameters or the deployment's own tenant."""
+    main = bicep["main.bicep"]
     for name, value in main_settings(bicep).items():
-        owner = _owner(value)
+        owner = _owner(value, main["variables"])
         assert owner is not None, f"{name} has no owner: {value!r}"
         if owner[0] == "parameter":
-            assert owner[1] in main_params, f"{name}: {owner[1]} is not a main.bicep parameter"
+            assert owner[1] in main["parameters"], f"{name}: {owner[1]} is not a main.bicep parameter"
+        if owner[0] == "variable":
+            tenant = main["variables"][owner[1]]["value"] == TENANT_ID
+            assert _parameters_behind(bicep, owner[1]) or tenant, f"{name}: {owner[1]} is a constant"
 
 
 def test_docs_name_the_owner_of_each_setting(bicep: Trees) -> None:
     rows = doc_table("Set by the template")
     header = DOC.read_text().split("### Set by the template", 1)[1]
     assert "| Setting | Value in Azure | Owner |" in header.split("###", 1)[0]
+    variables = bicep["main.bicep"]["variables"]
     for name, value in main_settings(bicep).items():
-        owner = _owner(value)
+        owner = _owner(value, variables)
         assert owner is not None
         cell = rows[name][2]
         if owner[0] == "parameter":
             assert f"`{owner[1]}`" in cell, (name, cell)
+        elif owner[0] == "variable":
+            behind = _parameters_behind(bicep, owner[1]) or {"template"}
+            assert all(f"`{p}`" in cell or (p == "template" and p in cell) for p in behind), (name, cell, behind)
         elif owner[1].startswith("webhookSources."):
             assert "`sources`" in cell, (name, cell)
         else:

@@ -1,16 +1,20 @@
 """The azd hooks, run with a stand-in `az`, `azd` and `sleep`; and the order docs/deploy.md gives.
 
-postprovision: the Graph grant for an admin (ids looked up by value, waiting for a new identity to
-replicate), the webhook secrets (a restart when one was created or changed, because App Service
+postprovision: Microsoft Graph sign-in for an admin: the Viva Learning app's admin consent, or the
+`az` commands that create the app when the deployment could not, and in the managed-identity
+fallback mode the identity's own roles (ids looked up by value, waiting for a new identity to
+replicate); the webhook secrets (a restart when one was created or changed, because App Service
 caches Key Vault references for up to 24 hours), then the sources' function keys. postdeploy: the
 function keys. Neither ever fails.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,33 @@ MSI = "11111111-2222-3333-4444-555555555555"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 ROLES = "LearningContent.ReadWrite.All,LearningAssignedCourse.ReadWrite.All"
 ASSIGNMENTS_URI = f"https://graph.microsoft.com/v1.0/servicePrincipals/{MSI}/appRoleAssignments"
+CLIENT = "99999999-aaaa-bbbb-cccc-dddddddddddd"
+APP_SP = "app-sp-id"
+APP_SP_ASSIGNMENTS_URI = f"https://graph.microsoft.com/v1.0/servicePrincipals/{APP_SP}/appRoleAssignments"
+GRANTS_URI = "https://graph.microsoft.com/v1.0/oauth2PermissionGrants"
+TENANT = "tttttttt-0000-0000-0000-000000000000"
+ISSUER = f"https://login.microsoftonline.com/{TENANT}/v2.0"
+APP_ROLES = (
+    "LearningContent.ReadWrite.All,LearningAssignedCourse.ReadWrite.All,LearningSelfInitiatedCourse.ReadWrite.All"
+)
+# The azd outputs main.bicep gives the hook about the app (VIVA_APP_CLIENT_ID only once there is one).
+APP_OUTPUTS = {
+    "AZURE_MANAGED_IDENTITY_PRINCIPAL_ID": MSI,
+    "GRAPH_APP_ROLES": ROLES,
+    "VIVA_APP_TENANT_ID": TENANT,
+    "VIVA_APP_DISPLAY_NAME": "Viva Learning Sync (test)",
+    "VIVA_APP_FIC_ISSUER": ISSUER,
+    "VIVA_APP_FIC_AUDIENCE": "api://AzureADTokenExchange",
+    "VIVA_APP_GRAPH_ROLES": APP_ROLES,
+    "VIVA_APP_GRAPH_SCOPES": "LearningProvider.ReadWrite",
+}
+WITH_APP = APP_OUTPUTS | {"VIVA_APP_CLIENT_ID": CLIENT, "VIVA_APP_CREATED": "true", "GRAPH_AUTH_MODE_IN_USE": "app"}
+NO_APP = APP_OUTPUTS | {
+    "VIVA_APP_CLIENT_ID": "",
+    "VIVA_APP_CREATED": "false",
+    "GRAPH_AUTH_MODE_IN_USE": "managed-identity",
+}
+FALLBACK = "== Managed-identity fallback"
 APP = {
     "SERVICE_API_NAME": "func-api-abc",
     "AZURE_RESOURCE_GROUP": "rg-test",
@@ -38,19 +69,24 @@ RESTART = "functionapp restart -g rg-test -n func-api-abc"
 #   sp-hidden     the identity's service principal stays invisible to Graph for that many lookups
 #   secrets.tsv   `az keyvault secret list` (absent: the call fails, as without a Key Vault role)
 #   keys.txt      `az functionapp function keys list` (absent: the function is not deployed)
+#   grants.txt    the scopes of the app's tenant-wide delegated grants (absent: none)
 FAKE_AZ = """#!/bin/sh
 dir="{dir}"
 echo "$*" >> "$dir/az.log"
 case "$*" in
   *"appRoles[?contains"*)
     printf 'LearningContent.ReadWrite.All\\trole-content\\n'
-    printf 'LearningAssignedCourse.ReadWrite.All\\trole-assigned\\n' ;;
+    printf 'LearningAssignedCourse.ReadWrite.All\\trole-assigned\\n'
+    printf 'LearningSelfInitiatedCourse.ReadWrite.All\\trole-self\\n' ;;
   "ad sp show --id {graph} --query id -o tsv") echo graph-sp-id ;;
   "ad sp show --id {msi} --query id -o tsv")
     hidden=$(cat "$dir/sp-hidden" 2>/dev/null || echo 0)
     if [ "$hidden" -gt 0 ]; then echo $((hidden - 1)) > "$dir/sp-hidden"; exit 3; fi
     echo {msi} ;;
+  "ad sp show --id {client} --query id -o tsv") echo {app_sp} ;;
+  *servicePrincipals/{app_sp}/appRoleAssignments*) echo role-content ;;
   *appRoleAssignments*) echo role-assigned ;;
+  *oauth2PermissionGrants*) [ -f "$dir/grants.txt" ] && cat "$dir/grants.txt" ;;
   "keyvault secret list"*) [ -f "$dir/secrets.tsv" ] || exit 1; cat "$dir/secrets.tsv" ;;
   "functionapp restart"*) ;;
   "functionapp function keys list"*) [ -f "$dir/keys.txt" ] || exit 3; cat "$dir/keys.txt" ;;
@@ -68,7 +104,7 @@ class Fake:
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
         scripts = {
-            "az": az.format(dir=tmp_path, graph=GRAPH_APP_ID, msi=MSI),
+            "az": az.format(dir=tmp_path, graph=GRAPH_APP_ID, msi=MSI, client=CLIENT, app_sp=APP_SP),
             "azd": LOGGER.format(dir=tmp_path, name="azd"),
             "sleep": LOGGER.format(dir=tmp_path, name="sleep"),
         }
@@ -132,10 +168,16 @@ def test_without_a_signed_in_az_it_prints_the_lookups_and_calls(no_az: Fake) -> 
     assert not no_az.log("sleep"), "no waiting without a signed-in az"
 
 
+def _section(out: str, title: str) -> str:
+    """The text of one `== title` section of the hook's output."""
+    assert title in out, title
+    return out.split(title, 1)[1].split("\n== ", 1)[0]
+
+
 def test_with_az_it_resolves_the_ids_and_skips_granted_roles(fake: Fake) -> None:
     proc = fake.run(HOOK_SH, AZURE_MANAGED_IDENTITY_PRINCIPAL_ID=MSI, GRAPH_APP_ROLES=ROLES)
     assert proc.returncode == 0
-    out = proc.stdout
+    out = _section(proc.stdout, FALLBACK)
     assert f'{{"principalId": "{MSI}", "resourceId": "graph-sp-id", "appRoleId": "role-content"}}' in out
     assert "# LearningAssignedCourse.ReadWrite.All: already granted" in out
     assert out.count("az rest --method POST") == 1
@@ -158,7 +200,7 @@ def test_it_says_to_run_again_when_the_identity_has_not_replicated(fake: Fake) -
     assert proc.returncode == 0
     assert len(fake.log("sleep")) == 5, "six lookups, five waits of 10 s"
     out = proc.stdout
-    assert f"service principal ({MSI}) is not visible in Microsoft Graph yet" in out
+    assert f"The service principal {MSI} is not visible in Microsoft Graph yet" in out
     assert "Request_ResourceNotFound" in out
     assert "Run 'azd hooks run postprovision' again in a few minutes." in out
     assert "az rest --method POST" in out, "the calls are still printed for later"
@@ -169,20 +211,203 @@ def test_nothing_to_do_when_the_deployment_granted_the_roles(no_az: Fake) -> Non
         HOOK_SH, AZURE_MANAGED_IDENTITY_PRINCIPAL_ID=MSI, GRAPH_APP_ROLES=ROLES, GRAPH_PERMISSIONS_GRANTED="true"
     )
     assert proc.returncode == 0
-    assert "Granted by the deployment" in proc.stdout
-    assert "az rest" not in proc.stdout
+    fallback = _section(proc.stdout, FALLBACK)
+    assert "Granted by the deployment to the managed identity" in fallback
+    assert "az rest" not in fallback
 
 
 @pytest.mark.parametrize("hook", [HOOK_SH, HOOK_PS1], ids=["sh", "ps1"])
 def test_both_hooks_grant_through_the_graph_rest_call_and_look_roles_up_by_value(hook: Path) -> None:
     text = hook.read_text()
-    assert "https://graph.microsoft.com/v1.0/servicePrincipals/" in text
+    assert "https://graph.microsoft.com/v1.0" in text
+    assert "/servicePrincipals/" in text
     assert "/appRoleAssignments" in text
     assert "az ad sp show --id" in text
     assert GRAPH_APP_ID in text
     assert "appRoles[?value==" in text
     assert "allowedMemberTypes, 'Application'" in text
     assert text.rstrip().endswith("exit 0")
+
+
+# --- the Viva Learning app ----------------------------------------------------------------------
+
+# A stand-in `az` and `azd` for running the commands the hook prints: each call's arguments, one JSON
+# list a line, and the ids the real ones would answer.
+RECORDER = f"""#!{sys.executable}
+import json, sys
+args = sys.argv[1:]
+with open("{{log}}", "a") as log:
+    log.write(json.dumps(["{{name}}", *args]) + "\\n")
+if args[:3] == ["ad", "app", "create"]:
+    print("new-app-id")
+elif "--query" in args:
+    query = args[args.index("--query") + 1]
+    print("perm-" + query.split("'")[1] if "'" in query else "obj-" + args[args.index("--id") + 1])
+"""
+
+
+def _run_printed(tmp_path: Path, commands: str) -> list[list[str]]:
+    """Runs the printed commands with recording stand-ins; every `az`/`azd` call's arguments."""
+    bin_dir = tmp_path / "run-bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.jsonl"
+    for name in ("az", "azd"):
+        (bin_dir / name).write_text(RECORDER.format(log=log, name=name))
+        (bin_dir / name).chmod(0o755)
+    script = tmp_path / "printed.sh"
+    script.write_text(commands)
+    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(["sh", "-eu", str(script)], env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _option(call: list[str], name: str) -> str:
+    return call[call.index(name) + 1]
+
+
+def test_without_an_app_it_prints_the_commands_that_create_it(fake: Fake, tmp_path: Path) -> None:
+    """CREATE_VIVA_APP=false: the admin's commands, which really create the app as the template would."""
+    proc = fake.run(HOOK_SH, **NO_APP)
+    assert proc.returncode == 0
+    out = _section(proc.stdout, "== Microsoft Graph sign-in (GRAPH_AUTH_MODE=managed-identity)")
+    assert "CREATE_VIVA_APP=false" in out
+    assert "Application Developer" in out
+    assert "Cloud Application Administrator" in out
+    printed = out[out.index("# 1. The app") : out.index("\nazd provision\n") + len("\nazd provision\n")]
+    calls = _run_printed(tmp_path, printed)
+    az = [c[1:] for c in calls if c[0] == "az"]
+
+    [create] = [c for c in az if c[:3] == ["ad", "app", "create"]]
+    assert _option(create, "--display-name") == "Viva Learning Sync (test)"
+    assert _option(create, "--sign-in-audience") == "AzureADMyOrg"
+    assert _option(create, "--public-client-redirect-uris") == "http://localhost"
+    assert _option(create, "--is-fallback-public-client") == "true"
+
+    [fic] = [c for c in az if c[:4] == ["ad", "app", "federated-credential", "create"]]
+    assert _option(fic, "--id") == "new-app-id"
+    credential = json.loads(_option(fic, "--parameters"))
+    assert credential == {
+        "name": "function-app-managed-identity",
+        "issuer": ISSUER,
+        "subject": MSI,
+        "audiences": ["api://AzureADTokenExchange"],
+    }
+    assert ["ad", "sp", "create", "--id", "new-app-id"] in az
+
+    added = [_option(c, "--api-permissions") for c in az if c[:4] == ["ad", "app", "permission", "add"]]
+    assert sorted(added) == sorted(
+        [f"perm-{role}=Role" for role in APP_ROLES.split(",")] + ["perm-LearningProvider.ReadWrite=Scope"]
+    )
+    assert all(_option(c, "--api") == GRAPH_APP_ID for c in az if c[:4] == ["ad", "app", "permission", "add"])
+
+    posts = [c for c in az if c[:3] == ["rest", "--method", "POST"]]
+    roles = [json.loads(_option(c, "--body")) for c in posts if _option(c, "--uri").endswith("/appRoleAssignments")]
+    app_sp = "obj-new-app-id"
+    assert {r["appRoleId"] for r in roles} == {f"perm-{role}" for role in APP_ROLES.split(",")}
+    assert all(r["principalId"] == app_sp and r["resourceId"] == f"obj-{GRAPH_APP_ID}" for r in roles)
+    assert all(_option(c, "--uri").endswith(f"/servicePrincipals/{app_sp}/appRoleAssignments") for c in posts[:-1])
+    [grant] = [json.loads(_option(c, "--body")) for c in posts if _option(c, "--uri") == GRANTS_URI]
+    assert grant == {
+        "clientId": app_sp,
+        "consentType": "AllPrincipals",
+        "resourceId": f"obj-{GRAPH_APP_ID}",
+        "scope": "LearningProvider.ReadWrite",
+    }
+    azd = [c[1:] for c in calls if c[0] == "azd"]
+    assert azd == [
+        ["env", "set", "VIVA_APP_CLIENT_ID", "new-app-id"],
+        ["env", "set", "GRAPH_AUTH_MODE", "app"],
+        ["provision"],
+    ]
+
+
+def test_without_an_app_the_fallback_and_its_risk_are_spelled_out(fake: Fake) -> None:
+    proc = fake.run(HOOK_SH, **NO_APP)
+    fallback = _section(proc.stdout, FALLBACK)
+    assert "registering app" in fallback
+    assert "unconfirmed" in fallback
+    assert f"az rest --method POST --uri {ASSIGNMENTS_URI}" in fallback
+
+
+def test_app_mode_without_an_app_is_a_warning(no_az: Fake) -> None:
+    proc = no_az.run(HOOK_SH, **(NO_APP | {"GRAPH_AUTH_MODE_IN_USE": "app"}))
+    assert proc.returncode == 0
+    assert "WARNING: GRAPH_AUTH_MODE is app but there is no app" in proc.stdout
+    assert FALLBACK not in proc.stdout
+
+
+def test_with_the_app_it_prints_its_admin_consent_and_the_registration(fake: Fake) -> None:
+    proc = fake.run(HOOK_SH, **WITH_APP)
+    assert proc.returncode == 0
+    out = _section(proc.stdout, "== Microsoft Graph sign-in (GRAPH_AUTH_MODE=app)")
+    assert CLIENT in out
+    assert MSI in out
+    assert "# LearningContent.ReadWrite.All: already granted" in out
+    for role_id in ("role-assigned", "role-self"):
+        assert f'{{"principalId": "{APP_SP}", "resourceId": "graph-sp-id", "appRoleId": "{role_id}"}}' in out
+    assert out.count(f"az rest --method POST --uri {APP_SP_ASSIGNMENTS_URI}") == 2
+    assert (
+        f'{{"clientId": "{APP_SP}", "consentType": "AllPrincipals", "resourceId": "graph-sp-id", '
+        '"scope": "LearningProvider.ReadWrite"}' in out
+    )
+    assert "azd env set GRANT_GRAPH_PERMISSIONS true" in out
+    assert f"vlsync provider register --client-id {CLIENT} --tenant-id {TENANT}" in out
+    assert "--credential device-code" in out
+    assert "vlsync doctor" in out
+    assert "az ad app create" not in proc.stdout, "the app exists: nothing to create"
+    assert FALLBACK not in proc.stdout, "app mode: no managed-identity roles"
+
+
+def test_a_consented_scope_is_not_granted_again(fake: Fake) -> None:
+    fake.write("grants.txt", "openid LearningProvider.ReadWrite\n")
+    proc = fake.run(HOOK_SH, **WITH_APP)
+    assert "# delegated LearningProvider.ReadWrite: already consented for all users" in proc.stdout
+    assert GRANTS_URI not in proc.stdout
+
+
+def test_without_az_the_app_consent_looks_the_ids_up(no_az: Fake) -> None:
+    proc = no_az.run(HOOK_SH, **(WITH_APP | {"VIVA_APP_CREATED": "false"}))
+    out = proc.stdout
+    assert f"SP_ID=$(az ad sp show --id {CLIENT} --query id -o tsv)" in out
+    assert out.count("az rest --method POST --uri https://graph.microsoft.com/v1.0/servicePrincipals/$SP_ID/") == 3
+    assert f"az rest --method POST --uri {GRANTS_URI}" in out
+    assert "azd env set GRANT_GRAPH_PERMISSIONS" not in out, "an app made by hand is not consented by the deployment"
+
+
+def test_nothing_to_consent_when_the_deployment_created_and_consented_the_app(no_az: Fake) -> None:
+    proc = no_az.run(HOOK_SH, **(WITH_APP | {"GRAPH_PERMISSIONS_GRANTED": "true"}))
+    out = _section(proc.stdout, "== Microsoft Graph sign-in")
+    assert "Admin consent granted by the deployment" in out
+    assert "az rest" not in out
+    assert "vlsync provider register" in out
+
+
+def test_the_ps1_twin_covers_the_same_app_steps() -> None:
+    text = HOOK_PS1.read_text()
+    for needle in (
+        "GRAPH_AUTH_MODE_IN_USE",
+        "VIVA_APP_CLIENT_ID",
+        "VIVA_APP_FIC_ISSUER",
+        "VIVA_APP_FIC_AUDIENCE",
+        "az ad app create",
+        "--public-client-redirect-uris http://localhost --is-fallback-public-client true",
+        "az ad app federated-credential create",
+        "az ad sp create",
+        "az ad app permission add",
+        "oauth2PermissionScopes[?value==",
+        "/oauth2PermissionGrants",
+        "consentType = 'AllPrincipals'",
+        "azd env set VIVA_APP_CLIENT_ID",
+        "azd env set GRAPH_AUTH_MODE app",
+        "Managed-identity fallback",
+        "unconfirmed",
+        "vlsync provider register --client-id",
+        "--credential device-code",
+        "vlsync doctor",
+        "WARNING: GRAPH_AUTH_MODE is app but there is no app",
+    ):
+        assert needle in text, needle
 
 
 # --- webhook secrets -----------------------------------------------------------------------------

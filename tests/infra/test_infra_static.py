@@ -408,10 +408,17 @@ def test_the_graph_grant_waits_for_the_function_app(bicep: Trees) -> None:
 
 
 def test_graph_roles_are_granted_only_when_asked(bicep: Trees) -> None:
+    """The managed identity's own roles: only when asked, and only in the managed-identity fallback mode."""
     main = bicep["main.bicep"]
     module = main["modules"]["graphPermissions"]
     assert module["detail"]["path"] == "app/graph-permissions.bicep"
-    assert module["config"]["condition"] == "grantGraphPermissions"
+    condition = module["config"]["condition"]["operator"]
+    assert condition["type"] == "and"
+    assert condition["operands"]["operand_1"] == "grantGraphPermissions"
+    assert condition["operands"]["operand_2"] == {
+        "operator": {"type": "equals", "operands": {"operand_1": "graphAuthModeInUse", "operand_2": "managed-identity"}}
+    }
+    assert accessor(body(module)["params"]["principalId"]) == "identity.outputs.principalId"
     assert params(main)["grantGraphPermissions"]["default"] is False
     assert params(main)["grantLearnerRecordRoles"]["default"] is False
     variables = main["variables"]

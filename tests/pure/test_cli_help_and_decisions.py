@@ -73,7 +73,7 @@ def test_credential_defaults_fit_each_call() -> None:
     azure = resolve({}, {"IDENTITY_ENDPOINT": "http://127.0.0.1:41741/msi/token", "IDENTITY_HEADER": "h"}, {})
     # Real Graph: never the local token; provider calls sign in through the user's own app registration
     # (Azure CLI tokens lack LearningProvider.ReadWrite).
-    assert azure.credential_for("provider") == "device-code"
+    assert azure.credential_for("provider") == "browser"
     assert azure.credential_for("content") == "default"
     chosen = resolve({"credential": "device-code"}, {}, {})
     assert chosen.credential_for("provider") == chosen.credential_for("content") == "device-code"
@@ -198,9 +198,13 @@ def test_cli_reads_the_app_settings_by_the_apps_names_and_defaults() -> None:
 def test_storage_account_means_identity_based_endpoints() -> None:
     from vlsync import storage
 
-    conf = resolve({"storage_account": "vlsyncprod", "queue": "content-commands"}, {}, {})
+    tenant = "00000000-0000-0000-0000-00000000a11c"
+    conf = resolve({"storage_account": "vlsyncprod", "queue": "content-commands"}, {"VIVA_APP_TENANT_ID": tenant}, {})
     ledger = storage.ledger(conf)
     assert ledger._table.url.startswith("https://vlsyncprod.table.core.windows.net")
+    assert ledger.tenant_id == tenant  # ledger keys carry the tenant
+    with pytest.raises(ConfigError, match="tenant"):
+        storage.ledger(resolve({"storage_account": "vlsyncprod"}, {}, {}))
     queue = storage.command_queue(conf)
     assert queue._held.url.startswith("https://vlsyncprod.queue.core.windows.net/content-commands-held")
     with pytest.raises(ConfigError):
@@ -245,7 +249,7 @@ def test_the_default_env_file_serves_only_a_graph_on_this_machine(tmp_path: Path
         assert real.ignored_env_file == dev / "stack.env"
         assert real.env_file is None
         assert (real.registration_id, real.storage_connection_string, real.identity_endpoint) == (None, None, None)
-        assert real.credential_for("provider") == "device-code"
+        assert real.credential_for("provider") == "browser"
     # A file without a Graph root would send the command to real Graph: not used either.
     (dev / "stack.env").write_text("REGISTRATION_ID='reg-local'\n")
     assert load({}, {}, tmp_path).registration_id is None
@@ -268,11 +272,15 @@ def test_device_code_needs_your_app_registration() -> None:
     with pytest.raises(ConfigError) as missing:
         require_client_id("provider", resolve({}, {}, {}))
     message = str(missing.value)
-    assert message == missing_client_id("provider", "device-code")
-    for words in ("public client", "LearningProvider.ReadWrite", "admin consent", "--client-id", "VLSYNC_CLIENT_ID"):
+    assert message == missing_client_id("provider", "browser")
+    for words in ("public client", "LearningProvider.ReadWrite", "admin consent", "--client-id", "VIVA_APP_CLIENT_ID"):
         assert words in message
     assert "http://localhost" in missing_client_id("provider", "browser")
     assert require_client_id("provider", resolve({"client_id": "c1"}, {}, {})) == "c1"
+    # One app: the deployment's app (azd output) is the default sign-in app; the CLI's own variable wins.
+    assert require_client_id("provider", resolve({}, {"VIVA_APP_CLIENT_ID": "app"}, {})) == "app"
+    both = {"VIVA_APP_CLIENT_ID": "app", "VLSYNC_CLIENT_ID": "mine"}
+    assert require_client_id("provider", resolve({}, both, {})) == "mine"
 
     cli_hint = refused_hint("provider", "azure-cli", None, 403)
     assert cli_hint is not None
@@ -360,7 +368,9 @@ def test_targets_name_the_storage_account_and_the_tokens_tenant() -> None:
 def test_storage_the_sdk_cannot_read_is_a_failure_not_a_usage_error() -> None:
     from vlsync import storage
 
-    broken = resolve({"storage_connection_string": "DefaultEndpointsProtocol=http;AccountName"}, {}, {})
+    broken = resolve(
+        {"storage_connection_string": "DefaultEndpointsProtocol=http;AccountName", "tenant_id": "t"}, {}, {}
+    )
     with pytest.raises(storage.StorageFailure, match="malformed"):
         storage.ledger(broken)
     with pytest.raises(storage.StorageFailure):

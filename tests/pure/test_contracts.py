@@ -93,3 +93,15 @@ def test_readme_documents_every_setting() -> None:
     readme = (REPO / "README.md").read_text()
     for name in setting_names():
         assert f"`{name}`" in readme, name
+
+
+def test_sample_settings_name_the_local_stacks_identities() -> None:
+    """``func start`` with the sample signs in as the stack's app through the stack's identity (make dev)."""
+    from local import stack
+    from local.tokens import DEFAULT_TENANT_ID
+
+    sample = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
+    assert sample["GRAPH_AUTH_MODE"] == "app"
+    assert sample["AZURE_CLIENT_ID"] == stack.STACK_IDENTITY_CLIENT_ID
+    assert sample["VIVA_APP_CLIENT_ID"] == stack.STACK_APP_CLIENT_ID
+    assert sample["VIVA_APP_TENANT_ID"] == DEFAULT_TENANT_ID

@@ -17,7 +17,7 @@ from local import demo
 from local.devhost import DevHost
 from shared import bootstrap
 from shared.odata import content_by_external_id
-from tests.conftest import REPO, SECRET, UAMI_CLIENT_ID
+from tests.conftest import APP_CLIENT_ID, REPO, SECRET, app_sign_in_env
 from tests.queues import peek_json
 from tests.webhooks import signed
 
@@ -64,7 +64,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
-    token = identity_server.dev_token(scopes=["LearningProvider.ReadWrite"])["access_token"]
+    # Registered through the product's app; the worker pushes as that app (issue 13, one app).
+    token = identity_server.dev_token(scopes=["LearningProvider.ReadWrite"], clientId=APP_CLIENT_ID)["access_token"]
     registration_id = demo.register_provider(emulator.url, token)
     queue_name = f"e2e-{uuid.uuid4().hex[:10]}"
     env = {
@@ -81,8 +82,8 @@ def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
         "GRAPH_BASE_URL": emulator.url,
         "GRAPH_MAX_INLINE_RETRY_SECONDS": "3",
         "GRAPH_MAX_DEFERRALS": "1",
-        "AZURE_CLIENT_ID": UAMI_CLIENT_ID,
         **identity_server.env,
+        **app_sign_in_env(identity_server),
     }
     host_json = json.loads((REPO / "host.json").read_text())
     # Same semantics as production, shorter clocks: retries after 1 s instead of 30 s.

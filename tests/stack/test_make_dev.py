@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -64,7 +65,7 @@ class StackProcess:
 
 @pytest.fixture
 def ports() -> dict[str, int]:
-    return {name: free_port() for name in ("host", "graph", "identity", "blob", "queue", "table")}
+    return {name: free_port() for name in ("host", "graph", "identity", "identity_tls", "blob", "queue", "table")}
 
 
 @pytest.fixture
@@ -125,6 +126,17 @@ def test_make_dev_stack_end_to_end(stack_process: StackProcess, tmp_path: Path, 
     assert sent.stdout.startswith("202")
     assert eventually(lambda: graph_get(env, "demo-course-101").status_code == 200)
     assert graph_get(env, "demo-course-101").json()["title"] == "Safety basics"
+
+    # One app (issue 13): the demo provider was registered through the app, and the worker signed in as
+    # that app by the managed-identity exchange (a token for the exchange audience, then Entra's route).
+    providers = httpx.get(f"{env['GRAPH_BASE_URL']}/_emulator/providers", timeout=10).json()["value"]
+    [demo_provider] = [p for p in providers if p["id"] == env["REGISTRATION_ID"]]
+    assert demo_provider["registeredByAppId"] == env["VIVA_APP_CLIENT_ID"]
+    identity_base = env["IDENTITY_ENDPOINT"].removesuffix("/msi/token")
+    log = httpx.get(f"{identity_base}/_identity/requests", timeout=10).json()["requests"]
+    assert any(e["path"] == "/msi/token" and "AzureADTokenExchange" in e["query"].get("resource", "") for e in log)
+    assert any(e["path"].endswith("/oauth2/v2.0/token") and e["status"] == 200 for e in log)
+    assert env["GRAPH_AUTH_MODE"] == "app"
 
     # A wrongly signed event: 401, and nothing changes.
     bad = subprocess.run(
@@ -204,6 +216,19 @@ def test_stack_env_sourced_as_the_readme_says_serves_vlsync(tmp_path: Path, port
         assert "yes" in rows["in"], status.stdout  # in Graph
         assert "by worker" in status.stdout  # the ledger through the sourced connection string (it holds ';')
         assert "Traceback" not in status.stderr
+
+        # vlsync doctor against the stack: every check passes; without the federated credential it names it.
+        doctor = bash(f"set -eu\n{SOURCE_STACK_ENV}\nvlsync --json doctor")
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert {c["status"] for c in json.loads(doctor.stdout)["checks"]} == {"pass"}
+        env_now = read_env_file(env_file)
+        identity_base = env_now["IDENTITY_ENDPOINT"].removesuffix("/msi/token")
+        app_url = f"{identity_base}/_identity/apps/{env_now['VIVA_APP_CLIENT_ID']}"
+        httpx.delete(f"{app_url}/federatedCredentials", timeout=10).raise_for_status()
+        no_fic = bash(f"{SOURCE_STACK_ENV}\nvlsync doctor")
+        assert no_fic.returncode == 1, no_fic.stdout + no_fic.stderr
+        assert re.search(r"federated credential\s*│\s*fail", no_fic.stdout), no_fic.stdout
+        assert "fix (federated credential): az ad app federated-credential create" in " ".join(no_fic.stdout.split())
 
         broken = bash(
             f"{SOURCE_STACK_ENV}\n"

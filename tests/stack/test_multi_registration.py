@@ -21,7 +21,7 @@ import pytest
 from local import demo
 from local.devhost import DevHost
 from shared import bootstrap
-from tests.conftest import REPO, SECRET
+from tests.conftest import REPO, SECRET, app_sign_in_env
 from tests.queues import peek_json
 from tests.vlsync_runner import Vlsync, make_runner
 from tests.webhooks import content, event, signed
@@ -76,6 +76,7 @@ def app(
         "LEDGER_TABLE_NAME": ledger_table,
         "REGISTRATION_STATE_CACHE_SECONDS": "0",
         "VLS_DEV_DIR": str(tmp_path / "none"),
+        **app_sign_in_env(identity_server),  # register through the product's app, as the worker pushes
     }
     vlsync = make_runner(cli_env)
     regs = []
@@ -97,10 +98,10 @@ def app(
         "GRAPH_BASE_URL": emulator.url,
         "GRAPH_MAX_INLINE_RETRY_SECONDS": "3",
         **identity_server.env,
+        **app_sign_in_env(identity_server),
     }
     for key, value in app_env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
     host_json = json.loads((REPO / "host.json").read_text())
     host_json["extensions"]["queues"].update({"visibilityTimeout": "00:00:01", "maxPollingInterval": "00:00:00.500"})
     bootstrap.reset()
