@@ -15,7 +15,7 @@ CHECKOV_VERSION := 3.3.30
 PYCEP_NEW_VERSION := 0.7.1
 PYTEST_ARGS ?=
 
-.PHONY: help install infra-tools infra-check dev scenarios test unit e2e lint format schema clean
+.PHONY: help install infra-tools infra-check dev scenarios faults test unit e2e lint format schema clean
 
 help:
 	@echo "make dev    - local stack (Azurite, Graph emulator, identity endpoint, function host) ready for webhooks"
@@ -24,6 +24,7 @@ help:
 	@echo "make schema - regenerate docs/event-schema.json from the models"
 	@echo "make infra-check - checkov (offline) over infra/"
 	@echo "make scenarios - the ten vlsync scenarios against a running make dev"
+	@echo "make faults - FAULTS_SIZE (2000) events per fault (Graph, token, Azurite, host) through a stack of its own; exit 1 on any loss"
 
 install: $(PIP_STAMP) $(NPM_STAMP)
 
@@ -56,6 +57,10 @@ dev: install
 scenarios: install
 	@test -f .dev/stack.env || { echo "start the stack first: make dev"; exit 1; }
 	set -a; . .dev/stack.env; set +a; PATH="$(CURDIR)/$(VENV)/bin:$$PATH" scripts/scenarios.sh
+
+# FAULTS_ARGS: e.g. --faults outage-30s,host-kill --long-outage-seconds 120 --stacks 2 (see --help).
+faults: install
+	$(PY) -m local.faults $(FAULTS_ARGS)
 
 test: install infra-tools
 	$(PY) -m pytest $(PYTEST_ARGS)

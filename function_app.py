@@ -2,8 +2,10 @@
 
 import azure.functions as func
 
-from handlers import intake, worker
+from handlers import admin, health, intake, worker
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(intake.bp)
 app.register_functions(worker.bp)
+app.register_functions(health.bp)
+app.register_functions(admin.bp)

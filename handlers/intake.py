@@ -1,4 +1,5 @@
-"""POST /api/webhooks/{source}: signed LMS webhooks in, 202 with queued message ids out."""
+"""POST /api/webhooks/{source}: signed LMS webhooks in, 202 with queued message ids out (a redelivery:
+``"duplicate": true``); every accepted delivery is archived, best-effort."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import azure.functions as func
 
 from shared import intake
-from shared.bootstrap import command_queue
+from shared.bootstrap import command_queue, delivery_dedupe, event_archive
 from shared.settings import get_settings
 
 bp = func.Blueprint()
@@ -21,7 +22,7 @@ def receive_webhook(req: func.HttpRequest) -> func.HttpResponse:
     if req.method == "OPTIONS":  # the CloudEvents webhook abuse-protection handshake
         result = intake.preflight(request, get_settings())
     else:
-        result = intake.receive(request, get_settings(), command_queue)
+        result = intake.receive(request, get_settings(), command_queue, dedupe=delivery_dedupe, archive=event_archive)
     return func.HttpResponse(
         json.dumps(result.body),
         status_code=result.status,

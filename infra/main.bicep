@@ -116,6 +116,16 @@ param graphMaxDeferrals int = 10
 @description('Seconds a worker trusts a registration\'s enabled state before reading it again (REGISTRATION_STATE_CACHE_SECONDS).')
 param registrationStateCacheSeconds int = 10
 
+@minValue(0)
+@maxValue(720)
+@description('Hours an accepted webhook delivery is remembered so that a sender\'s redelivery is answered as a duplicate (DEDUPE_HORIZON_HOURS); 0: dedupe off.')
+param dedupeHorizonHours int = 72
+
+@minValue(0)
+@maxValue(3650)
+@description('Days an archived webhook delivery is kept, by a lifecycle rule on the event-archive container (EVENT_ARCHIVE_RETENTION_DAYS); 0: archive off.')
+param eventArchiveRetentionDays int = 30
+
 @description('More app settings, {"NAME": "value"}, e.g. LMS API credentials as Key Vault references. The only place to add a setting: provisioning replaces all app settings, and the template\'s own names win over these.')
 param extraAppSettings object = {}
 
@@ -261,7 +271,9 @@ module storage 'app/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     contentQueueName: 'content-commands'
     ledgerTableName: 'ledger'
+    dedupeTableName: 'deliveries'
     archiveContainerName: 'event-archive'
+    archiveRetentionDays: eventArchiveRetentionDays
     privateNetworkOnly: vnetEnabled
   }
 }
@@ -375,6 +387,7 @@ module rbac 'app/rbac.bicep' = {
     managedIdentityPrincipalId: identity.outputs.principalId
     deploymentContainerName: storage.outputs.deploymentContainerName
     hostContainerNames: storage.outputs.hostContainerNames
+    archiveContainerName: storage.outputs.archiveContainerName
     userPrincipalId: principalId
     userPrincipalType: principalType
     allowUserIdentityPrincipal: allowUserIdentityPrincipal
@@ -408,6 +421,10 @@ module api 'app/function.bicep' = {
       CONTENT_QUEUE_NAME: storage.outputs.contentQueueName
       LEDGER_TABLE_NAME: storage.outputs.ledgerTableName
       REGISTRATION_STATE_CACHE_SECONDS: string(registrationStateCacheSeconds)
+      DEDUPE_TABLE_NAME: storage.outputs.dedupeTableName
+      DEDUPE_HORIZON_HOURS: string(dedupeHorizonHours)
+      EVENT_ARCHIVE_CONTAINER: storage.outputs.archiveContainerName
+      EVENT_ARCHIVE_RETENTION_DAYS: string(eventArchiveRetentionDays)
       SOURCES: webhookSources.outputs.sourcesJson
       WEBHOOK_MAX_BODY_BYTES: string(webhookMaxBodyBytes)
       GRAPH_BASE_URL: graphBaseUrl

@@ -9,13 +9,17 @@ are cached.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from functools import lru_cache
 
 import httpx
 
+from shared.archive import EventArchive
+from shared.circuit import CircuitBreaker, Policy, TableCircuitStore
 from shared.credentials import graph_credential, tls_options
+from shared.dedupe import TableDeliveryDedupe
 from shared.graph import GraphClient
-from shared.ledger import Ledger
+from shared.ledger import Ledger, push_timing, table_service
 from shared.queue import StorageCommandQueue
 from shared.settings import Settings, get_settings
 from shared.worker import WorkerPorts
@@ -32,7 +36,10 @@ def command_queue() -> StorageCommandQueue:
 
 @lru_cache(maxsize=1)
 def ledger() -> Ledger:
-    return Ledger.from_settings(get_settings())
+    """The ledger, its pre-tenant rows adopted before the first command is judged against it."""
+    built = Ledger.from_settings(get_settings())
+    built.adopt_legacy_rows()
+    return built
 
 
 def worker_ports() -> WorkerPorts:
@@ -42,10 +49,23 @@ def worker_ports() -> WorkerPorts:
         graph=graph_client(),
         queue=queue,
         ledger=ledger(),
-        lease_seconds=max(120.0, 3 * settings.graph_timeout_seconds + settings.graph_max_inline_retry_seconds),
+        timing=push_timing(settings.graph_timeout_seconds, settings.graph_max_inline_retry_seconds),
         max_deferrals=settings.graph_max_deferrals,
         max_inline_retry_seconds=settings.graph_max_inline_retry_seconds,
+        circuit=circuit_breaker(),
     )
+
+
+@lru_cache(maxsize=1)
+def circuit_breaker() -> CircuitBreaker:
+    """The Graph circuit, one row in the ledger table shared by every instance (``shared.circuit``)."""
+    settings = get_settings()
+    policy = Policy(
+        failures_to_open=settings.graph_circuit_failures,
+        first_cooldown=timedelta(seconds=settings.graph_circuit_cooldown_seconds),
+    )
+    table = table_service(settings).get_table_client(settings.ledger_table_name)
+    return CircuitBreaker(TableCircuitStore(table), policy=policy)
 
 
 def graph_client(settings: Settings | None = None) -> GraphClient:
@@ -78,4 +98,28 @@ def reset() -> None:
     _graph = None
     command_queue.cache_clear()
     ledger.cache_clear()
+    circuit_breaker.cache_clear()
     get_settings.cache_clear()
+
+
+# The intake's optional ports. Built from the current settings object, so they follow `reset()`
+# (which forgets the settings) without a cache of their own to clear; None when the setting turns
+# the step off (DEDUPE_HORIZON_HOURS=0, EVENT_ARCHIVE_RETENTION_DAYS=0).
+_delivery_dedupe: tuple[Settings, TableDeliveryDedupe | None] | None = None
+_event_archive: tuple[Settings, EventArchive | None] | None = None
+
+
+def delivery_dedupe() -> TableDeliveryDedupe | None:
+    global _delivery_dedupe
+    settings = get_settings()
+    if _delivery_dedupe is None or _delivery_dedupe[0] is not settings:
+        _delivery_dedupe = (settings, TableDeliveryDedupe.from_settings(settings))
+    return _delivery_dedupe[1]
+
+
+def event_archive() -> EventArchive | None:
+    global _event_archive
+    settings = get_settings()
+    if _event_archive is None or _event_archive[0] is not settings:
+        _event_archive = (settings, EventArchive.from_settings(settings))
+    return _event_archive[1]

@@ -5,6 +5,10 @@ bodies, and a bounded in-invocation retry that honours ``Retry-After``. What it 
 its budget it raises as transient, so the queue (not this process) carries the wait. A retry never
 repeats a create that may already have happened, and never hides a misconfiguration: a 401 gets one
 fresh token, then names the permission the call needs.
+
+A push under a ledger lease passes a ``Deadline``: the token, every attempt and every wait end before
+it, so the push cannot outlive the lease (``shared.ledger.push_timing`` derives both). The deadline
+also notes a request left without a complete answer, which Graph may still apply later.
 """
 
 from __future__ import annotations
@@ -43,6 +47,13 @@ FORM_REFUSED = frozenset({400, 405})
 BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0)
 MAX_INLINE_ATTEMPTS = 8  # besides the time budget: a bound on calls whatever the waits
 MAX_ERROR_MESSAGE = 1024  # parked commands carry the message; keep them well inside 64 KiB
+# No attempt starts with less than this left before a deadline: Graph answers a content call in well
+# under a second when healthy, and an attempt cut off by the deadline leaves a request whose fate is
+# unknown (it may still land) for no chance of success.
+MIN_ATTEMPT_SECONDS = 2.0
+# Answers of a gateway that gave up waiting for the service behind it: that service may still apply
+# the request after the answer, like a request abandoned by a timeout.
+GATEWAY_GAVE_UP = frozenset({502, 504})
 _BODY_HINT = re.compile(r"retry after (\d+) (second|minute)", re.IGNORECASE)
 _MAY_HAVE_APPLIED = " (the request may have reached Graph, so it is not repeated)"
 _CHALLENGE_CLAIMS = re.compile(r'claims="([^"]+)"')
@@ -71,6 +82,28 @@ class AsyncTokenCredential(Protocol):
 
 
 @dataclass
+class Deadline:
+    """When one whole operation (token, attempts, back-off waits) must be over, on a monotonic clock.
+
+    ``unsettled`` is set when a request under it was left without a complete answer (a timeout, a
+    connection lost after sending, a gateway's 502/504): Graph may still apply it, later than any
+    answer says, so whoever orders writes to the item must not let the next one start before it
+    cannot land any more (``shared.ledger.Ledger.pushing`` then keeps the item's lease to its end).
+    """
+
+    at: float
+    clock: Callable[[], float] = time.monotonic
+    unsettled: bool = False
+
+    @classmethod
+    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        return cls(clock() + seconds, clock)
+
+    def remaining(self) -> float:
+        return self.at - self.clock()
+
+
+@dataclass
 class GraphError(Exception):
     """A Graph call that did not succeed, with Graph's own code, message and request id."""
 
@@ -89,7 +122,8 @@ class GraphError(Exception):
 
 
 class GraphTransientError(GraphError):
-    """Worth retrying later: throttling, server errors, timeouts, lost connections, token trouble."""
+    """Worth retrying later: throttling, server errors, timeouts, lost connections, token trouble, and
+    a deadline that left no time for another attempt (code ``Deadline``)."""
 
 
 class GraphPermanentError(GraphError):
@@ -131,6 +165,20 @@ def _fresh_token_claims() -> str:
     itself drops them, as the identity endpoint takes none), so this is how one fresh token is had.
     """
     return jsonlib.dumps({"access_token": {"nbf": {"essential": True, "value": str(int(time.time()))}}})
+
+
+def _transport_error(method: str, exc: httpx.TransportError, deadline: Deadline | None) -> GraphTransientError:
+    """A request that got no answer. One that was on the wire may still be applied by Graph: noted on
+    the deadline, and a POST is not repeated (``may_have_applied``)."""
+    sent = not isinstance(exc, _NOT_SENT)
+    if sent and deadline is not None:
+        deadline.unsettled = True
+    applied = method == "POST" and sent
+    if isinstance(exc, httpx.TimeoutException):
+        code, message = "Timeout", f"{method} timed out: {type(exc).__name__}"
+    else:
+        code, message = "ConnectionError", f"{method} failed: {type(exc).__name__}: {exc}"
+    return GraphTransientError(None, code, message + (_MAY_HAVE_APPLIED if applied else ""), may_have_applied=applied)
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -187,6 +235,29 @@ def next_delay(error: GraphTransientError, attempt: int) -> float:
     return max(backoff, error.retry_after or 0.0)
 
 
+def capped_timeout(configured: httpx.Timeout, remaining: float) -> httpx.Timeout:
+    """The client's per-request timeout, each phase cut to what is left before a deadline."""
+
+    def cap(phase: float | None) -> float:
+        return remaining if phase is None else min(phase, remaining)
+
+    return httpx.Timeout(**{phase: cap(seconds) for phase, seconds in configured.as_dict().items()})
+
+
+def past_deadline(deadline: Deadline, last: GraphError | None, why: str) -> GraphTransientError:
+    """The transient error of a call that stops because ``deadline`` leaves no time to go on; it keeps
+    the last answer's status and ``Retry-After``, so the worker still defers a long wait Graph asked for."""
+    left = max(0.0, deadline.remaining())
+    message = f"{why} ({left:.1f}s left before the push's deadline)" + (f"; last error: {last}" if last else "")
+    return GraphTransientError(
+        last.status if last else None,
+        "Deadline",
+        message[:MAX_ERROR_MESSAGE],
+        last.request_id if last else None,
+        last.retry_after if last else None,
+    )
+
+
 def _json_object(response: httpx.Response) -> dict[str, Any]:
     """The body of a successful call; a success whose body is not a JSON object still succeeded."""
     try:
@@ -210,6 +281,14 @@ def _graph_error(response: httpx.Response) -> tuple[str, str]:
     description = body.get("error_description") if isinstance(body, dict) else None
     message = str(err.get("message") or description or response.text[:500] or code)
     return code, message[:MAX_ERROR_MESSAGE]
+
+
+@dataclass
+class _Learned:
+    """What a client learns from Graph's answers."""
+
+    delete_form: DeleteForm | None = None  # the delete form this Graph honours, once known
+    server_date: datetime | None = None  # the Date header of Graph's latest answer
 
 
 class GraphClient:
@@ -238,35 +317,60 @@ class GraphClient:
         self._budget = max_inline_retry_seconds
         self._sleep = sleep
         self._on_retry = on_retry
-        self._delete_form: DeleteForm | None = None  # the form this Graph honours, once known
-        # Graph's clock (the Date header of its latest answer, errors included), so callers can take
-        # event times from Graph rather than from this machine.
-        self.last_server_date: datetime | None = None
+        # What this client learns about Graph, shared with its per-tenant copies (``for_tenant``): the
+        # delete form Graph honours is Graph's, not a tenant's, and is learned once per process.
+        self._learned = _Learned()
+        self._tenant_clients: dict[str, GraphClient] = {}
+
+    @property
+    def last_server_date(self) -> datetime | None:
+        """Graph's clock: the Date header of its latest answer (errors included), so callers can take
+        event times from Graph rather than from this machine."""
+        return self._learned.server_date
+
+    @property
+    def _delete_form(self) -> DeleteForm | None:
+        return self._learned.delete_form
 
     def for_tenant(self, tenant_id: str | None) -> GraphClient:
         """The same client (connections, credential, token cache) asking for ``tenant_id``'s tokens."""
         if tenant_id is None or tenant_id == self._tenant_id:
             return self
-        other = copy.copy(self)
-        other._tenant_id = tenant_id
-        return other
+        found = self._tenant_clients.get(tenant_id)
+        if found is None:  # one copy per tenant, kept: the copies share _learned and this dict
+            found = copy.copy(self)
+            found._tenant_id = tenant_id
+            self._tenant_clients[tenant_id] = found
+        return found
 
     # -- learning content ---------------------------------------------------------------------
 
     async def upsert_content(
-        self, registration_id: str, content: dict[str, Any], *, correlation_id: str | None = None
+        self,
+        registration_id: str,
+        content: dict[str, Any],
+        *,
+        correlation_id: str | None = None,
+        deadline: Deadline | None = None,
     ) -> dict[str, Any]:
         """Create or update by external id. Every managed property is sent (absent ones as null or []),
         so the result is the same whether Graph replaces or merges (``shared.models.upsert_body``)."""
         path = odata.content_by_external_id(registration_id, str(content["externalId"]))
-        response = await self.call("PATCH", path, json=upsert_body(content), correlation_id=correlation_id)
+        response = await self.call(
+            "PATCH", path, json=upsert_body(content), correlation_id=correlation_id, deadline=deadline
+        )
         return _json_object(response)
 
     async def delete_content(
-        self, registration_id: str, external_id: str, *, correlation_id: str | None = None
+        self,
+        registration_id: str,
+        external_id: str,
+        *,
+        correlation_id: str | None = None,
+        deadline: Deadline | None = None,
     ) -> bool:
         """Delete by external id; ``False`` when it was already gone (a repeat delivery)."""
-        return await self._delete(odata.content_by_external_id(registration_id, external_id), correlation_id)
+        return await self._delete(odata.content_by_external_id(registration_id, external_id), correlation_id, deadline)
 
     async def get_content(
         self,
@@ -275,27 +379,38 @@ class GraphClient:
         *,
         select: list[str] | None = None,
         correlation_id: str | None = None,
+        deadline: Deadline | None = None,
     ) -> dict[str, Any]:
         response = await self.call(
             "GET",
             odata.content_by_external_id(registration_id, external_id) + odata.select(select),
             correlation_id=correlation_id,
+            deadline=deadline,
         )
         data: dict[str, Any] = response.json()
         return data
 
     async def get_content_by_id(
-        self, registration_id: str, content_id: str, *, select: list[str] | None = None
+        self,
+        registration_id: str,
+        content_id: str,
+        *,
+        select: list[str] | None = None,
+        deadline: Deadline | None = None,
     ) -> dict[str, Any]:
-        response = await self.call("GET", odata.content_by_id(registration_id, content_id) + odata.select(select))
+        response = await self.call(
+            "GET", odata.content_by_id(registration_id, content_id) + odata.select(select), deadline=deadline
+        )
         data: dict[str, Any] = response.json()
         return data
 
-    async def delete_content_by_id(self, registration_id: str, content_id: str) -> bool:
+    async def delete_content_by_id(
+        self, registration_id: str, content_id: str, *, deadline: Deadline | None = None
+    ) -> bool:
         """Delete by Graph's id; ``False`` when it was already gone."""
-        return await self._delete(odata.content_by_id(registration_id, content_id), None)
+        return await self._delete(odata.content_by_id(registration_id, content_id), None, deadline)
 
-    async def _delete(self, path: str, correlation_id: str | None) -> bool:
+    async def _delete(self, path: str, correlation_id: str | None, deadline: Deadline | None = None) -> bool:
         """DELETE in the form Graph honours; ``False`` only when a GET by the same key finds nothing.
 
         The docs show only ``…/$ref`` (learningprovider-delete-learningcontents.md); the official SDK
@@ -310,7 +425,7 @@ class GraphClient:
         for form in forms:
             target = odata.ref(path) if form == "ref" else path
             try:
-                response = await self.call("DELETE", target, correlation_id=correlation_id)
+                response = await self.call("DELETE", target, correlation_id=correlation_id, deadline=deadline)
             except GraphPermanentError as error:
                 if learning and error.status in FORM_REFUSED:
                     refusals.append(error)
@@ -319,7 +434,7 @@ class GraphClient:
             if response.status_code != 404:
                 self._remember_delete_form(form, refusals[0] if refusals else None)
                 return True
-            if await self._absent(path, correlation_id):
+            if await self._absent(path, correlation_id, deadline):
                 return False
             still_there = self._still_there(target, response)
             if not learning:
@@ -328,11 +443,11 @@ class GraphClient:
         # Every form refused: a 400 or a 404-but-present says more than a 405 on the form.
         raise next((error for error in refusals if error.status != 405), refusals[0])
 
-    async def _absent(self, path: str, correlation_id: str | None) -> bool:
+    async def _absent(self, path: str, correlation_id: str | None, deadline: Deadline | None = None) -> bool:
         """Whether a GET by the same key finds nothing (a 404 on DELETE alone may come from a form the
         service does not route, and calling the course gone while Viva still shows it loses the delete)."""
         try:
-            await self.call("GET", path, correlation_id=correlation_id)
+            await self.call("GET", path, correlation_id=correlation_id, deadline=deadline)
         except GraphPermanentError as error:
             if error.status == 404:
                 return True
@@ -353,7 +468,7 @@ class GraphClient:
     def _remember_delete_form(self, form: DeleteForm, refused: GraphPermanentError | None) -> None:
         if self._delete_form is not None:
             return
-        self._delete_form = form
+        self._learned.delete_form = form
         if refused is not None:
             logger.warning(
                 "Graph refused the documented delete form …/$ref (%s); this client uses the delete form "
@@ -399,23 +514,45 @@ class GraphClient:
 
     # -- transport ----------------------------------------------------------------------------
 
+    @property
+    def timeout_seconds(self) -> float:
+        """The longest phase of one request's timeout (0: none; a deadline then bounds each request)."""
+        return max((seconds for seconds in self._http.timeout.as_dict().values() if seconds is not None), default=0.0)
+
+    @property
+    def max_inline_retry_seconds(self) -> float:
+        """The longest total wait between the attempts of one call."""
+        return self._budget
+
     async def call(
-        self, method: str, path_or_url: str, *, json: Any = None, correlation_id: str | None = None
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        json: Any = None,
+        correlation_id: str | None = None,
+        deadline: Deadline | None = None,
     ) -> httpx.Response:
         """One logical call: retried within the budget, then raised as transient or permanent.
 
         A POST that may have reached Graph is raised at once (``may_have_applied``). A 401 gets one
         fresh token (the credential's cache bypassed) and then fails with the permission it needs.
+        Under a ``deadline`` the token and each request end before it, and neither a wait nor an
+        attempt begins that would leave the attempt less than ``MIN_ATTEMPT_SECONDS``: the call then
+        raises a transient error of code ``Deadline``.
         """
         waited = 0.0
         attempt = 0
         claims: str | None = None  # set: the next attempt takes a fresh token with these claims
         refreshed = False
+        last: GraphTransientError | None = None
         while True:
             attempt += 1
             fresh, claims = claims, None
+            if deadline is not None and deadline.remaining() < MIN_ATTEMPT_SECONDS:
+                raise past_deadline(deadline, last, f"{method} not attempted")
             try:
-                return await self._once(method, path_or_url, json, correlation_id, fresh)
+                return await self._once(method, path_or_url, json, correlation_id, fresh, deadline)
             except _Unauthorized as error:
                 if refreshed:
                     raise self._misconfigured(method, path_or_url, error) from error
@@ -428,6 +565,9 @@ class GraphClient:
                 delay = next_delay(error, attempt)
                 if error.may_have_applied or waited + delay > self._budget or attempt >= MAX_INLINE_ATTEMPTS:
                     raise
+                if deadline is not None and deadline.remaining() - delay < MIN_ATTEMPT_SECONDS:
+                    raise past_deadline(deadline, error, f"{method} not retried after {delay:.1f}s") from error
+                last = error
                 logger.warning(
                     "graph %s transient %s; retry %d in %.1fs correlation=%s",
                     method,
@@ -469,8 +609,38 @@ class GraphClient:
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise GraphTransientError(None, "TokenUnavailable", f"{type(exc).__name__}: {first_line}") from exc
 
+    async def _token_before(self, claims: str | None, deadline: Deadline | None) -> str:
+        if deadline is None:
+            return await self._token(claims)
+        try:
+            async with asyncio.timeout(max(0.0, deadline.remaining())):
+                return await self._token(claims)
+        except TimeoutError as exc:
+            raise past_deadline(deadline, None, "no token came") from exc
+
+    async def _send(
+        self, method: str, url: str, body: Any, headers: dict[str, str], deadline: Deadline | None
+    ) -> httpx.Response:
+        """The request; under a deadline each timeout phase is cut to what is left, and so is the whole
+        exchange (httpx bounds each phase, not an answer that trickles in slowly)."""
+        if deadline is None:
+            return await self._http.request(method, httpx.URL(url), json=body, headers=headers)
+        left = max(0.0, deadline.remaining())
+        timeout = capped_timeout(self._http.timeout, left)
+        try:
+            async with asyncio.timeout(left):
+                return await self._http.request(method, httpx.URL(url), json=body, headers=headers, timeout=timeout)
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout("no complete answer before the push's deadline") from exc
+
     async def _once(
-        self, method: str, path_or_url: str, body: Any, correlation_id: str | None, claims: str | None = None
+        self,
+        method: str,
+        path_or_url: str,
+        body: Any,
+        correlation_id: str | None,
+        claims: str | None = None,
+        deadline: Deadline | None = None,
     ) -> httpx.Response:
         url = path_or_url if path_or_url.startswith("http") else self._root + path_or_url
         if _origin(httpx.URL(url)) != self._origin:
@@ -481,7 +651,7 @@ class GraphClient:
                 f"not following {url[:200]} (an @odata.nextLink or other absolute URL): it is not on Graph's "
                 f"origin {self._root}, and the request would carry the bearer token there",
             )
-        token = await self._token(claims)
+        token = await self._token_before(claims, deadline)
         headers = {"Authorization": f"Bearer {token}"}
         if correlation_id:
             headers["client-request-id"] = correlation_id
@@ -490,17 +660,13 @@ class GraphClient:
                 f"graph {method}", kind=SpanKind.CLIENT, attributes={"http.request.method": method, "url.full": url}
             ) as span:
                 headers.update(telemetry.inject())
-                response = await self._http.request(method, httpx.URL(url), json=body, headers=headers)
+                response = await self._send(method, url, body, headers, deadline)
                 span.set_attribute("http.response.status_code", response.status_code)
-        except httpx.TimeoutException as exc:
-            applied = method == "POST" and not isinstance(exc, _NOT_SENT)
-            message = f"{method} timed out: {type(exc).__name__}" + (_MAY_HAVE_APPLIED if applied else "")
-            raise GraphTransientError(None, "Timeout", message, may_have_applied=applied) from exc
         except httpx.TransportError as exc:
-            applied = method == "POST" and not isinstance(exc, _NOT_SENT)
-            message = f"{method} failed: {type(exc).__name__}: {exc}" + (_MAY_HAVE_APPLIED if applied else "")
-            raise GraphTransientError(None, "ConnectionError", message, may_have_applied=applied) from exc
-        self.last_server_date = _server_date(response) or self.last_server_date
+            raise _transport_error(method, exc, deadline) from exc
+        if deadline is not None and response.status_code in GATEWAY_GAVE_UP:
+            deadline.unsettled = True
+        self._learned.server_date = _server_date(response) or self._learned.server_date
         disposition = classify(response.status_code, method)
         if disposition in ("ok", "absent"):
             return response

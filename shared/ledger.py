@@ -14,14 +14,22 @@ hold characters Table keys forbid and be longer than a key may be), ``registrati
 registration's own state (enabled, and which app registered it in which tenant).
 
 One ``Ledger`` object speaks for one tenant; ``for_tenant`` gives another tenant's view of the same table.
+
+Every writer (the worker, every ``vlsync`` write, replay, backfill) pushes through ``Ledger.pushing``:
+claim the item's lease, push within a deadline that ends before the lease (``push_timing``), then
+record the push or, on an error, release the lease. A push that finds a newer event recorded after it
+(its lease ended under it) marks the item ``needsRepair`` (``Ledger.needs_repair`` lists them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -31,11 +39,17 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
 from shared import storage
+from shared.graph import Deadline
+from shared.models import order_key
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 REGISTRATION_ROW = "registration"
+# Rows that are not a registration's: the table's own bookkeeping and the Graph circuit (shared.circuit).
+_META_PARTITION = "meta"
+_KEYS_MIGRATED = "keys-tenant-v2"
+_RESERVED_PARTITIONS = frozenset({_META_PARTITION, "circuit"})
 SEARCHABLE_WITHIN_HOURS = 24  # the service's promise: searchable within 24 hours of ingestion
 DEACTIVATED_BY_DISABLE = "provider-disable"  # deactivatedBy of what `provider disable --deactivate-content` hid
 # A lease taken for a visibility switch, which carries no event: no recorded event is newer than it.
@@ -43,6 +57,21 @@ _NO_EVENT = datetime.max.replace(tzinfo=UTC)
 
 
 _NO_LEASE: dict[str, Any] = {"leaseOwner": "", "leaseUntil": datetime(1970, 1, 1, tzinfo=UTC)}
+
+# A push is given the time of three requests (the token, when it is not cached, a first attempt and one
+# retry, each up to the Graph timeout) plus the waits between attempts that the inline budget allows.
+REQUESTS_PER_PUSH = 3
+# The margin from a push's deadline to the end of its item's lease is one Graph timeout: a request the
+# client gave up on (at its timeout or at the deadline) is given as long again to land at Graph, and
+# the lease is held that long after the push ends (``Deadline.unsettled``) rather than released. At
+# least this much, for the record's Table round trips after the push and the clocks that judge the
+# lease (the function app's instances are NTP-synchronised to within a second; ``vlsync`` judges
+# leases on Graph's clock).
+MIN_LEASE_MARGIN_SECONDS = 5.0
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class LedgerConflict(Exception):
@@ -65,6 +94,69 @@ class StaleEvent(LedgerConflict):
     """The ledger holds a newer event for the item, so this push would overwrite newer content."""
 
     code = "Stale"
+
+
+class LeaseLost(LedgerConflict):
+    """The push reached Graph, but a newer event had been recorded meanwhile: the item's lease ended
+    before the push did (a clock that jumped, a storage call slower than the margin), so Graph may hold
+    this older state. The item is marked ``needsRepair``: re-apply its newest event."""
+
+    code = "LeaseLost"
+
+
+@dataclass(frozen=True)
+class PushTiming:
+    """How long one push may take (its deadline, for token, attempts and waits) and how long its item's
+    lease lasts. Build it with ``push_timing``; tests may give shorter ones."""
+
+    deadline_seconds: float
+    lease_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds <= self.deadline_seconds:
+            raise ValueError("a lease must outlast the push's deadline")
+
+    @property
+    def margin_seconds(self) -> float:
+        """How long a request left without an answer may still land: the lease is held that long after
+        such a push ends."""
+        return self.lease_seconds - self.deadline_seconds
+
+
+def push_timing(graph_timeout_seconds: float, max_inline_retry_seconds: float) -> PushTiming:
+    """The one rule for a push's deadline and its item's lease, from the Graph client's settings (the
+    worker's ``GRAPH_TIMEOUT_SECONDS`` and ``GRAPH_MAX_INLINE_RETRY_SECONDS``, or ``vlsync``'s own):
+    deadline = 3 x timeout + inline budget; lease = deadline + max(timeout, 5 s)."""
+    deadline = REQUESTS_PER_PUSH * graph_timeout_seconds + max_inline_retry_seconds
+    return PushTiming(deadline, deadline + max(graph_timeout_seconds, MIN_LEASE_MARGIN_SECONDS))
+
+
+@dataclass(frozen=True)
+class BusyWait:
+    """How long a claim waits for another owner's lease before ``ItemBusy`` reaches the caller: ``vlsync``
+    waits briefly; the worker does not wait (it sends the message back to the queue)."""
+
+    attempts: int
+    seconds: float
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+@dataclass(frozen=True)
+class Push:
+    """What ``Ledger.pushing`` hands the pusher: the lease's owner, and the deadline that every Graph
+    call of the push is given."""
+
+    owner: str
+    deadline: Deadline
+
+
+@dataclass(frozen=True)
+class _Claim:
+    stale: bool = False
+    # The end of the owner's own lease, still live when it was claimed again: an earlier attempt of the
+    # same message ended without letting go of it (a request it abandoned may still land until then,
+    # or its process died mid-push).
+    inherited_until: datetime | None = None
 
 
 def partition_key(tenant_id: str, registration_id: str) -> str:
@@ -101,6 +193,7 @@ class LedgerEntry:
             "source": self.source or "",
             "sourceEventId": self.source_event_id or "",
             "deactivatedBy": "",  # a push decides the item's state: whatever hid it before no longer counts
+            "needsRepair": False,  # and whatever older push may have landed over a newer one
         }
 
     @classmethod
@@ -121,13 +214,6 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def order_key(event_time: datetime, op: str, source_event_id: str | None) -> tuple[datetime, int, str]:
-    """The total order of an item's events: event time; at equal times a delete after an upsert (a
-    redelivered upsert must not bring back what a delete of the same second removed); then the
-    source's event id, so two different events of one second are ordered the same way everywhere."""
-    return (event_time, 1 if op == "delete" else 0, source_event_id or "")
-
-
 def is_stale(
     known: LedgerEntry | None, event_time: datetime, op: str = "upsert", source_event_id: str | None = None
 ) -> bool:
@@ -135,6 +221,26 @@ def is_stale(
     if known is None:
         return False
     return order_key(known.event_time, known.op, known.source_event_id) >= order_key(event_time, op, source_event_id)
+
+
+def _landing(claimed: _Claim, deadline: Deadline, timing: PushTiming, clock: Callable[[], datetime]) -> datetime | None:
+    """Until when a request of this push, or of the owner's earlier attempt, may still land at Graph
+    (``None``: nothing is in flight). One the push left without an answer gets the margin from now."""
+    ends = [claimed.inherited_until] if claimed.inherited_until else []
+    if deadline.unsettled:
+        ends.append(clock() + timedelta(seconds=timing.margin_seconds))
+    return max(ends, default=None)
+
+
+async def _claim_waiting(claim: Callable[[], _Claim], busy: BusyWait | None) -> _Claim:
+    """``claim`` in a thread, tried again while another owner holds the lease, as ``busy`` allows."""
+    for _ in range((busy.attempts if busy else 1) - 1):
+        try:
+            return await asyncio.to_thread(claim)
+        except ItemBusy:
+            assert busy is not None
+            await busy.sleep(busy.seconds)
+    return await asyncio.to_thread(claim)  # the last try: ItemBusy reaches the caller
 
 
 def table_service(settings: Settings) -> TableServiceClient:
@@ -151,6 +257,7 @@ class Ledger:
         self._ensured = False
         self._cache_seconds = state_cache_seconds
         self._states: dict[str, tuple[float, bool]] = {}
+        self._tenants: dict[str, Ledger] = {self.tenant_id: self}  # shared by every tenant's view
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Ledger:
@@ -162,9 +269,52 @@ class Ledger:
         """This ledger's table as ``tenant_id`` sees it (``None``: this ledger's own tenant)."""
         if tenant_id is None or tenant_id.lower() == self.tenant_id:
             return self
-        other = Ledger(self._table, tenant_id=tenant_id, state_cache_seconds=self._cache_seconds)
-        other._ensured = self._ensured
-        return other
+        found = self._tenants.get(tenant_id.lower())
+        if found is None:  # kept, so each tenant's registration-state cache lives as long as this ledger
+            found = Ledger(self._table, tenant_id=tenant_id, state_cache_seconds=self._cache_seconds)
+            found._ensured = self._ensured
+            found._tenants = self._tenants
+            self._tenants[found.tenant_id] = found
+        return found
+
+    def adopt_legacy_rows(self) -> int:
+        """Move rows written before ledger keys carried the tenant (PartitionKey = the bare registration
+        id) under this tenant's keys, once per table; returns how many moved.
+
+        Without it an upgrade would forget every registration's disabled state, every item's newest
+        event (so an older event could overwrite a newer one) and every deactivation mark. A marker row
+        records that the table was migrated, so later starts cost one read. Several instances may run
+        it at once: a row already under its new key is kept (it was written after the upgrade, by a
+        push the ledger judged against nothing), and the legacy row is removed either way.
+        """
+        self._ensure()
+        if self._get(_META_PARTITION, _KEYS_MIGRATED) is not None:
+            return 0
+        moved = 0
+        for entity in self._table.list_entities():
+            partition, row = str(entity["PartitionKey"]), str(entity["RowKey"])
+            if ":" in partition or partition in _RESERVED_PARTITIONS:
+                continue
+            if not (row.startswith("c-") or row == REGISTRATION_ROW):
+                continue
+            adopted = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
+            adopted.update(
+                PartitionKey=partition_key(self.tenant_id, partition),
+                RowKey=row,
+                tenantId=self.tenant_id,
+                registrationId=partition,
+            )
+            with contextlib.suppress(ResourceExistsError):
+                self._table.create_entity(adopted)
+                moved += 1
+            with contextlib.suppress(ResourceNotFoundError):
+                self._table.delete_entity(partition, row)
+        self._table.upsert_entity(
+            {"PartitionKey": _META_PARTITION, "RowKey": _KEYS_MIGRATED, "tenantId": self.tenant_id, "moved": moved}
+        )
+        if moved:
+            logger.warning("ledger: moved %d row(s) from before tenant keys under tenant %s", moved, self.tenant_id)
+        return moved
 
     def _pk(self, registration_id: str) -> str:
         return partition_key(self.tenant_id, registration_id)
@@ -198,17 +348,43 @@ class Ledger:
         *,
         op: str = "upsert",
         source_event_id: str | None = None,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> bool:
         """Take the item's lease for one push; ``False`` when the command is stale.
 
         Two workers holding commands for the same item (the host runs a batch of messages at once)
         must not both push: the older could land last. The lease serialises them, and staleness is
         judged under it, so the newer event's push is always the one that stays. Raises ``ItemBusy``
-        while another worker's lease is live; the message then comes back later.
+        while another worker's lease is live; the message then comes back later. ``clock`` is the time
+        the lease is taken and judged on (``vlsync``: Graph's). Pushes go through ``pushing``.
         """
+        claimed = self._claim(
+            registration_id,
+            external_id,
+            event_time,
+            owner,
+            lease_seconds,
+            op=op,
+            source_event_id=source_event_id,
+            clock=clock,
+        )
+        return not claimed.stale
+
+    def _claim(
+        self,
+        registration_id: str,
+        external_id: str,
+        event_time: datetime,
+        owner: str,
+        lease_seconds: float,
+        *,
+        op: str,
+        source_event_id: str | None,
+        clock: Callable[[], datetime],
+    ) -> _Claim:
         row = content_row_key(external_id)
         for _ in range(5):
-            now = datetime.now(UTC)
+            now = clock()
             lease = {"leaseOwner": owner, "leaseUntil": now + timedelta(seconds=lease_seconds)}
             current = self._get(self._pk(registration_id), row)
             try:
@@ -216,21 +392,22 @@ class Ledger:
                     self._table.create_entity(
                         {"PartitionKey": self._pk(registration_id), "RowKey": row, "externalId": external_id, **lease}
                     )
-                    return True
+                    return _Claim()
                 known = LedgerEntry.from_entity(current) if "pushedAt" in current else None
                 if is_stale(known, event_time, op, source_event_id):
-                    return False
+                    return _Claim(stale=True)
                 holder, until = current.get("leaseOwner") or "", current.get("leaseUntil")
-                if holder and holder != owner and until is not None and _utc(until) > now:
-                    ends = _utc(until)
-                    raise ItemBusy(f"{external_id!r} is being pushed by {holder} until {ends.isoformat()}", ends)
+                ends = _utc(until) if holder and until is not None else None
+                live = ends if ends is not None and ends > now else None
+                if live is not None and holder != owner:
+                    raise ItemBusy(f"{external_id!r} is being pushed by {holder} until {live.isoformat()}", live)
                 self._table.update_entity(
                     {"PartitionKey": self._pk(registration_id), "RowKey": row, **lease},
                     mode=UpdateMode.MERGE,
                     etag=current.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
                 )
-                return True
+                return _Claim(inherited_until=live)
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # another worker moved first: read again
         raise ItemBusy(f"{external_id!r}: lease contended")
@@ -250,10 +427,26 @@ class Ledger:
         except AzureError:
             logger.warning("could not release the lease on %s; it expires by itself", external_id)
 
-    def record(self, entry: LedgerEntry, owner: str | None = None) -> bool:
-        """Record a push (and end ``owner``'s lease) unless a newer push was recorded meanwhile.
+    def hold(self, registration_id: str, external_id: str, owner: str, until: datetime) -> None:
+        """Let ``owner``'s lease end at ``until`` (a request of its push may still land until then)."""
+        row = content_row_key(external_id)
+        try:
+            current = self._get(self._pk(registration_id), row)
+            if current is not None and current.get("leaseOwner") == owner:
+                self._table.update_entity(
+                    {"PartitionKey": self._pk(registration_id), "RowKey": row, "leaseUntil": until},
+                    mode=UpdateMode.MERGE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except AzureError:
+            logger.warning("could not shorten the lease on %s; it lasts its full length", external_id)
 
-        Returns ``False`` when it was not recorded because the ledger already holds a newer event.
+    def record(self, entry: LedgerEntry, owner: str | None = None) -> bool:
+        """Record a push (and end ``owner``'s lease; ``None``: leave the lease to expire).
+
+        Returns ``False`` when it was not recorded because the ledger already holds a newer event;
+        raises ``LedgerConflict`` when other writers kept changing the row (nothing recorded).
         """
         row = content_row_key(entry.external_id)
         for _ in range(5):
@@ -275,14 +468,146 @@ class Ledger:
                 return True
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # another writer won the race: read again and compare
-        logger.warning("ledger record for %s kept losing races; not recorded", entry.external_id)
-        return False
+        raise LedgerConflict(f"the ledger row of {entry.external_id!r} kept changing; the push was not recorded")
 
-    def lease(self, registration_id: str, external_id: str, owner: str, lease_seconds: float) -> None:
-        """Take the item's lease for a change that is not an LMS event (``vlsync provider disable
-        --deactivate-content`` / ``enable --reactivate-content``). Raises ``ItemBusy`` like ``claim``;
-        end it with ``release``."""
-        self.claim(registration_id, external_id, _NO_EVENT, owner, lease_seconds)
+    @contextlib.asynccontextmanager
+    async def pushing(
+        self,
+        registration_id: str,
+        external_id: str,
+        *,
+        owner: str,
+        timing: PushTiming,
+        pushed_by: str,
+        op: Literal["upsert", "delete"] = "upsert",
+        event_time: datetime | None = None,
+        source: str | None = None,
+        source_event_id: str | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        busy: BusyWait | None = None,
+    ) -> AsyncIterator[Push]:
+        """Push one item under its lease: the one protocol of every writer.
+
+        Claims the lease: ``StaleEvent`` when the ledger holds this event or a later one, ``ItemBusy``
+        while another owner's lease is live (after waiting as ``busy`` says). Yields the ``Push``, whose
+        deadline every Graph call of the push must be given; then records the event, ending the lease,
+        or on an error releases it. ``event_time`` ``None`` is a change that is no LMS event (a
+        visibility switch): ordered after every event while it runs, and nothing is recorded.
+
+        A lease is not ended while a request of the push may still land: one the push left without an
+        answer (``Deadline.unsettled``) keeps it for the margin from the push's end; an earlier attempt
+        of this owner that left its lease behind, until that lease's end. ``LeaseLost`` (the item
+        marked ``needsRepair``) when the record finds a newer event: the lease ended before the push did.
+        """
+        deadline = Deadline.after(timing.deadline_seconds, monotonic)  # before the claim, so the lease outlasts it
+        claim = functools.partial(
+            self._claim,
+            registration_id,
+            external_id,
+            _NO_EVENT if event_time is None else event_time,
+            owner,
+            timing.lease_seconds,
+            op=op,
+            source_event_id=source_event_id,
+            clock=clock,
+        )
+        claimed = await _claim_waiting(claim, busy)
+        if claimed.stale:
+            raise StaleEvent(f"the ledger holds this event of {external_id!r} or a later one; it was not pushed")
+        item = (registration_id, external_id, owner)
+        try:
+            yield Push(owner, deadline)
+            landing = _landing(claimed, deadline, timing, clock)
+            if event_time is None:  # a visibility switch: nothing to record
+                await self._end_lease(*item, landing, clock)
+                return
+            entry = LedgerEntry(
+                registration_id, external_id, op, event_time, clock(), pushed_by, source, source_event_id
+            )
+            # Nothing left in flight: the record ends the lease in the same write.
+            recorded = await asyncio.to_thread(self.record, entry, owner if landing is None else None)
+        except BaseException:
+            await self._end_lease(*item, _landing(claimed, deadline, timing, clock), clock)
+            raise
+        if landing is not None or not recorded:
+            await self._end_lease(*item, landing, clock)
+        if not recorded:
+            await self._lease_lost(entry)
+
+    async def _end_lease(
+        self,
+        registration_id: str,
+        external_id: str,
+        owner: str,
+        landing: datetime | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        """Release the push's lease, or, while a request of it may still land, keep it until then."""
+        if landing is None or landing <= clock():
+            await asyncio.to_thread(self.release, registration_id, external_id, owner)
+            return
+        logger.warning(
+            "keeping the lease on %s until %s: a request of the push may still reach Graph", external_id, landing
+        )
+        await asyncio.to_thread(self.hold, registration_id, external_id, owner, landing)
+
+    async def _lease_lost(self, entry: LedgerEntry) -> None:
+        try:
+            await asyncio.to_thread(self.mark_repair, entry)
+        except AzureError as exc:  # the LeaseLost below still tells the pusher; its log says what to repair
+            logger.error("could not mark %s needsRepair: %s", entry.external_id, type(exc).__name__)
+        raise LeaseLost(
+            f"{entry.op} of {entry.external_id!r} (event {entry.event_time.isoformat()}) reached Graph after a "
+            "newer event was recorded: Graph may hold this older state; the item is marked needsRepair"
+        )
+
+    def mark_repair(self, entry: LedgerEntry) -> None:
+        """Mark the item ``needsRepair``: ``entry``'s push reached Graph after a newer event was recorded,
+        so Graph may hold the older state. Any later recorded push clears the mark (it decided the state)."""
+        self._ensure()
+        self._table.upsert_entity(
+            {
+                "PartitionKey": self._pk(entry.registration_id),
+                "RowKey": content_row_key(entry.external_id),
+                "externalId": entry.external_id,
+                "needsRepair": True,
+                "staleOp": entry.op,
+                "staleEventTime": entry.event_time,
+                "staleSourceEventId": entry.source_event_id or "",
+                "stalePushedAt": entry.pushed_at,
+                "stalePushedBy": entry.pushed_by,
+            },
+            mode=UpdateMode.MERGE,
+        )
+        logger.error(
+            "%s of %s (event %s) reached Graph after a newer event was recorded; marked needsRepair",
+            entry.op,
+            entry.external_id,
+            entry.event_time.isoformat(),
+        )
+
+    def needs_repair(self, registration_id: str) -> list[dict[str, Any]]:
+        """The registration's items marked ``needsRepair``: the newest recorded event (to re-apply) and
+        the older push that may have landed over it."""
+        self._ensure()
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and needsRepair eq true", parameters={"pk": self._pk(registration_id)}
+        )
+        return [
+            {
+                "externalId": str(row["externalId"]),
+                "lastPush": LedgerEntry.from_entity(row) if "pushedAt" in row else None,
+                "stale": {
+                    "op": row.get("staleOp"),
+                    "eventTime": row.get("staleEventTime"),
+                    "sourceEventId": row.get("staleSourceEventId") or None,
+                    "pushedAt": row.get("stalePushedAt"),
+                    "pushedBy": row.get("stalePushedBy"),
+                },
+            }
+            for row in rows
+        ]
 
     def mark_deactivated(self, registration_id: str, external_id: str, by: str | None) -> None:
         """Set (``by``) or clear (``None``) who deactivated the item; call it while holding its lease."""

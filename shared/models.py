@@ -247,3 +247,11 @@ class ContentCommand(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def order_key(event_time: datetime, op: str, source_event_id: str | None) -> tuple[datetime, int, str]:
+    """The total order of an item's events: event time; at equal times a delete after an upsert (a
+    redelivered upsert must not bring back what a delete of the same second removed); then the
+    source's event id, so two different events of one second are ordered the same way everywhere.
+    The ledger judges staleness by it, and intake keeps a batch's newest command per item by it."""
+    return (event_time, 1 if op == "delete" else 0, source_event_id or "")

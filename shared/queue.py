@@ -12,10 +12,17 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import Literal, Protocol
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, QueueServiceClient, TextBase64EncodePolicy
+from azure.storage.queue import (
+    BinaryBase64DecodePolicy,
+    QueueClient,
+    QueueServiceClient,
+    StorageErrorCode,
+    TextBase64EncodePolicy,
+)
 
 from shared import storage
 from shared.settings import Settings
@@ -28,6 +35,12 @@ MAX_MESSAGE_BYTES = 64 * 1024  # Azure Storage limit on the stored (encoded) mes
 # registration or an operator's look at the poison queue must not vanish on its own.
 NEVER_EXPIRES = -1
 MAX_DEFER_SECONDS = 6 * 60 * 60  # the longest wait a Retry-After may impose on one command
+MAX_PEEK = 32  # the most messages one peek or receive returns (a limit of the queue service)
+# How long a scan (replay, release) keeps each message it looked at hidden, so that it sees every
+# message once; the messages it leaves are made visible again as soon as the scan ends.
+SCAN_LEASE_SECONDS = 300
+
+QueueRole = Literal["work", "poison", "held"]
 
 
 def encoded_size(text: str) -> int:
@@ -35,8 +48,42 @@ def encoded_size(text: str) -> int:
     return len(base64.b64encode(text.encode("utf-8")))
 
 
+def decode(content: str | bytes | None) -> str | None:
+    """The text of a stored message (Base64 of UTF-8, as the app writes), or ``None`` when it is not."""
+    try:
+        return base64.b64decode(content or b"", validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are both ValueErrors
+        return None
+
+
 class QueueUnavailable(Exception):
     """Storage refused or failed a queue operation; the caller reports it, nothing is lost silently."""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as stored. Read without the SDK's decode policy: one message that is not Base64 (a
+    producer that sent raw text) must not stop a scan of the whole queue."""
+
+    message_id: str
+    inserted_on: datetime | None
+    text: str | None  # None: the stored content is not Base64 of UTF-8 text
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What a look at one queue shows without taking anything from it."""
+
+    role: QueueRole
+    name: str
+    approximate_count: int  # the service's estimate; includes hidden messages (in flight, deferred)
+    peeked: tuple[StoredMessage, ...]  # the first visible messages, at most MAX_PEEK
+
+    @property
+    def oldest_inserted(self) -> datetime | None:
+        """The oldest insertion time among the peeked messages (hidden ones are not seen)."""
+        times = [m.inserted_on for m in self.peeked if m.inserted_on is not None]
+        return min(times) if times else None
 
 
 @dataclass(frozen=True)
@@ -64,6 +111,12 @@ class StorageCommandQueue:
         self._queue = self._client(service, queue_name)
         self._poison = self._client(service, poison_name)
         self._held = self._client(service, held_name)
+        # The same queues read as stored (no decode policy), for scans and peeks: see StoredMessage.
+        self._raw: dict[QueueRole, QueueClient] = {
+            "work": service.get_queue_client(queue_name),
+            "poison": service.get_queue_client(poison_name),
+            "held": service.get_queue_client(held_name),
+        }
         self._created: set[str] = set()
 
     @staticmethod
@@ -71,6 +124,10 @@ class StorageCommandQueue:
         return service.get_queue_client(
             name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=BinaryBase64DecodePolicy()
         )
+
+    @property
+    def poison_name(self) -> str:
+        return self._poison.queue_name
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StorageCommandQueue:
@@ -134,33 +191,94 @@ class StorageCommandQueue:
         except AzureError as exc:
             raise QueueUnavailable(f"holding failed: {exc}") from exc
 
-    def release_held(self, belongs: Callable[[str], bool], *, lease_seconds: int = 300) -> int:
+    def release_held(self, belongs: Callable[[str], bool], *, lease_seconds: int = SCAN_LEASE_SECONDS) -> int:
         """Move every held command that ``belongs`` back to the work queue; returns how many moved.
 
-        A message is re-sent before it is deleted, so a failure in between leaves a duplicate (which
-        the worker tolerates), never a loss. Held messages of other registrations are left alone.
+        Held messages of other registrations are left alone (see ``move_back``).
         """
-        self._ensure(self._held)
         moved = 0
-        others: dict[str, str] = {}  # message id -> pop receipt, kept hidden during the scan
+
+        def decide(message: StoredMessage) -> str | None:
+            nonlocal moved
+            if message.text is not None and belongs(message.text):
+                moved += 1
+                return message.text
+            return None
+
+        self.move_back("held", decide, lease_seconds=lease_seconds)
+        return moved
+
+    def move_back(
+        self,
+        role: Literal["poison", "held"],
+        decide: Callable[[StoredMessage], str | None],
+        *,
+        lease_seconds: int = SCAN_LEASE_SECONDS,
+        limit: int | None = None,
+    ) -> bool:
+        """Look at every message of the poison or held queue once; where ``decide`` returns a text,
+        send that text to the work queue and delete the message, else leave the message where it is.
+
+        Sent before deleted, so a failure in between leaves a duplicate (which the worker's ledger
+        makes harmless), never a loss. The messages looked at stay hidden during the scan (for
+        ``lease_seconds``), so a message is looked at once, and those left are visible again at the
+        end. ``limit``: stop after moving that many. Returns whether the whole queue was looked at
+        (False: stopped at the limit). A scan longer than ``lease_seconds`` may end early, when only
+        messages it has already looked at come back.
+        """
+        source = self._raw[role]
+        moved = 0
+        left: dict[str, str] = {}  # message id -> pop receipt, kept hidden during the scan
         try:
+            self._ensure(source)
             while True:
-                received = self._held.receive_messages(visibility_timeout=lease_seconds, max_messages=32)
-                batch = [m for m in received if m.id not in others]
-                if not batch:
-                    return moved
-                for message in batch:
-                    raw = message.content
-                    text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-                    if belongs(text):
-                        self._send(self._queue, text)
-                        self._held.delete_message(message.id, message.pop_receipt)
-                        moved += 1
-                    else:
-                        others[message.id] = message.pop_receipt or ""
+                received = list(
+                    source.receive_messages(
+                        visibility_timeout=lease_seconds, messages_per_page=MAX_PEEK, max_messages=MAX_PEEK
+                    )
+                )
+                fresh = [m for m in received if m.id not in left]
+                # Every message received is shown again at the end unless moved, also when a move fails
+                # (seen before and received again after its lease ran out: only the newest receipt counts).
+                left.update((m.id, m.pop_receipt or "") for m in received)
+                if not fresh:
+                    return True
+                for message in fresh:
+                    if limit is not None and moved >= limit:
+                        return False
+                    text = decide(StoredMessage(message.id, message.inserted_on, decode(message.content)))
+                    if text is None:
+                        continue
+                    self._send(self._queue, text)
+                    source.delete_message(message.id, message.pop_receipt)
+                    del left[message.id]
+                    moved += 1
+        except AzureError as exc:
+            raise QueueUnavailable(f"moving from {source.queue_name} failed after {moved} message(s): {exc}") from exc
         finally:
-            for message_id, receipt in others.items():  # other registrations' commands: visible again
-                self._held.update_message(message_id, receipt, visibility_timeout=0)
+            for message_id, receipt in left.items():
+                try:
+                    source.update_message(message_id, receipt, visibility_timeout=0)
+                except AzureError:  # it shows again when its lease ends: late, never lost
+                    logger.warning("could not show message %s of %s again", message_id, source.queue_name)
+
+    def snapshot(self, role: QueueRole) -> QueueSnapshot:
+        """The queue's approximate depth and its first visible messages, taking nothing from it.
+
+        A queue that does not exist yet is empty; any other storage failure raises ``QueueUnavailable``.
+        """
+        client = self._raw[role]
+        try:
+            count = client.get_queue_properties().approximate_message_count or 0
+            peeked = client.peek_messages(max_messages=MAX_PEEK)
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) == StorageErrorCode.QUEUE_NOT_FOUND:
+                return QueueSnapshot(role, client.queue_name, 0, ())
+            raise QueueUnavailable(f"reading queue {client.queue_name} failed: {exc}") from exc
+        except AzureError as exc:
+            raise QueueUnavailable(f"reading queue {client.queue_name} failed: {exc}") from exc
+        messages = tuple(StoredMessage(m.id, m.inserted_on, decode(m.content)) for m in peeked)
+        return QueueSnapshot(role, client.queue_name, count, messages)
 
     def ensure_queues(self) -> None:
         for client in (self._queue, self._poison, self._held):

@@ -314,6 +314,12 @@ class Settings(BaseSettings):
         description="Table endpoint for the identity-based connection (the ledger), e.g. "
         "https://<account>.table.core.windows.net.",
     )
+    storage_blob_service_uri: str | None = Field(
+        default=None,
+        validation_alias=f"{STORAGE_CONNECTION}__blobServiceUri",
+        description="Blob endpoint for the identity-based connection (the event archive), e.g. "
+        "https://<account>.blob.core.windows.net.",
+    )
     ledger_table_name: str = Field(
         default="ledger",
         validation_alias="LEDGER_TABLE_NAME",
@@ -336,6 +342,39 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=f"{STORAGE_CONNECTION}__clientId",
         description="Client id of the user-assigned identity used for the storage connection.",
+    )
+    dedupe_table_name: str = Field(
+        default="deliveries",
+        validation_alias="DEDUPE_TABLE_NAME",
+        pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+        description="Table of the delivery ids the intake has accepted (per source), to answer a sender's "
+        "redelivery with 202 and 'duplicate': true instead of queueing it again.",
+    )
+    # Senders retry an unacknowledged delivery for a day or more: Svix (Standard Webhooks) for about
+    # 27.5 hours, Event Grid for 24 hours by default, and the Standard Webhooks specification's example
+    # schedule for 75.5 hours. The horizon counts from the last time the id was seen, so only the gap
+    # between two attempts has to fit in it.
+    dedupe_horizon_hours: int = Field(
+        default=72,
+        ge=0,
+        le=30 * 24,
+        validation_alias="DEDUPE_HORIZON_HOURS",
+        description="How long an accepted delivery id is remembered (counted from the last time it was seen); "
+        "0 turns dedupe off.",
+    )
+    event_archive_container: str = Field(
+        default="event-archive",
+        validation_alias="EVENT_ARCHIVE_CONTAINER",
+        pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+        description="Blob container of the raw event archive: every accepted delivery, secrets removed.",
+    )
+    event_archive_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        validation_alias="EVENT_ARCHIVE_RETENTION_DAYS",
+        description="Days an archived delivery is kept (a lifecycle rule in Azure deletes older blobs); "
+        "0 turns the archive off.",
     )
     sources_json: str = Field(
         default="{}",
@@ -375,6 +414,22 @@ class Settings(BaseSettings):
         description="Longest total wait (honouring Retry-After) spent retrying one command inside an invocation "
         "before handing it back to the queue.",
     )
+    graph_circuit_failures: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        validation_alias="GRAPH_CIRCUIT_FAILURES",
+        description="Graph failures (5xx, no answer, no token) in a row, across instances, that open the circuit: "
+        "commands then wait in the queue without spending attempts. 5 is the queue's own attempt budget.",
+    )
+    graph_circuit_cooldown_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=900,
+        validation_alias="GRAPH_CIRCUIT_COOLDOWN_SECONDS",
+        description="First cool-down of an open circuit (the queue's 30 s visibility timeout); it doubles per "
+        "failed probe, to at most 15 minutes.",
+    )
     graph_max_deferrals: int = Field(
         default=10,
         ge=0,
@@ -388,13 +443,14 @@ class Settings(BaseSettings):
         validation_alias="AZURE_CLIENT_ID",
         description="Client id of the user-assigned managed identity; unset means the system-assigned identity.",
     )
-    graph_auth_mode: Literal["app", "managed-identity"] = Field(
-        default="app",
+    graph_auth_mode_setting: Literal["app", "managed-identity"] | None = Field(
+        default=None,
         validation_alias="GRAPH_AUTH_MODE",
         description="How the worker signs in to Graph. 'app': as the Entra app VIVA_APP_CLIENT_ID, with the managed "
         "identity as its federated credential (no secret; the app that registers the provider). "
         "'managed-identity': as the managed identity itself (fallback; Viva Learning may refuse content "
-        "from an app id other than the registering one).",
+        "from an app id other than the registering one). Unset: 'app' when VIVA_APP_CLIENT_ID is set, else "
+        "'managed-identity' (an app deployed before the app existed keeps working until it is re-provisioned).",
     )
     viva_app_client_id: str | None = Field(
         default=None,
@@ -431,6 +487,13 @@ class Settings(BaseSettings):
             raise ValueError("queue names may not contain '--'")
         return value
 
+    @field_validator("event_archive_container")
+    @classmethod
+    def _container_name(cls, value: str) -> str:
+        if "--" in value:
+            raise ValueError("container names may not contain '--'")
+        return value
+
     @field_validator("graph_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -460,6 +523,13 @@ class Settings(BaseSettings):
             for name, source in parsed.items()
         }
 
+    @property
+    def graph_auth_mode(self) -> Literal["app", "managed-identity"]:
+        """GRAPH_AUTH_MODE, or what the other settings imply when it is unset."""
+        if self.graph_auth_mode_setting is not None:
+            return self.graph_auth_mode_setting
+        return "app" if self.viva_app_client_id else "managed-identity"
+
     def home_tenant(self) -> str:
         """The deployment's tenant, which ledger keys need; a configuration error without it."""
         if self.tenant_id is None:
@@ -472,6 +542,7 @@ class Settings(BaseSettings):
             STORAGE_CONNECTION: self.storage_connection_string,
             f"{STORAGE_CONNECTION}__queueServiceUri": self.storage_queue_service_uri,
             f"{STORAGE_CONNECTION}__tableServiceUri": self.storage_table_service_uri,
+            f"{STORAGE_CONNECTION}__blobServiceUri": self.storage_blob_service_uri,
             f"{STORAGE_CONNECTION}__credential": self.storage_credential,
             f"{STORAGE_CONNECTION}__clientId": self.storage_client_id,
         }

@@ -43,6 +43,12 @@ COMMANDS_HELD = _meter.create_counter(
 COMMANDS_PARKED = _meter.create_counter(
     "vlsync.commands.parked", unit="{command}", description="Commands parked in the poison queue, by reason"
 )
+CIRCUIT_OPENED = _meter.create_counter(
+    "vlsync.circuit.opened", unit="{event}", description="Times the Graph circuit opened (Graph kept failing)"
+)
+CIRCUIT_CLOSED = _meter.create_counter(
+    "vlsync.circuit.closed", unit="{event}", description="Times the Graph circuit closed again (Graph answered)"
+)
 
 _configured = False
 

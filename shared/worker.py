@@ -3,10 +3,12 @@
 Delivery is at least once, so every step is safe to repeat: the upsert is a PATCH that creates or
 replaces, and a delete that finds nothing has reached its goal. The ledger keeps an older event from
 overwriting a newer one (a late retry, a redelivery, events that crossed in the queue) and records
-what was pushed when. Failures are sorted three ways: transient ones are raised so the queue
-redelivers the message (the host moves it to the poison queue after ``maxDequeueCount``); permanent
-ones are parked in the poison queue at once with their reason; malformed messages are parked unread.
-Commands of a disabled registration are held, not applied and not lost, until it is enabled.
+what was pushed when; the push runs under the item's lease and within a deadline that ends before it
+(``shared.ledger.Ledger.pushing``, the one protocol of every writer). Failures are sorted three ways:
+transient ones are raised so the queue redelivers the message (on the final attempt the worker parks
+it itself); permanent ones are parked in the poison queue at once with their reason; malformed
+messages are parked unread. Commands of a disabled registration are held, not applied and not lost,
+until it is enabled.
 """
 
 from __future__ import annotations
@@ -14,20 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared import telemetry
-from shared.graph import MAX_ERROR_MESSAGE, GraphError, GraphPermanentError, GraphTransientError
-from shared.ledger import ItemBusy, LedgerEntry
+from shared.graph import MAX_ERROR_MESSAGE, Deadline, GraphError, GraphPermanentError, GraphTransientError
+from shared.ledger import ItemBusy, LeaseLost, Push, PushTiming, StaleEvent, push_timing
 from shared.models import CommandError, ContentCommand
 from shared.queue import CommandQueue
+from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,11 @@ logger = logging.getLogger(__name__)
 # (GRAPH_MAX_DEFERRALS).
 MAX_DEFERRALS = 10
 BUSY_RECHECK_SECONDS = 5.0
+# From the settings' defaults; the function app derives its own from its settings (``shared.bootstrap``).
+DEFAULT_TIMING = push_timing(
+    Settings.model_fields["graph_timeout_seconds"].default,
+    Settings.model_fields["graph_max_inline_retry_seconds"].default,
+)
 
 
 class Outcome(StrEnum):
@@ -46,6 +55,9 @@ class Outcome(StrEnum):
     HELD = "held"
     DEFERRED = "deferred"
     PARKED = "parked"
+    # Pushed, but a newer event was recorded meanwhile (the lease ended under the push): Graph may hold
+    # this older state. Not a success; the ledger marks the item needsRepair (``Ledger.needs_repair``).
+    LEASE_LOST = "lease-lost"
 
 
 @dataclass(frozen=True)
@@ -65,11 +77,21 @@ class GraphPort(Protocol):
     """The two Graph calls the worker makes (``shared.graph.GraphClient``)."""
 
     async def upsert_content(
-        self, registration_id: str, content: dict[str, Any], *, correlation_id: str | None = None
+        self,
+        registration_id: str,
+        content: dict[str, Any],
+        *,
+        correlation_id: str | None = None,
+        deadline: Deadline | None = None,
     ) -> dict[str, Any]: ...
 
     async def delete_content(
-        self, registration_id: str, external_id: str, *, correlation_id: str | None = None
+        self,
+        registration_id: str,
+        external_id: str,
+        *,
+        correlation_id: str | None = None,
+        deadline: Deadline | None = None,
     ) -> bool: ...
 
     def for_tenant(self, tenant_id: str | None) -> GraphPort:
@@ -84,21 +106,30 @@ class LedgerPort(Protocol):
 
     def registration_enabled(self, registration_id: str, *, fresh: bool = False) -> bool: ...
 
-    def claim(
+    def pushing(
         self,
         registration_id: str,
         external_id: str,
-        event_time: datetime,
-        owner: str,
-        lease_seconds: float,
         *,
-        op: str = "upsert",
+        owner: str,
+        timing: PushTiming,
+        pushed_by: str,
+        op: Literal["upsert", "delete"] = "upsert",
+        event_time: datetime | None = None,
+        source: str | None = None,
         source_event_id: str | None = None,
-    ) -> bool: ...
+    ) -> AbstractAsyncContextManager[Push]:
+        """Claim the item's lease (``StaleEvent``, ``ItemBusy``), yield the push's deadline, then record
+        the event or release the lease (``LeaseLost`` when a newer event was recorded meanwhile)."""
+        ...
 
-    def release(self, registration_id: str, external_id: str, owner: str) -> None: ...
 
-    def record(self, entry: LedgerEntry, owner: str | None = None) -> bool: ...
+class CircuitPort(Protocol):
+    """The shared Graph circuit breaker (``shared.circuit.CircuitBreaker``); synchronous storage calls."""
+
+    def wait_seconds(self) -> float: ...
+
+    def record(self, event: Literal["success", "failure"]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -108,11 +139,12 @@ class WorkerPorts:
     graph: GraphPort
     queue: CommandQueue
     ledger: LedgerPort
-    lease_seconds: float = 120.0  # longer than one push can take, retries and timeouts included
+    timing: PushTiming = DEFAULT_TIMING  # the push's deadline and the item's lease
     max_deferrals: int = MAX_DEFERRALS
     # A Retry-After up to this long is waited inside the invocation (GRAPH_MAX_INLINE_RETRY_SECONDS);
     # only a longer one sends the command back to the queue.
     max_inline_retry_seconds: float = 10.0
+    circuit: CircuitPort | None = None  # None: no breaker (every command calls Graph)
 
     def for_tenant(self, tenant_id: str | None) -> WorkerPorts:
         """The ports a command of ``tenant_id`` uses: its tokens, its ledger rows."""
@@ -161,53 +193,34 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
             logger.info("held %s %s reg=%s message=%s correlation=%s (registration disabled)", *log_args)
             telemetry.COMMANDS_HELD.add(1)
             return Outcome.HELD
+        if (waiting := await _circuit_wait(command, ports, log_args)) is not None:
+            return waiting
         # The message id: a redelivery of this very message may take back the lease it left behind.
         owner = info.message_id or f"worker/{uuid.uuid4().hex[:8]}"
         try:
-            claimed = await asyncio.to_thread(
-                partial(
-                    ports.ledger.claim,
-                    command.registration_id,
-                    command.external_id,
-                    command.event_time,
-                    owner,
-                    ports.lease_seconds,
-                    op=command.op,
-                    source_event_id=command.source_event_id,
-                )
-            )
+            async with ports.ledger.pushing(
+                command.registration_id,
+                command.external_id,
+                owner=owner,
+                timing=ports.timing,
+                pushed_by="worker",
+                op=command.op,
+                event_time=command.event_time,
+                source=command.source,
+                source_event_id=command.source_event_id,
+            ) as push:
+                outcome = await _push(command, ports.graph, push.deadline)
         except ItemBusy as busy:
             return await _wait_for_lease(command, busy, ports, log_args)
-        if not claimed:
-            logger.info(
-                "skipped %s %s reg=%s message=%s correlation=%s: the ledger holds this event (%s) or a later one",
-                *log_args,
-                command.event_time.isoformat(),
-            )
-            telemetry.COMMANDS_SKIPPED_STALE.add(1)
-            return Outcome.SKIPPED_STALE
-        try:
-            outcome = await _push(command, ports.graph)
-            recorded = await asyncio.to_thread(
-                ports.ledger.record,
-                LedgerEntry(
-                    registration_id=command.registration_id,
-                    external_id=command.external_id,
-                    op=command.op,
-                    event_time=command.event_time,
-                    pushed_at=datetime.now(UTC),
-                    pushed_by="worker",
-                    source=command.source,
-                    source_event_id=command.source_event_id,
-                ),
-                owner,
-            )
-        except BaseException:  # a failed push or a failed record: the retry must not wait for the lease
-            await asyncio.to_thread(ports.ledger.release, command.registration_id, command.external_id, owner)
-            raise
-        if not recorded:  # cannot happen under the lease unless it expired mid-push
-            logger.warning("ledger kept a newer event than %s %s; lease expired mid-push?", *log_args[:2])
+        except StaleEvent:
+            return _skipped(command, log_args)
+        except LeaseLost as lost:
+            return _lease_lost(lost, log_args)
     except GraphTransientError as error:
+        if _graph_is_failing(error) and ports.circuit is not None:
+            await asyncio.to_thread(ports.circuit.record, "failure")
+            if (waiting := await _circuit_wait(command, ports, log_args)) is not None:
+                return waiting  # the circuit opened: wait it out in the queue instead of spending attempts
         wait = error.retry_after or 0.0
         if wait <= ports.max_inline_retry_seconds or command.deferrals >= ports.max_deferrals:
             return await _retry_or_park(command, info, ports, log_args, error)
@@ -241,9 +254,32 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
         return Outcome.PARKED
     except Exception as error:
         return await _retry_or_park(command, info, ports, log_args, error)
+    if ports.circuit is not None:
+        await asyncio.to_thread(ports.circuit.record, "success")
     telemetry.COMMANDS_APPLIED.add(1, {"vlsync.outcome": outcome.value})
     logger.info("%s %s reg=%s message=%s correlation=%s", outcome.value, *log_args[1:])
     return outcome
+
+
+def _graph_is_failing(error: GraphTransientError) -> bool:
+    """What the circuit counts: no answer (timeouts, lost connections, no token) or a 5xx. A 429 is
+    Graph answering, with its own Retry-After, and is handled by deferral."""
+    return error.status is None or error.status >= 500
+
+
+async def _circuit_wait(command: ContentCommand, ports: WorkerPorts, log_args: tuple[str, ...]) -> Outcome | None:
+    """With the circuit open, send the command back hidden for the rest of the cool-down, as a new
+    message (no attempt spent, ``deferrals`` unchanged): an outage of any length drains nothing into
+    poison. ``None``: call Graph now."""
+    if ports.circuit is None:
+        return None
+    wait = await asyncio.to_thread(ports.circuit.wait_seconds)
+    if wait <= 0:
+        return None
+    await asyncio.to_thread(ports.queue.defer, command.to_json(), wait)
+    logger.info("waiting %s %s reg=%s message=%s correlation=%s: Graph circuit open, back in %.0fs", *log_args, wait)
+    telemetry.COMMANDS_RETRIED.add(1, {"vlsync.circuit": True})
+    return Outcome.DEFERRED
 
 
 async def _retry_or_park(
@@ -292,6 +328,23 @@ async def _wait_for_lease(
     return Outcome.DEFERRED
 
 
+def _skipped(command: ContentCommand, log_args: tuple[str, ...]) -> Outcome:
+    logger.info(
+        "skipped %s %s reg=%s message=%s correlation=%s: the ledger holds this event (%s) or a later one",
+        *log_args,
+        command.event_time.isoformat(),
+    )
+    telemetry.COMMANDS_SKIPPED_STALE.add(1)
+    return Outcome.SKIPPED_STALE
+
+
+def _lease_lost(lost: LeaseLost, log_args: tuple[str, ...]) -> Outcome:
+    """Not raised: a redelivery would only be judged stale. The item's ledger row says what to repair."""
+    logger.error("lease lost %s %s reg=%s message=%s correlation=%s: %s", *log_args, lost)
+    telemetry.COMMANDS_APPLIED.add(1, {"vlsync.outcome": Outcome.LEASE_LOST.value})
+    return Outcome.LEASE_LOST
+
+
 async def _enabled(ledger: LedgerPort, registration_id: str) -> bool:
     """Enabled per the cached state; a "disabled" is read again fresh before anything is held, so a
     command is never held just after ``vlsync provider enable`` released the others."""
@@ -313,14 +366,17 @@ def _log_retry(info: MessageInfo, log_args: tuple[str, ...], error: BaseExceptio
     telemetry.COMMANDS_RETRIED.add(1, {"vlsync.final_attempt": info.final_attempt})
 
 
-async def _push(command: ContentCommand, graph: GraphPort) -> Outcome:
+async def _push(command: ContentCommand, graph: GraphPort, deadline: Deadline) -> Outcome:
     if command.op == "upsert":
         assert command.content is not None  # guaranteed by the model
         await graph.upsert_content(
-            command.registration_id, command.content.to_graph(), correlation_id=command.correlation_id
+            command.registration_id,
+            command.content.to_graph(),
+            correlation_id=command.correlation_id,
+            deadline=deadline,
         )
         return Outcome.UPSERTED
     existed = await graph.delete_content(
-        command.registration_id, command.external_id, correlation_id=command.correlation_id
+        command.registration_id, command.external_id, correlation_id=command.correlation_id, deadline=deadline
     )
     return Outcome.DELETED if existed else Outcome.ALREADY_ABSENT

@@ -264,6 +264,8 @@ TOKEN_HINTS = {
     "local": "is the local stack running (make dev) and .dev/stack.env current?",
     "azure-cli": "sign in with `az login --tenant <tenant>`",
     "device-code": "sign in within the time the code is valid, in the tenant of your app registration",
+    "browser": "finish the sign-in in the browser that opened (the app needs the redirect URI http://localhost); "
+    "where no browser can open, use --credential device-code",
     "default": "DefaultAzureCredential found no identity: set AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, "
     "run on a managed identity, or `az login`",
     "environment": "set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH)",

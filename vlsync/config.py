@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AliasChoices
 
+from shared.models import TENANT_ID_PATTERN
 from shared.settings import Settings
 from vlsync import envfile
 
@@ -80,7 +82,7 @@ ENV_NAMES: dict[str, str] = {
     "state_cache_seconds": _app_name("registration_state_cache_seconds"),
     "max_retry_seconds": "VLSYNC_MAX_RETRY_SECONDS",
     "app_client_id": _app_name("viva_app_client_id"),
-    "graph_auth_mode": _app_name("graph_auth_mode"),
+    "graph_auth_mode": _app_name("graph_auth_mode_setting"),
     "authority_host": _app_name("authority_host"),
 }
 # Read when the option's own variable is unset: one app registers the provider and pushes content,
@@ -173,10 +175,16 @@ class CliConfig:
         return "browser" if kind == "provider" else "default"
 
     def require_tenant(self) -> str:
-        """The tenant the ledger rows belong to (ledger keys carry it)."""
+        """The tenant the ledger rows belong to (ledger keys carry it): a tenant id (GUID), in the one
+        spelling the worker uses, so a CLI write never lands in a partition the worker does not read."""
         if not self.tenant_id:
             raise ConfigError("no tenant id: give --tenant-id or set VIVA_APP_TENANT_ID (azd env / stack.env has it)")
-        return self.tenant_id
+        if not re.fullmatch(TENANT_ID_PATTERN, self.tenant_id):
+            raise ConfigError(
+                f"tenant id {self.tenant_id!r} is not a tenant id (directory id, a GUID); a domain name such as "
+                "contoso.onmicrosoft.com names the tenant for sign-in but not its ledger rows"
+            )
+        return self.tenant_id.lower()
 
     @property
     def storage_configured(self) -> bool:

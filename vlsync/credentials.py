@@ -116,7 +116,7 @@ def worker_credential(config: CliConfig) -> ClosableCredential:
     try:
         settings = Settings.model_validate(
             {
-                "GRAPH_AUTH_MODE": config.graph_auth_mode or ("app" if config.app_client_id else "managed-identity"),
+                "GRAPH_AUTH_MODE": config.graph_auth_mode,
                 "VIVA_APP_CLIENT_ID": config.app_client_id,
                 "VIVA_APP_TENANT_ID": config.tenant_id,
                 "AZURE_CLIENT_ID": config.managed_identity_client_id,
@@ -243,10 +243,14 @@ def refused_hint(kind: CallKind, choice: CredentialChoice, client_id: str | None
     if kind == "content":
         return (
             "content calls need an app-only token with the application permission LearningContent.ReadWrite.All "
-            "(reads: LearningContent.Read.All), admin consent granted: the function app's managed identity or a "
-            "service principal (--credential default, environment or managed-identity)"
+            "(reads: LearningContent.Read.All), admin consent granted, of the app that registered the provider: "
+            "a 403 accessDenied means the registration is bound to another app id. The worker pushes as the "
+            "product's app (VIVA_APP_CLIENT_ID) through its managed identity; vlsync doctor checks each link"
         )
-    fix = f"sign in with --credential device-code --client-id <id> through {app_registration('device-code')}"
+    fix = (
+        "sign in with --credential browser (or device-code) through the product's app: --client-id "
+        f"$VIVA_APP_CLIENT_ID, or {app_registration('browser')}"
+    )
     if choice in ("device-code", "browser"):
         return (
             f"provider calls need the delegated permission LearningProvider.ReadWrite: the app registration "

@@ -13,23 +13,25 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from shared.graph import GraphClient, GraphError, GraphTransientError
+from shared.graph import Deadline, GraphClient, GraphError, GraphTransientError
 from shared.ledger import (
     DEACTIVATED_BY_DISABLE,
     SEARCHABLE_WITHIN_HOURS,
-    ItemBusy,
+    BusyWait,
     Ledger,
     LedgerConflict,
     LedgerEntry,
-    StaleEvent,
+    PushTiming,
+    push_timing,
 )
 from shared.queue import StorageCommandQueue
 
 PUSHED_BY = "cli"
-CLI_LEASE_SECONDS = 120.0  # as the worker's: longer than one push with its retries
+# A worker's push usually ends (and releases the lease) within a second; this waits out a slow one.
+# Longer, and the item is reported busy (``ItemBusy``, with when the worker's lease ends).
 BUSY_WAIT_SECONDS = 1.0
 BUSY_ATTEMPTS = 30
 # How far this machine's clock may be from Graph's. Event times come from Graph's clock, but the
@@ -38,7 +40,6 @@ BUSY_ATTEMPTS = 30
 MAX_CLOCK_SKEW = timedelta(seconds=60)
 DATE_RESOLUTION = timedelta(seconds=1)  # an HTTP Date header has whole seconds
 Progress = Callable[[str], None]
-T = TypeVar("T")
 
 
 class ClockSkew(Exception):
@@ -352,8 +353,8 @@ async def upsert_all(
     async def push(body: dict[str, Any]) -> None:
         external_id = str(body["externalId"])
         try:
-            async with pushing(ledger, registration_id, external_id, "upsert", clock):
-                answer = await graph.upsert_content(registration_id, body)
+            async with pushing(graph, ledger, registration_id, external_id, "upsert", clock) as deadline:
+                answer = await graph.upsert_content(registration_id, body, deadline=deadline)
         except (GraphError, LedgerConflict) as error:
             outcome.failed.append(_failure(external_id, error))
             return
@@ -376,13 +377,14 @@ async def deactivate_all(
     The mark is set before the upsert and taken back if it fails: a mark on an active item is harmless,
     an unmarked hidden item would stay hidden."""
     external_ids = [str(item["externalId"]) async for item in graph.list_contents(registration_id)]
+    clock = await graph_clock(graph, registration_id)
     outcome = BatchResult()
 
     async def switch(external_id: str) -> None:
         try:
-            async with leased(ledger, registration_id, external_id):
+            async with leased(graph, ledger, registration_id, external_id, clock) as deadline:
                 try:
-                    item = await graph.get_content(registration_id, external_id)
+                    item = await graph.get_content(registration_id, external_id, deadline=deadline)
                 except GraphError as error:
                     if error.status != 404:  # deleted since it was listed: nothing to hide
                         raise
@@ -394,7 +396,7 @@ async def deactivate_all(
                     return
                 await _mark(ledger, registration_id, external_id, DEACTIVATED_BY_DISABLE)
                 try:
-                    await graph.upsert_content(registration_id, body)
+                    await graph.upsert_content(registration_id, body, deadline=deadline)
                 except BaseException:
                     await _mark(ledger, registration_id, external_id, None)
                     raise
@@ -414,21 +416,22 @@ async def reactivate_marked(
     them, each under the item's lease, and clear their marks. Items the LMS retired were never marked;
     an item deleted or pushed since is no longer marked (a push clears the mark) or no longer there."""
     external_ids = await asyncio.to_thread(ledger.deactivated_items, registration_id, DEACTIVATED_BY_DISABLE)
+    clock = await graph_clock(graph, registration_id) if external_ids else None
     outcome = BatchResult()
 
     async def switch(external_id: str) -> None:
         item: dict[str, Any] | None = None
         body: dict[str, Any] | None = None
         try:
-            async with leased(ledger, registration_id, external_id):
+            async with leased(graph, ledger, registration_id, external_id, clock) as deadline:
                 try:
-                    item = await graph.get_content(registration_id, external_id)
+                    item = await graph.get_content(registration_id, external_id, deadline=deadline)
                 except GraphError as error:
                     if error.status != 404:
                         raise
                 body = replacement(item, True) if item is not None else None
                 if body is not None:
-                    await graph.upsert_content(registration_id, body)
+                    await graph.upsert_content(registration_id, body, deadline=deadline)
                 await _mark(ledger, registration_id, external_id, None)
         except (GraphError, LedgerConflict) as error:
             outcome.failed.append(_failure(external_id, error))
@@ -483,17 +486,17 @@ async def delete_one(
                 raise
             return None, False, False
 
-    async def send() -> bool:
+    async def send(deadline: Deadline | None = None) -> bool:
         if content_id is not None:
-            return await graph.delete_content_by_id(registration_id, content_id)
+            return await graph.delete_content_by_id(registration_id, content_id, deadline=deadline)
         assert external_id is not None
-        return await graph.delete_content(registration_id, external_id)
+        return await graph.delete_content(registration_id, external_id, deadline=deadline)
 
     if ledger is None or external_id is None:
         return external_id, await send(), False
     clock = await graph_clock(graph, registration_id)
-    async with pushing(ledger, registration_id, external_id, "delete", clock):
-        existed = await send()
+    async with pushing(graph, ledger, registration_id, external_id, "delete", clock) as deadline:
+        existed = await send(deadline)
     return external_id, existed, True
 
 
@@ -522,61 +525,75 @@ async def existing_provider(graph: GraphClient, registration_id: str) -> dict[st
         raise
 
 
+def push_timing_of(graph: GraphClient) -> PushTiming:
+    """A CLI push's deadline and lease: the worker's rule (``shared.ledger.push_timing``) applied to this
+    client's timeout and retry budget (``vlsync``'s own, which waits longer than the worker)."""
+    return push_timing(graph.timeout_seconds, graph.max_inline_retry_seconds)
+
+
+def _owner() -> str:
+    return f"{PUSHED_BY}/{uuid.uuid4().hex[:8]}"
+
+
+def _busy_wait() -> BusyWait:
+    """Read when a lease is taken, so a test can shorten the wait."""
+    return BusyWait(BUSY_ATTEMPTS, BUSY_WAIT_SECONDS)
+
+
 @contextlib.asynccontextmanager
-async def leased(ledger: Ledger, registration_id: str, external_id: str) -> AsyncIterator[str]:
-    """Hold the item's ledger lease (the worker's) for a change that is not an LMS event; released after."""
-    owner = f"{PUSHED_BY}/{uuid.uuid4().hex[:8]}"
-    await _take(functools.partial(ledger.lease, registration_id, external_id, owner, CLI_LEASE_SECONDS), external_id)
-    try:
-        yield owner
-    finally:
-        await asyncio.to_thread(ledger.release, registration_id, external_id, owner)
-
-
-async def _take(claim: Callable[[], T], external_id: str) -> T:
-    """Take a lease, waiting (briefly) while a worker holds it."""
-    for _ in range(BUSY_ATTEMPTS):
-        try:
-            return await asyncio.to_thread(claim)
-        except ItemBusy:
-            await asyncio.sleep(BUSY_WAIT_SECONDS)
-    raise ItemBusy(f"{external_id!r} is being pushed by the function app; try again")
+async def leased(
+    graph: GraphClient, ledger: Ledger, registration_id: str, external_id: str, clock: GraphClock | None
+) -> AsyncIterator[Deadline]:
+    """Hold the item's ledger lease (``Ledger.pushing``, as the worker) for a change that is not an LMS
+    event, on Graph's clock; yields the deadline its Graph calls must keep. Nothing is recorded."""
+    if clock is None:
+        raise ClockSkew("no Graph time to take the item's lease with; nothing was changed")
+    async with ledger.pushing(
+        registration_id,
+        external_id,
+        owner=_owner(),
+        timing=push_timing_of(graph),
+        pushed_by=PUSHED_BY,
+        clock=clock.now,
+        busy=_busy_wait(),
+    ) as push:
+        yield push.deadline
 
 
 @contextlib.asynccontextmanager
 async def pushing(
+    graph: GraphClient,
     ledger: Ledger | None,
     registration_id: str,
     external_id: str,
     op: Literal["upsert", "delete"],
     clock: GraphClock | None = None,
-) -> AsyncIterator[None]:
-    """Push one item under the ledger's per-item lease, as the worker does, then record the push.
+) -> AsyncIterator[Deadline | None]:
+    """Push one item under the ledger's per-item lease, as the worker does (``Ledger.pushing``), then
+    record the push; yields the deadline its Graph calls must keep (``None`` without a ledger).
 
     So a push from the CLI and a worker's push of an LMS event for the same item never overlap. A
     lease held by a worker is waited for (briefly); an LMS event newer than now (a sender's clock may
-    run a little ahead) wins, and the item is reported instead of overwritten. "Now" is Graph's clock
-    (``clock``), not this machine's.
+    run a little ahead) wins, and the item is reported (``StaleEvent``) instead of overwritten. "Now",
+    for the event time and for the lease, is Graph's clock (``clock``), not this machine's.
     """
     if ledger is None:
-        yield
+        yield None
         return
     if clock is None:
         raise ClockSkew("no Graph time to record the push with; nothing was changed")
-    owner = f"{PUSHED_BY}/{uuid.uuid4().hex[:8]}"
-    now = clock.now()
-    claimed = await _take(
-        functools.partial(ledger.claim, registration_id, external_id, now, owner, CLI_LEASE_SECONDS, op=op), external_id
-    )
-    if not claimed:
-        raise StaleEvent("the ledger holds a newer event for this item; it was not overwritten")
-    try:
-        yield
-    except BaseException:
-        await asyncio.to_thread(ledger.release, registration_id, external_id, owner)
-        raise
-    entry = LedgerEntry(registration_id, external_id, op, event_time=now, pushed_at=clock.now(), pushed_by=PUSHED_BY)
-    await asyncio.to_thread(ledger.record, entry, owner)
+    async with ledger.pushing(
+        registration_id,
+        external_id,
+        owner=_owner(),
+        timing=push_timing_of(graph),
+        pushed_by=PUSHED_BY,
+        op=op,
+        event_time=clock.now(),
+        clock=clock.now,
+        busy=_busy_wait(),
+    ) as push:
+        yield push.deadline
 
 
 # -- registrations ------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def settings(config: CliConfig) -> Settings:
         raise ConfigError(f"invalid storage options: {problems}") from None
 
 
-def _opened(config: CliConfig, build: Callable[[Settings], T]) -> T:
+def opened(config: CliConfig, build: Callable[[Settings], T]) -> T:
     """``build`` over the app's settings. Missing or invalid options are usage errors (``ConfigError``,
     from ``settings``); what the storage SDK cannot make of a connection string is a storage failure."""
     app_settings = settings(config)
@@ -73,7 +73,7 @@ def config_source(config: CliConfig) -> str:
 def ledger(config: CliConfig) -> Ledger:
     """The ledger; registration state is read fresh (no cache) because an operator is asking."""
     tenant = config.require_tenant()
-    return _opened(
+    return opened(
         config,
         lambda s: Ledger(
             table_service(s).get_table_client(s.ledger_table_name), tenant_id=tenant, state_cache_seconds=0
@@ -82,4 +82,4 @@ def ledger(config: CliConfig) -> Ledger:
 
 
 def command_queue(config: CliConfig) -> StorageCommandQueue:
-    return _opened(config, StorageCommandQueue.from_settings)
+    return opened(config, StorageCommandQueue.from_settings)

@@ -20,6 +20,9 @@ param deploymentContainerName string
 @description('The Functions host\'s own containers (leases, function keys) in AzureWebJobsStorage: storage.bicep creates them.')
 param hostContainerNames array
 
+@description('Blob container of the raw event archive (EVENT_ARCHIVE_CONTAINER): the intake writes it, replay reads it.')
+param archiveContainerName string
+
 @description('Object id of the user (or CI principal) running azd.')
 param userPrincipalId string = ''
 
@@ -42,7 +45,8 @@ var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 
 // Account-wide for the identity. Queue: trigger, release of failed messages, poison and held
-// queues, the intake's enqueue. Table: ledger and the host's diagnostics tables.
+// queues, the intake's enqueue. Table: ledger, the intake's dedupe table and the host's diagnostics
+// tables.
 var identityAccountRoleIds = [
   storageQueueDataContributor
   storageTableDataContributor
@@ -70,6 +74,11 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: deploymentContainerName
+}
+
+resource archiveContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: archiveContainerName
 }
 
 resource hostContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for containerName in hostContainerNames: {
@@ -107,9 +116,20 @@ resource identityDeploymentBlobRole 'Microsoft.Authorization/roleAssignments@202
   }
 }
 
+// The intake archives every accepted delivery (shared/archive.py): it writes blobs (and creates the
+// container if it is missing, which the template makes unnecessary) in that container only.
+resource identityArchiveBlobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(archiveContainer.id, managedIdentityPrincipalId, storageBlobDataContributor)
+  scope: archiveContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: managedIdentityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 // Host storage needs Storage Blob Data Owner (Functions docs, identity-based AzureWebJobsStorage),
-// here only on the host's two containers. No code writes the event-archive container yet, so the
-// identity has no role on it; grant one here when something does.
+// here only on the host's two containers.
 resource identityHostBlobRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (containerName, i) in hostContainerNames: {
   name: guid(hostContainers[i].id, managedIdentityPrincipalId, storageBlobDataOwner)
   scope: hostContainers[i]

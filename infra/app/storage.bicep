@@ -1,5 +1,6 @@
 // Storage account of the host (AzureWebJobsStorage) and of the app's own connection
-// (LearningSyncStorage): queues, ledger table, archive container, the Flex Consumption
+// (LearningSyncStorage): queues, ledger and dedupe tables, archive container (with its retention
+// rule), the Flex Consumption
 // deployment container and the host's own containers. Entra ID only: shared keys are off, so no
 // connection string can work. With privateNetworkOnly the account is reachable only through the
 // private endpoints of private-endpoints.bicep.
@@ -29,8 +30,16 @@ param contentQueueName string = 'content-commands'
 @description('Table of the delivery ledger.')
 param ledgerTableName string = 'ledger'
 
+@description('Table of accepted webhook deliveries, for dedupe (DEDUPE_TABLE_NAME).')
+param dedupeTableName string = 'deliveries'
+
 @description('Blob container of archived webhook events.')
 param archiveContainerName string = 'event-archive'
+
+@minValue(0)
+@maxValue(3650)
+@description('Days an archived webhook delivery is kept (EVENT_ARCHIVE_RETENTION_DAYS); 0: the archive is off and no retention rule is made.')
+param archiveRetentionDays int = 30
 
 @description('Days deleted blobs and containers can be restored.')
 param deleteRetentionDays int = 7
@@ -109,6 +118,43 @@ resource archiveContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
   }
 }
 
+// The archive's retention: a lifecycle management rule deletes its blobs a number of days after they
+// were written (Table and Blob storage have no per-item time-to-live). The platform runs the rules
+// about once a day, so a blob may outlive the retention by a day or two, and blob soft delete keeps a
+// deleted blob restorable for deleteRetentionDays more. An account has one policy, named 'default'.
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (archiveRetentionDays > 0) {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'event-archive-retention'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${archiveContainer.name}/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterCreationGreaterThan: archiveRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+}
+
 resource hostContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for containerName in hostContainerNames: {
   parent: blobService
   name: containerName
@@ -148,6 +194,11 @@ resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@202
   name: ledgerTableName
 }
 
+resource dedupeTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: dedupeTableName
+}
+
 output id string = storage.id
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
@@ -158,5 +209,6 @@ output contentQueueName string = contentQueue.name
 output poisonQueueName string = poisonQueue.name
 output heldQueueName string = heldQueue.name
 output ledgerTableName string = ledgerTable.name
+output dedupeTableName string = dedupeTable.name
 output archiveContainerName string = archiveContainer.name
 output hostContainerNames array = [for (containerName, i) in hostContainerNames: hostContainers[i].name]

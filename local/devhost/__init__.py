@@ -9,12 +9,14 @@ queue extension's host.json semantics. See ``python -m local.devhost --help`` an
 from .host import DevHost
 from .host_config import HostConfig, QueueOptions, load_host_config
 from .indexing import HttpFunction, IndexingError, QueueFunction, index_app, load_app
+from .keys import HostKeys
 from .settings import load_local_settings
 from .triggers import HostRuntime
 
 __all__ = [
     "DevHost",
     "HostConfig",
+    "HostKeys",
     "HostRuntime",
     "HttpFunction",
     "IndexingError",

@@ -24,6 +24,7 @@ from local.serving import LoopThread
 
 from .host_config import HostConfig, load_host_config
 from .indexing import IndexedFunction, index_app
+from .keys import HostKeys
 from .triggers import HostRuntime
 
 logger = logging.getLogger(__name__)
@@ -48,17 +49,21 @@ class DevHost:
         port: int = 0,
         drain_timeout: float = 10.0,
         startup_timeout: float = 30.0,
+        keys: HostKeys | None = None,
     ) -> DevHost:
         """Index ``app`` and serve it until :meth:`stop`.
 
         ``settings`` overlay ``os.environ`` for binding expressions and connections (the process
         environment is left untouched); ``host_json`` is a path, a parsed document or a
-        ``HostConfig``. ``port=0`` picks a free port.
+        ``HostConfig``. ``port=0`` picks a free port. ``keys``: enforce auth levels with these keys
+        (as Azure does); without them nothing is enforced (as with Core Tools).
         """
         effective: Mapping[str, str] = collections.ChainMap(dict(settings or {}), os.environ)
         config = host_json if isinstance(host_json, HostConfig) else load_host_config(host_json)
         functions = index_app(app, effective)
-        runtime = HostRuntime(functions, config, effective, host=host, port=port, drain_timeout=drain_timeout)
+        runtime = HostRuntime(
+            functions, config, effective, host=host, port=port, drain_timeout=drain_timeout, keys=keys
+        )
         thread = LoopThread("devhost-loop")
         try:
             thread.call(runtime.start(), startup_timeout)

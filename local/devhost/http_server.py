@@ -2,7 +2,8 @@
 
 Routing is the host's (see :mod:`routes`), not aiohttp's: one catch-all handler resolves the
 function. As on the host, an unknown route or a method the route does not allow answers 404, an
-exception in the function answers 500 and logs the traceback, and auth levels are not enforced.
+exception in the function answers 500 and logs the traceback. Auth levels are not enforced (as with
+Core Tools) unless the host is given ``HostKeys`` (see :mod:`keys`); then a missing or wrong key is a 401.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from multidict import CIMultiDict
 
 from .indexing import HttpFunction
 from .invocation import CONTEXT_PARAMETER, OutValue, call_user_function, make_context, new_invocation_id
+from .keys import HostKeys, presented_key
 from .routes import MethodMismatch, RouteEntry, RouteTable
 
 logger = logging.getLogger(__name__)
@@ -92,11 +94,18 @@ def response_parts(result: Any) -> ResponseParts:
 class HttpFrontend:
     """Serves the app's HTTP-triggered functions under the route prefix."""
 
-    def __init__(self, functions: Sequence[HttpFunction], route_prefix: str, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        functions: Sequence[HttpFunction],
+        route_prefix: str,
+        executor: ThreadPoolExecutor,
+        keys: HostKeys | None = None,
+    ) -> None:
         self.routes: RouteTable[HttpFunction] = RouteTable(
             route_prefix, [RouteEntry(f.template, f.methods, f) for f in functions]
         )
         self._executor = executor
+        self._keys = keys
         self.in_flight = 0
 
     def application(self) -> web.Application:
@@ -121,6 +130,11 @@ class HttpFrontend:
             logger.info("%s %s: route exists for %s only", request.method, request.rel_url.path, allowed)
             return web.Response(status=404, text=f"this route accepts {allowed}\n")
         function = found.target
+        if self._keys is not None and not self._keys.allows(
+            function.name, function.auth_level, presented_key(request.headers, request.rel_url.query)
+        ):
+            logger.info("%s %s: no valid %s-level key", request.method, request.rel_url.path, function.auth_level)
+            return web.Response(status=401)
         http_request = build_http_request(
             request.method,
             str(request.url),

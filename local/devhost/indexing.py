@@ -161,6 +161,10 @@ def _http_function(
     if len(outputs) != 1:
         raise IndexingError(f"function {name!r}: an httpTrigger needs exactly one http output binding")
     route = str(trigger.get("route") or name).strip("/")
+    if route.lower().startswith("admin"):
+        # The host keeps /admin for its own API and puts such a function in error ("The specified route
+        # conflicts with one or more built in routes"), whatever the route prefix.
+        raise IndexingError(f"function {name!r}: route {route!r} starts with 'admin', which the host reserves")
     try:
         template = parse_route_template(route)
     except RouteTemplateError as exc:

@@ -18,6 +18,7 @@ from shared import storage
 from .host_config import HostConfig
 from .http_server import HttpFrontend
 from .indexing import HttpFunction, IndexedFunction, QueueFunction
+from .keys import HostKeys
 from .queue_listener import QueueListener
 from .queue_policy import poison_queue_name
 
@@ -45,6 +46,7 @@ class HostRuntime:
         host: str = "127.0.0.1",
         port: int = 7071,
         drain_timeout: float = 30.0,
+        keys: HostKeys | None = None,
     ) -> None:
         self.functions = list(functions)
         self.config = config
@@ -54,8 +56,9 @@ class HostRuntime:
         self.drain_timeout = drain_timeout
         self.listeners: list[QueueListener] = []
         self._executor = ThreadPoolExecutor(thread_count(settings), thread_name_prefix="devhost-fn")
+        self.keys = keys
         self._http = HttpFrontend(
-            [f for f in self.functions if isinstance(f, HttpFunction)], config.route_prefix, self._executor
+            [f for f in self.functions if isinstance(f, HttpFunction)], config.route_prefix, self._executor, keys
         )
         # Resolved now so a missing connection setting fails before any port is opened.
         queue_functions = [f for f in self.functions if isinstance(f, QueueFunction)]
@@ -120,8 +123,10 @@ class HostRuntime:
             for f in self.functions
             if isinstance(f, HttpFunction) and f.auth_level != "anonymous"
         )
-        if keyed:
+        if keyed and self.keys is None:
             logger.info("auth levels are not enforced locally (as with Core Tools): %s", ", ".join(keyed))
+        elif keyed:
+            logger.info("auth levels are enforced with the given keys: %s", ", ".join(keyed))
 
     async def is_idle(self) -> bool:
         """True when no HTTP request is being served and every trigger queue is settled."""

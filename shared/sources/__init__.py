@@ -63,8 +63,17 @@ class Reply(Exception):
 
 class SourceAdapter(Protocol):
     kind: str
+    # Top-level members of a JSON body that carry only the credential, never content (Moodle's
+    # ``token``): the archive masks them, and a replay may still read the body (``intake.rederive``).
+    body_credentials: frozenset[str]
 
     def authenticate(self, request: WebhookRequest, source: SourceConfig, secret: str | None) -> Delivery: ...
+
+    def trusted(self, request: WebhookRequest, source: SourceConfig) -> Delivery:
+        """What ``authenticate`` establishes, without checking the credential: only for a delivery this
+        app accepted and archived itself (``shared.archive``: its signature or key is masked, its
+        timestamp old). A check of the source's own configuration (Canvas's account) still applies."""
+        ...
 
     def parse(self, request: WebhookRequest, source: SourceConfig, delivery: Delivery) -> list[ContentCommand]: ...
 

@@ -25,12 +25,15 @@ from shared.models import (
     ContentCommand,
     LearningContent,
     identifier,
+    order_key,
     parse_rfc3339,
 )
 from shared.problems import (
     BAD_JSON,
     EMPTY_BATCH,
     SCHEMA_VIOLATION,
+    SIGNATURE_INVALID,
+    SIGNATURE_MISSING,
     UNSUPPORTED_MEDIA_TYPE,
     FieldError,
     Problem,
@@ -116,10 +119,14 @@ class CloudEventsAdapter:
     """Adapter for senders that speak CloudEvents and sign with Standard Webhooks."""
 
     kind = "cloudevents"
+    body_credentials: frozenset[str] = frozenset()
 
     def authenticate(self, request: WebhookRequest, source: SourceConfig, secret: str | None) -> Delivery:
         verified = signatures.verify(request.body, request.headers, secret)
         return Delivery(delivery_id=verified.webhook_id, sent_at=datetime.fromtimestamp(verified.timestamp, tz=UTC))
+
+    def trusted(self, request: WebhookRequest, source: SourceConfig) -> Delivery:
+        return trusted_webhook(request)
 
     def parse(self, request: WebhookRequest, source: SourceConfig, delivery: Delivery) -> list[ContentCommand]:
         events = self._events(request)
@@ -264,6 +271,18 @@ class CloudEventsAdapter:
             raise Problem(SCHEMA_VIOLATION, "invalid event", _pydantic_errors(exc, data_prefix)) from None
 
 
+def trusted_webhook(request: WebhookRequest) -> Delivery:
+    """What Standard Webhooks verification establishes (``webhook-id``, ``webhook-timestamp`` as the
+    time sent), read from an archived delivery whose signature is masked and whose timestamp is old."""
+    webhook_id = request.headers.get("webhook-id", "").strip()
+    raw_ts = request.headers.get("webhook-timestamp", "").strip()
+    if not webhook_id or not raw_ts:
+        raise Problem(SIGNATURE_MISSING, "the archived delivery has no webhook-id or webhook-timestamp")
+    if not re.fullmatch(r"[0-9]{1,12}", raw_ts):
+        raise Problem(SIGNATURE_INVALID, "webhook-timestamp must be integer Unix seconds")
+    return Delivery(delivery_id=webhook_id, sent_at=datetime.fromtimestamp(int(raw_ts), tz=UTC))
+
+
 def event_time_problem(moment: datetime, received_at: datetime) -> str | None:
     """What makes an event time unusable for ordering (too old to store, or in the future), or None."""
     if moment < MIN_EVENT_TIME:
@@ -274,18 +293,25 @@ def event_time_problem(moment: datetime, received_at: datetime) -> str | None:
 
 
 def coalesce(commands: list[ContentCommand]) -> list[ContentCommand]:
-    """Keep one command per item of a batch: the one with the latest event time, the later one on a tie.
+    """Keep one command per item of a batch: the newest by the ledger's own total order
+    (``shared.models.order_key``: time, then a delete over an upsert, then the event id), the later
+    one of the batch only when even that ties (the same event twice).
 
-    A batch is the sender's own order; queue workers run its messages concurrently, so two commands
-    for one item (say updated, then deleted, in the same second) must not race each other.
+    Queue workers run a batch's messages concurrently, so two commands for one item (say updated, then
+    deleted, in the same second) must not race each other; and the one kept must be the one the ledger
+    would let win, or a batch ``[delete t, upsert t]`` would lose the delete at the intake.
     """
     latest: dict[tuple[str, str], int] = {}
     for index, command in enumerate(commands):
         key = (command.registration_id, command.external_id)
         kept = latest.get(key)
-        if kept is None or command.event_time >= commands[kept].event_time:
+        if kept is None or _order(command) >= _order(commands[kept]):
             latest[key] = index
     return [commands[i] for i in sorted(latest.values())]
+
+
+def _order(command: ContentCommand) -> tuple[datetime, int, str]:
+    return order_key(command.event_time, command.op, command.source_event_id)
 
 
 def _raise_field(detail: str, pointer: str) -> NoReturn:

@@ -44,11 +44,15 @@ _ATTRIBUTE_FIELDS = {"id": "id", "source": "topic", "type": "eventType", "time":
 
 class EventGridAdapter:
     kind = "eventgrid"
+    body_credentials: frozenset[str] = frozenset()
 
     def authenticate(self, request: WebhookRequest, source: SourceConfig, secret: str | None) -> Delivery:
         assert isinstance(source, EventGridSource)
         check_key(request, source.auth, secret)
         return Delivery("", None)
+
+    def trusted(self, request: WebhookRequest, source: SourceConfig) -> Delivery:
+        return Delivery("", None)  # the key establishes nothing about the delivery but its origin
 
     def preflight(self, request: WebhookRequest, source: SourceConfig, secret: str | None) -> Reply:
         """The CloudEvents abuse-protection handshake (``OPTIONS``), after the source's key."""

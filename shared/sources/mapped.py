@@ -18,7 +18,7 @@ from shared import signatures
 from shared.models import ContentCommand
 from shared.settings import MappedSource, SourceConfig
 from shared.sources import Delivery, WebhookRequest
-from shared.sources.cloudevents import load_json, read_events
+from shared.sources.cloudevents import load_json, read_events, trusted_webhook
 from shared.sources.mapping import Envelope, Located, MappingSpec, Rule, map_events, split
 from shared.sources.pipeline import commands
 
@@ -40,10 +40,15 @@ def split_all(documents: list[Located], mapping: MappingSpec) -> list[Located]:
 
 class MappedAdapter:
     kind = "mapped"
+    # A mapping may read any member, so none of them is known to be only a credential.
+    body_credentials: frozenset[str] = frozenset()
 
     def authenticate(self, request: WebhookRequest, source: SourceConfig, secret: str | None) -> Delivery:
         verified = signatures.verify(request.body, request.headers, secret)
         return Delivery(verified.webhook_id, datetime.fromtimestamp(verified.timestamp, tz=UTC))
+
+    def trusted(self, request: WebhookRequest, source: SourceConfig) -> Delivery:
+        return trusted_webhook(request)
 
     def parse(self, request: WebhookRequest, source: SourceConfig, delivery: Delivery) -> list[ContentCommand]:
         assert isinstance(source, MappedSource)

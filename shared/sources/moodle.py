@@ -34,6 +34,8 @@ DELETED = "\\core\\event\\course_deleted"
 
 class MoodleAdapter:
     kind = "moodle"
+    # The service's token is the body's only credential and no part of the course.
+    body_credentials: frozenset[str] = frozenset({"token"})
 
     def authenticate(self, request: WebhookRequest, source: SourceConfig, secret: str | None) -> Delivery:
         assert isinstance(source, MoodleSource)
@@ -43,15 +45,24 @@ class MoodleAdapter:
             raise Problem(CREDENTIAL_MISSING, "the body carries no 'token' (set the service's Token in Moodle)")
         if not matches_any(token.encode("utf-8", "surrogatepass"), secret_values(secret)):
             raise Problem(CREDENTIAL_INVALID, "the body's 'token' is not the source's token")
-        assert isinstance(document, dict)
-        delivery_id = f"{document.get('eventname')}:{document.get('objectid')}:{document.get('timecreated')}"
-        return VerifiedDocument(delivery_id, None, document)
+        return _delivery(document)
+
+    def trusted(self, request: WebhookRequest, source: SourceConfig) -> Delivery:
+        assert isinstance(source, MoodleSource)
+        return _delivery(load_json(request.body))
 
     def parse(self, request: WebhookRequest, source: SourceConfig, delivery: Delivery) -> list[ContentCommand]:
         assert isinstance(source, MoodleSource)
         assert isinstance(delivery, VerifiedDocument)
         event = course_event(delivery.document)
         return [] if event is None else commands([event], request, source, delivery)
+
+
+def _delivery(document: Any) -> VerifiedDocument:
+    if not isinstance(document, dict):
+        raise _invalid("a Moodle event is a JSON object", "")
+    delivery_id = f"{document.get('eventname')}:{document.get('objectid')}:{document.get('timecreated')}"
+    return VerifiedDocument(delivery_id, None, document)
 
 
 def _invalid(detail: str, pointer: str) -> Problem:

@@ -26,7 +26,7 @@ from shared.models import ContentCommand
 from shared.problems import SCHEMA_VIOLATION, FieldError, Problem, json_pointer
 from shared.settings import KeyAuth, OpenEdxSource, SourceConfig
 from shared.sources import Delivery, WebhookRequest
-from shared.sources.cloudevents import BATCH, STRUCTURED, load_json, read_events
+from shared.sources.cloudevents import BATCH, STRUCTURED, load_json, read_events, trusted_webhook
 from shared.sources.mapping import to_bool
 from shared.sources.normalize import Action, CourseEvent, parse_datetime
 from shared.sources.pipeline import check_key, commands
@@ -39,6 +39,7 @@ PLUGIN_DATA_KEY = "openedx_events.content_authoring.data.CourseCatalogData"
 
 class OpenEdxAdapter:
     kind = "openedx"
+    body_credentials: frozenset[str] = frozenset()
 
     def authenticate(self, request: WebhookRequest, source: SourceConfig, secret: str | None) -> Delivery:
         assert isinstance(source, OpenEdxSource)
@@ -47,6 +48,10 @@ class OpenEdxAdapter:
             return Delivery("", None)
         verified = signatures.verify(request.body, request.headers, secret)
         return Delivery(verified.webhook_id, datetime.fromtimestamp(verified.timestamp, tz=UTC))
+
+    def trusted(self, request: WebhookRequest, source: SourceConfig) -> Delivery:
+        assert isinstance(source, OpenEdxSource)
+        return Delivery("", None) if isinstance(source.auth, KeyAuth) else trusted_webhook(request)
 
     def parse(self, request: WebhookRequest, source: SourceConfig, delivery: Delivery) -> list[ContentCommand]:
         assert isinstance(source, OpenEdxSource)

@@ -153,7 +153,7 @@ def test_a_403_to_a_delegated_call_names_the_registration_and_scope_needed(cli_s
     err = " ".join(result.stderr.split())
     assert "Graph answered 403" in err
     assert "hint: provider calls need a delegated token with LearningProvider.ReadWrite" in err
-    assert "--credential device-code --client-id <id>" in err
+    assert "--credential browser (or device-code) through the product's app" in err
     assert "public client" in err
 
     cli_side.graph.script_faults([forbidden])

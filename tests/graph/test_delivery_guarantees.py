@@ -1,23 +1,25 @@
-"""The worker's delivery promise under failures and ties (issue 9, points 1, 3 and 5): nothing
-vanishes with the poison queue's 7-day time-to-live, ties have one order, and a short Retry-After
-is not turned into a new message."""
+"""The worker's delivery promise under failures and ties (issue 9, points 1, 2, 3 and 5): nothing
+vanishes with the poison queue's 7-day time-to-live, an older push never lands over a newer one (nor
+passes for a success when it may have), ties have one order, and a short Retry-After is not turned
+into a new message."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.graph import GraphTransientError
-from shared.ledger import Ledger
+from shared.graph import Deadline, GraphTransientError
+from shared.ledger import Ledger, LedgerEntry, PushTiming, content_row_key, partition_key, table_service
 from shared.models import ContentCommand
 from shared.queue import StorageCommandQueue
 from shared.settings import Settings
-from shared.worker import MessageInfo, Outcome, WorkerPorts, process
+from shared.worker import GraphPort, MessageInfo, Outcome, WorkerPorts, process
 from tests.graph.conftest import GraphSide, make_graph
 from tests.queues import peek_texts
 from tests.webhooks import content
@@ -108,3 +110,91 @@ async def test_a_short_retry_after_is_not_turned_into_a_new_message(
     with pytest.raises(GraphTransientError):
         await process(event("upsert", "g-4", graph_side.registration_id, "e-4"), MessageInfo("m-4", 1), ports)
     assert queued_count(settings) == 0
+
+
+def lease_left(settings: Settings, registration_id: str, external_id: str) -> float:
+    """Seconds until the item's lease ends (0: nobody holds it)."""
+    table = table_service(settings).get_table_client(settings.ledger_table_name)
+    row = table.get_entity(partition_key(settings.home_tenant(), registration_id), content_row_key(external_id))
+    return float((row["leaseUntil"] - datetime.now(UTC)).total_seconds()) if row["leaseOwner"] else 0.0
+
+
+async def test_a_push_graph_may_still_apply_holds_the_item_until_it_cannot_land(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, settings: Settings
+) -> None:
+    """Graph takes the older PATCH but answers only after the push's deadline: the client gives up, and
+    Graph applies it later. Before, the lease was released at once and a newer push could go first."""
+    reg = graph_side.registration_id
+    # Short numbers so the test waits seconds, not minutes: the request outlives the deadline (3.5 s of
+    # latency against 2.5 s), and the lease outlives the request.
+    ports = WorkerPorts(
+        graph=make_graph(graph_side, http),
+        queue=queue,
+        ledger=ledger,
+        timing=PushTiming(deadline_seconds=2.5, lease_seconds=6.0),
+    )
+    older = event("upsert", "g-5", reg, "e-old", T, title="Older")
+    newer = event("upsert", "g-5", reg, "e-new", T + timedelta(minutes=1), title="Newer")
+    graph_side.script_faults([{"latencyMs": 3500, "match": {"methods": ["PATCH"]}}])
+
+    with pytest.raises(GraphTransientError):
+        await process(older, MessageInfo("m-old", 1), ports)
+    # The newer command waits (a new hidden message, no attempt spent) while the older PATCH may land.
+    assert await process(newer, MessageInfo("m-new", 1), ports) is Outcome.DEFERRED
+
+    await asyncio.sleep(lease_left(settings, reg, "g-5") + 0.2)
+    assert graph_side.get_content("g-5").json()["title"] == "Older"  # it did land, after the client gave up
+    assert await process(newer, MessageInfo("m-new-again", 1), ports) is Outcome.UPSERTED
+    assert await process(older, MessageInfo("m-old", 2), ports) is Outcome.SKIPPED_STALE
+    assert graph_side.get_content("g-5").json()["title"] == "Newer"
+
+
+class NewerEventRecordedMeanwhile:
+    """Graph as the worker sees it, while a newer event of the same item is pushed and recorded during
+    the push: what happens when a lease ends under a push (a clock jump, a slow storage call)."""
+
+    def __init__(self, graph: GraphPort, ledger: Ledger, newer: LedgerEntry) -> None:
+        self.graph, self.ledger, self.newer = graph, ledger, newer
+
+    async def upsert_content(
+        self,
+        registration_id: str,
+        content: dict[str, Any],
+        *,
+        correlation_id: str | None = None,
+        deadline: Deadline | None = None,
+    ) -> dict[str, Any]:
+        await asyncio.to_thread(self.ledger.record, self.newer)
+        return await self.graph.upsert_content(
+            registration_id, content, correlation_id=correlation_id, deadline=deadline
+        )
+
+    async def delete_content(
+        self,
+        registration_id: str,
+        external_id: str,
+        *,
+        correlation_id: str | None = None,
+        deadline: Deadline | None = None,
+    ) -> bool:
+        raise AssertionError("not used")
+
+    def for_tenant(self, tenant_id: str | None) -> GraphPort:
+        return self
+
+
+async def test_a_push_that_lands_after_a_newer_event_is_not_a_success(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger
+) -> None:
+    reg = graph_side.registration_id
+    newer = LedgerEntry(reg, "g-6", "delete", T + timedelta(minutes=1), datetime.now(UTC), "worker", "demo", "e-new")
+    graph = NewerEventRecordedMeanwhile(make_graph(graph_side, http), ledger, newer)
+    ports = WorkerPorts(graph=graph, queue=queue, ledger=ledger)
+
+    # Before, the worker logged a warning and reported "upserted" while Graph held the older state.
+    assert await process(event("upsert", "g-6", reg, "e-old", T), MessageInfo("m-old", 1), ports) is Outcome.LEASE_LOST
+    [marked] = ledger.needs_repair(reg)
+    assert marked["externalId"] == "g-6"
+    assert marked["lastPush"].source_event_id == "e-new"  # the event to apply again
+    assert marked["stale"]["sourceEventId"] == "e-old"  # what Graph may hold instead
+    assert graph_side.get_content("g-6").status_code == 200  # indeed: the delete's state is not in Graph

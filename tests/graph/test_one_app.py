@@ -203,3 +203,45 @@ def test_doctor_names_an_unknown_app_and_a_registration_bound_to_another(
     assert statuses(report)["registration"] == "fail"
     detail = next(c["detail"] for c in report["checks"] if c["check"] == "registration")
     assert f"refuses content from app {APP_CLIENT_ID}" in detail
+
+
+def test_doctor_names_missing_roles_an_unknown_registration_and_a_missing_id(
+    cli_side: CliSide, identity_server: Any
+) -> None:
+    from dataclasses import replace
+
+    app = identity_server.app(APP_CLIENT_ID)
+    identity_server.put_app(replace(app, roles=()))  # no admin consent for the application permission
+    try:
+        code, report = doctor(cli_side)
+    finally:
+        identity_server.put_app(app)
+    assert code == 1
+    assert (statuses(report)["app roles"], statuses(report)["registration"]) == ("fail", "skip")
+    assert "admin-consent" in next(c["fix"] for c in report["checks"] if c["check"] == "app roles")
+
+    code, report = doctor(cli_side, REGISTRATION_ID="7b1e0000-0000-4000-8000-00000000dead")
+    assert code == 1
+    assert "no registration 7b1e0000-0000-4000-8000-00000000dead" in next(
+        c["detail"] for c in report["checks"] if c["check"] == "registration"
+    )
+
+    env = {k: v for k, v in cli_side.env.items() if k != "REGISTRATION_ID"}
+    result = make_runner(env)("--json", "doctor")
+    assert result.exit_code == 1
+    assert "no registration id" in json.dumps(json.loads(result.stdout)["checks"][-1])
+
+
+def test_doctor_compares_the_ledgers_registering_app(cli_side: CliSide, settings: Settings) -> None:
+    ledger = Ledger.from_settings(settings.model_copy(update={"ledger_table_name": cli_side.env["LEDGER_TABLE_NAME"]}))
+    ledger.record_registration(
+        cli_side.registration_id, app_id="de100000-0000-4000-8000-0000000c11a0", display_name="x", by="cli"
+    )
+    code, report = doctor(cli_side)
+    assert code == 1
+    detail = next(c["detail"] for c in report["checks"] if c["check"] == "registration")
+    assert "the ledger says app de100000-0000-4000-8000-0000000c11a0 registered" in detail
+    ledger.record_registration(cli_side.registration_id, app_id=APP_CLIENT_ID, display_name="x", by="cli")
+    code, report = doctor(cli_side)
+    assert code == 0, report
+    assert f"recorded as registered by app {APP_CLIENT_ID}" in report["checks"][-1]["detail"]

@@ -228,10 +228,26 @@ async def test_failed_push_releases_the_lease(
 ) -> None:
     graph = make_graph(graph_side, http)
     body = command("upsert", "w-lease", graph_side.registration_id)
-    graph_side.script_faults([{"drop": True}] * 3)  # no Retry-After: the queue's retry takes over
+    graph_side.script_faults([{"status": 503}] * 3)  # answers: nothing of this push is left in flight
     with pytest.raises(GraphTransientError):
         await process(body, INFO, ports(graph, queue, ledger))
-    # The retry is not blocked by the failed attempt's lease.
+    # The retry, even as another message (a replayed copy), is not blocked by the failed attempt's lease.
+    assert await process(body, MessageInfo("m-copy", 1), ports(graph, queue, ledger)) is Outcome.UPSERTED
+
+
+async def test_a_push_that_may_still_land_keeps_the_lease_but_its_redelivery_retakes_it(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger
+) -> None:
+    graph = make_graph(graph_side, http)
+    reg = graph_side.registration_id
+    body = command("upsert", "w-drop", reg)
+    # Dropped after sending: Graph may have the PATCH and apply it later, so the lease is kept to its end.
+    graph_side.script_faults([{"drop": True}] * 3)
+    with pytest.raises(GraphTransientError):
+        await process(body, INFO, ports(graph, queue, ledger))
+    later = command("upsert", "w-drop", reg, title="Later", at=datetime(2026, 11, 28, tzinfo=UTC))
+    assert await process(later, MessageInfo("m-other", 1), ports(graph, queue, ledger)) is Outcome.DEFERRED
+    # The message's own redelivery (same message id) takes its lease back and pushes the same event.
     assert await process(body, INFO, ports(graph, queue, ledger)) is Outcome.UPSERTED
 
 

@@ -277,6 +277,12 @@ def test_content_queue_name_is_the_queue_the_template_creates(bicep: Trees) -> N
     assert accessor(main_settings(bicep)["CONTENT_QUEUE_NAME"]) == "storage.outputs.contentQueueName"
 
 
+def test_the_dedupe_table_and_the_archive_container_are_the_ones_the_template_creates(bicep: Trees) -> None:
+    settings = main_settings(bicep)
+    assert accessor(settings["DEDUPE_TABLE_NAME"]) == "storage.outputs.dedupeTableName"
+    assert accessor(settings["EVENT_ARCHIVE_CONTAINER"]) == "storage.outputs.archiveContainerName"
+
+
 PARAMETER_OF = {
     "WEBHOOK_MAX_BODY_BYTES": ("webhookMaxBodyBytes", "webhook_max_body_bytes"),
     "GRAPH_BASE_URL": ("graphBaseUrl", "graph_base_url"),
@@ -286,6 +292,8 @@ PARAMETER_OF = {
     "GRAPH_MAX_INLINE_RETRY_SECONDS": ("graphMaxInlineRetrySeconds", "graph_max_inline_retry_seconds"),
     "GRAPH_MAX_DEFERRALS": ("graphMaxDeferrals", "graph_max_deferrals"),
     "REGISTRATION_STATE_CACHE_SECONDS": ("registrationStateCacheSeconds", "registration_state_cache_seconds"),
+    "DEDUPE_HORIZON_HOURS": ("dedupeHorizonHours", "dedupe_horizon_hours"),
+    "EVENT_ARCHIVE_RETENTION_DAYS": ("eventArchiveRetentionDays", "event_archive_retention_days"),
 }
 
 

@@ -69,7 +69,10 @@ def test_storage_creates_the_queues_table_and_containers(bicep: Trees) -> None:
     main_storage = body(bicep["main.bicep"]["modules"]["storage"])["params"]
     assert main_storage["contentQueueName"] == defaults["contentQueueName"] == queue == "content-commands"
     assert main_storage["ledgerTableName"] == defaults["ledgerTableName"] == "ledger"
-    assert main_storage["archiveContainerName"] == defaults["archiveContainerName"] == "event-archive"
+    dedupe_table = Settings.model_fields["dedupe_table_name"].default
+    assert main_storage["dedupeTableName"] == defaults["dedupeTableName"] == dedupe_table == "deliveries"
+    archive = Settings.model_fields["event_archive_container"].default
+    assert main_storage["archiveContainerName"] == defaults["archiveContainerName"] == archive == "event-archive"
     assert tree["variables"]["poisonQueueName"]["value"] == "${contentQueueName}-poison"
     assert tree["variables"]["heldQueueName"]["value"] == "${contentQueueName}-held"
 
@@ -78,7 +81,7 @@ def test_storage_creates_the_queues_table_and_containers(bicep: Trees) -> None:
 
     queues = names("Microsoft.Storage/storageAccounts/queueServices/queues")
     assert queues == {"contentQueueName", "poisonQueueName", "heldQueueName"}
-    assert names("Microsoft.Storage/storageAccounts/tableServices/tables") == {"ledgerTableName"}
+    assert names("Microsoft.Storage/storageAccounts/tableServices/tables") == {"ledgerTableName", "dedupeTableName"}
     containers = resources(tree, "Microsoft.Storage/storageAccounts/blobServices/containers")
     assert {body(r)["name"] for r in containers.values()} == {
         "deploymentContainerName",
@@ -90,6 +93,28 @@ def test_storage_creates_the_queues_table_and_containers(bicep: Trees) -> None:
     assert tree["variables"]["hostContainerNames"]["value"] == HOST_CONTAINERS
     [host] = [r for r in containers.values() if body(r)["name"] == "containerName"]
     assert host["config"]["loop_type"]["detail"]["array_name"] == "hostContainerNames"
+
+
+def test_the_archive_keeps_blobs_for_the_retention_setting_and_nothing_when_it_is_off(bicep: Trees) -> None:
+    """EVENT_ARCHIVE_RETENTION_DAYS is one number: the app setting and the container's lifecycle rule."""
+    from shared.settings import Settings
+
+    tree = bicep["app/storage.bicep"]
+    policy = only_resource(tree, "Microsoft.Storage/storageAccounts/managementPolicies")
+    assert policy["config"]["condition"] == {
+        "operator": {"type": "greater_than", "operands": {"operand_1": "archiveRetentionDays", "operand_2": 0}}
+    }
+    [rule] = body(policy)["properties"]["policy"]["rules"]
+    assert rule["enabled"] is True
+    assert rule["definition"]["filters"] == {"blobTypes": ["blockBlob"], "prefixMatch": ["${archiveContainer.name}/"]}
+    assert rule["definition"]["actions"] == {
+        "baseBlob": {"delete": {"daysAfterCreationGreaterThan": "archiveRetentionDays"}}
+    }
+    code_default = Settings.model_fields["event_archive_retention_days"].default
+    assert params(tree)["archiveRetentionDays"]["default"] == code_default
+    main_storage = body(bicep["main.bicep"]["modules"]["storage"])["params"]
+    assert main_storage["archiveRetentionDays"] == "eventArchiveRetentionDays"
+    assert params(bicep["main.bicep"])["eventArchiveRetentionDays"]["default"] == code_default
 
 
 def test_no_key_or_connection_string_anywhere_in_infra(infra_text: dict[str, str]) -> None:
@@ -307,6 +332,7 @@ def test_the_identity_gets_each_data_role_on_the_narrowest_scope(bicep: Trees) -
     assert identity == {
         ("storage", uami, "ServicePrincipal", "roleId"),
         ("deploymentContainer", uami, "ServicePrincipal", "storageBlobDataContributor"),
+        ("archiveContainer", uami, "ServicePrincipal", "storageBlobDataContributor"),
         ("hostContainers[i]", uami, "ServicePrincipal", "storageBlobDataOwner"),
         ("applicationInsights", uami, "ServicePrincipal", "monitoringMetricsPublisher"),
         ("vault", uami, "ServicePrincipal", "keyVaultSecretsUser"),
@@ -322,10 +348,15 @@ def test_the_identity_gets_each_data_role_on_the_narrowest_scope(bicep: Trees) -
     ]
     assert account_roles["config"]["loop_type"]["detail"]["array_name"] == "identityAccountRoleIds"
     containers = resources(tree, "Microsoft.Storage/storageAccounts/blobServices/containers", existing=True)
-    assert {body(c)["name"] for c in containers.values()} == {"deploymentContainerName", "containerName"}
+    assert {body(c)["name"] for c in containers.values()} == {
+        "deploymentContainerName",
+        "archiveContainerName",
+        "containerName",
+    }
     rbac = body(bicep["main.bicep"]["modules"]["rbac"])["params"]
     assert accessor(rbac["deploymentContainerName"]) == "storage.outputs.deploymentContainerName"
     assert accessor(rbac["hostContainerNames"]) == "storage.outputs.hostContainerNames"
+    assert accessor(rbac["archiveContainerName"]) == "storage.outputs.archiveContainerName"
     assert accessor(rbac["managedIdentityPrincipalId"]) == "identity.outputs.principalId"
 
 
@@ -361,7 +392,7 @@ def test_the_deploying_user_gets_data_roles_only_when_asked(bicep: Trees) -> Non
 def test_role_assignment_names_are_deterministic(infra_text: dict[str, str]) -> None:
     names = re.findall(r"^\s+name: (.+)$", infra_text["app/rbac.bicep"], re.MULTILINE)
     assignment_names = [n for n in names if n.startswith("guid(")]
-    assert len(assignment_names) == 7
+    assert len(assignment_names) == 8
     assert all(re.fullmatch(r"guid\(\w+(\[i\])?\.id, \w+, \w+\)", n) for n in assignment_names), assignment_names
 
 

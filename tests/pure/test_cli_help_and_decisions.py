@@ -19,6 +19,8 @@ from vlsync.credentials import dev_token_url, scope_for
 from vlsync.io import InvalidInput, read_items
 from vlsync.operations import belongs_to, replacement, status_view
 
+TENANT = "00000000-0000-0000-0000-00000000a11c"
+
 
 def walk(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     yield path
@@ -198,13 +200,19 @@ def test_cli_reads_the_app_settings_by_the_apps_names_and_defaults() -> None:
 def test_storage_account_means_identity_based_endpoints() -> None:
     from vlsync import storage
 
-    tenant = "00000000-0000-0000-0000-00000000a11c"
+    tenant = TENANT
     conf = resolve({"storage_account": "vlsyncprod", "queue": "content-commands"}, {"VIVA_APP_TENANT_ID": tenant}, {})
     ledger = storage.ledger(conf)
     assert ledger._table.url.startswith("https://vlsyncprod.table.core.windows.net")
     assert ledger.tenant_id == tenant  # ledger keys carry the tenant
     with pytest.raises(ConfigError, match="tenant"):
         storage.ledger(resolve({"storage_account": "vlsyncprod"}, {}, {}))
+    # A domain name signs in but does not name ledger rows; a GUID in capitals is the same tenant.
+    with pytest.raises(ConfigError, match="not a tenant id"):
+        storage.ledger(resolve({"storage_account": "vlsyncprod", "tenant_id": "contoso.onmicrosoft.com"}, {}, {}))
+    assert storage.ledger(
+        resolve({"storage_account": "vlsyncprod", "tenant_id": TENANT.upper()}, {}, {})
+    ).tenant_id == (TENANT)
     queue = storage.command_queue(conf)
     assert queue._held.url.startswith("https://vlsyncprod.queue.core.windows.net/content-commands-held")
     with pytest.raises(ConfigError):
@@ -285,7 +293,7 @@ def test_device_code_needs_your_app_registration() -> None:
     cli_hint = refused_hint("provider", "azure-cli", None, 403)
     assert cli_hint is not None
     assert "pre-authorised for the CLI's own app" in cli_hint
-    assert "--credential device-code --client-id" in cli_hint
+    assert "--credential browser (or device-code) through the product's app" in cli_hint
     own = refused_hint("provider", "device-code", "c1", 403)
     assert own is not None
     assert "app registration c1" in own
@@ -369,7 +377,7 @@ def test_storage_the_sdk_cannot_read_is_a_failure_not_a_usage_error() -> None:
     from vlsync import storage
 
     broken = resolve(
-        {"storage_connection_string": "DefaultEndpointsProtocol=http;AccountName", "tenant_id": "t"}, {}, {}
+        {"storage_connection_string": "DefaultEndpointsProtocol=http;AccountName", "tenant_id": TENANT}, {}, {}
     )
     with pytest.raises(storage.StorageFailure, match="malformed"):
         storage.ledger(broken)

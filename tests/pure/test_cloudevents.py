@@ -303,3 +303,18 @@ def test_batch_keeps_one_command_per_item_the_latest() -> None:
 def test_a_lone_surrogate_in_a_non_ascii_key_is_named_by_its_escape() -> None:
     p = problem_of(b'{"specversion":"1.0","caf\\u00e9\\ud800":1}')
     assert pointers(p) == ["/caf\u00e9\\ud800"]
+
+
+def test_a_batch_keeps_per_item_the_command_the_ledger_would_let_win() -> None:
+    """At equal times a delete wins over an upsert, then the larger event id, whatever the batch order
+    (issue 9: the fault suite's `batched` run lost deletes to a later upsert of the same second)."""
+    same = "2026-11-27T09:00:00Z"
+    deleted = {**event("x.deleted", None, subject="c-1"), "id": "e-1", "time": same}
+    deleted.pop("data", None)
+    upserted = {**event("x.created", content("c-1")), "id": "e-2", "time": same}
+    [kept] = parse([deleted, upserted], "application/cloudevents-batch+json")
+    assert (kept.op, kept.source_event_id) == ("delete", "e-1")
+    first = {**event("x.created", content("c-2", title="B")), "id": "e-b", "time": same}
+    second = {**event("x.created", content("c-2", title="A")), "id": "e-a", "time": same}
+    [kept] = parse([first, second], "application/cloudevents-batch+json")
+    assert kept.source_event_id == "e-b"

@@ -86,6 +86,7 @@ def _azure_module_imported(distribution: str) -> bool:
         "azure-functions": "azure.functions",
         "azure-identity": "azure.identity",
         "azure-storage-queue": "azure.storage.queue",
+        "azure-storage-blob": "azure.storage.blob",
         "azure-data-tables": "azure.data.tables",
         "azure-monitor-opentelemetry": "azure.monitor.opentelemetry",
     }[distribution]

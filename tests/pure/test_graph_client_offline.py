@@ -190,3 +190,17 @@ async def test_a_form_that_answers_404_for_an_item_that_exists_is_a_refused_form
     seen.clear()
     assert await client.delete_content("reg-1", "c-2") is True  # the plain form is now known
     assert [(r.method, r.url.raw_path.decode().endswith("/$ref")) for r in seen] == [("DELETE", False)]
+
+
+def test_per_tenant_clients_share_what_the_client_learned_about_graph() -> None:
+    """One copy per tenant, kept; the delete form and Graph's clock are Graph's, learned once."""
+    import httpx as _httpx
+
+    from shared.graph import GraphClient
+
+    client = GraphClient(_httpx.AsyncClient(), object(), root="https://graph.example/v1.0", scope="s")  # type: ignore[arg-type]
+    a = client.for_tenant("t1")
+    assert client.for_tenant("t1") is a
+    assert client.for_tenant(None) is client
+    a._remember_delete_form("plain", None)
+    assert client._delete_form == client.for_tenant("t2")._delete_form == "plain"

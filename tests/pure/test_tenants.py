@@ -62,6 +62,8 @@ def test_a_source_without_a_tenant_belongs_to_the_deployments() -> None:
 
 
 def test_the_payload_never_chooses_the_tenant() -> None:
+    """Whatever a payload says about tenants (an extension attribute, a data field), the command's
+    tenant is the source's. Without the source's tenant in the command this fails: it would be None."""
     source = SourceConfig(registrationId="reg-1", secretSetting="S", tenantId=OTHER)
     body = event("x.created", {**content("c-1")})
     body["tenantid"] = HOME  # a CloudEvents extension attribute naming another tenant
@@ -74,3 +76,20 @@ def test_the_payload_never_chooses_the_tenant() -> None:
     )
     [parsed] = CloudEventsAdapter().parse(request, source, Delivery("msg_1", datetime(2026, 11, 27, 9, 0, tzinfo=UTC)))
     assert parsed.tenant_id == OTHER
+
+
+def test_every_lms_adapter_takes_the_tenant_from_its_source() -> None:
+    """The field-by-field adapters (shared/sources/pipeline.py), Thinkific as the example."""
+    from shared.sources.thinkific import ThinkificAdapter
+    from tests.payloads import load, request, thinkific_headers
+    from tests.pure.test_source_thinkific import API_KEY, source
+
+    body = load("thinkific/product_updated")
+    body["tenantId"] = HOME
+    body.setdefault("payload", {})["tenantId"] = HOME
+    src = source(tenantId=OTHER)
+    req = request(body, source="thinkific", headers=thinkific_headers(body, API_KEY))
+    adapter = ThinkificAdapter()
+    commands = adapter.parse(req, src, adapter.authenticate(req, src, API_KEY))
+    assert commands
+    assert {c.tenant_id for c in commands} == {OTHER}

@@ -82,6 +82,10 @@ def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
         "GRAPH_BASE_URL": emulator.url,
         "GRAPH_MAX_INLINE_RETRY_SECONDS": "3",
         "GRAPH_MAX_DEFERRALS": "1",
+        # Each module its own ledger table (and so its own circuit row); a 2 s cool-down keeps an
+        # outage test short. The circuit's logic is the same at any length (tests/pure/test_circuit.py).
+        "LEDGER_TABLE_NAME": f"e2e{uuid.uuid4().hex[:10]}",
+        "GRAPH_CIRCUIT_COOLDOWN_SECONDS": "2",
         **identity_server.env,
         **app_sign_in_env(identity_server),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tests.stack.conftest import Stack
 from tests.webhooks import content, event
 
@@ -68,20 +70,50 @@ def test_permanent_failure_is_parked_once_with_reason(stack: Stack) -> None:
     assert len(patches) == 1  # parked at once, not retried five times
 
 
-def test_persistent_outage_is_parked_by_the_last_attempt(stack: Stack) -> None:
+def test_a_persistent_transient_refusal_is_parked_by_the_last_attempt(stack: Stack) -> None:
+    """A 409 that never clears is retried, not counted by the circuit (Graph answers), and parked by the
+    worker's own last attempt: it never expires and says why."""
     import httpx
 
     stack.clear_poison()
-    outage = {"serverErrorRatio": 1.0, "serverErrorStatus": 503, "match": {"pathContains": "e2e-outage"}}
-    httpx.put(f"{stack.graph_url}/_emulator/faults", json=outage, timeout=10).raise_for_status()
+    refusal = {"status": 409, "match": {"pathContains": "e2e-refused"}}
+    httpx.post(f"{stack.graph_url}/_emulator/faults/next", json=[refusal] * 60, timeout=10).raise_for_status()
     try:
-        assert stack.post(event("x.created", content("e2e-outage"))).status_code == 202
+        assert stack.post(event("x.created", content("e2e-refused"))).status_code == 202
         stack.wait_for(lambda: len(stack.poison()) == 1, timeout=60)
     finally:
         httpx.delete(f"{stack.graph_url}/_emulator/faults", timeout=10)
     [poisoned] = stack.poison()
-    assert poisoned["externalId"] == "e2e-outage"
+    assert poisoned["externalId"] == "e2e-refused"
     # Parked by the worker on its last attempt (never expires, says why), not the host's 7-day copy.
     assert poisoned["lastError"]["kind"] == "transient"
-    assert poisoned["lastError"]["status"] == 503
+    assert poisoned["lastError"]["status"] == 409
     assert poisoned["lastError"]["attempts"] == 5
+
+
+def test_a_graph_outage_opens_the_circuit_and_parks_nothing(stack: Stack) -> None:
+    """Graph down (503 for every call): after GRAPH_CIRCUIT_FAILURES failures the circuit opens and the
+    command waits in the queue; when Graph is back, a probe closes the circuit and the command lands."""
+    import httpx
+
+    stack.clear_poison()
+    outage = {"serverErrorRatio": 1.0, "serverErrorStatus": 503}
+    httpx.put(f"{stack.graph_url}/_emulator/faults", json=outage, timeout=10).raise_for_status()
+    try:
+        assert stack.post(event("x.created", content("e2e-outage", title="Through the outage"))).status_code == 202
+        # Five failed attempts (30 s of queue time compressed to 1 s visibility): the circuit opens.
+        stack.wait_for(lambda: circuit_state(stack) == "open", timeout=60)
+        time.sleep(3)  # a cool-down and a failed probe later, still nothing parked
+        assert stack.poison() == []
+    finally:
+        httpx.delete(f"{stack.graph_url}/_emulator/faults", timeout=10)
+    stack.wait_for(lambda: stack.graph_get("e2e-outage").status_code == 200, timeout=60)
+    assert stack.graph_get("e2e-outage").json()["title"] == "Through the outage"
+    stack.wait_for(lambda: circuit_state(stack) == "closed", timeout=10)
+    assert stack.poison() == []
+
+
+def circuit_state(stack: Stack) -> str:
+    from shared import bootstrap
+
+    return str(bootstrap.circuit_breaker().view()["state"])

@@ -66,3 +66,34 @@ def test_the_registering_app_is_recorded_per_tenant(settings: Settings) -> None:
     assert home.registration_enabled("reg-1", fresh=True)  # recording keeps the enabled state
     [theirs] = home.for_tenant(OTHER_TENANT).registrations()
     assert theirs["registrationId"] == "reg-2"
+
+
+def test_rows_from_before_tenant_keys_are_adopted_once(settings: Settings) -> None:
+    """An upgrade keeps what the ledger knew: a disabled registration stays disabled, an item's newest
+    event still wins over an older one, and the circuit's own row is left alone."""
+    from shared.ledger import REGISTRATION_ROW, content_row_key
+
+    table = TableServiceClient.from_connection_string(settings.storage_connection_string or "").get_table_client(
+        settings.ledger_table_name
+    )
+    table.create_table()
+    now = datetime.now(UTC)
+    legacy = entry("reg-old", "c-old", now).to_entity(TENANT_ID)
+    legacy.update(PartitionKey="reg-old")
+    del legacy["tenantId"], legacy["registrationId"]
+    table.create_entity(legacy)
+    table.create_entity({"PartitionKey": "reg-old", "RowKey": REGISTRATION_ROW, "enabled": False})
+    table.create_entity({"PartitionKey": "circuit", "RowKey": "graph", "state": "closed"})
+
+    ledger = Ledger.from_settings(settings)
+    assert ledger.registration_enabled("reg-old", fresh=True)  # before: the old rows are invisible
+    assert ledger.adopt_legacy_rows() == 2
+    assert not ledger.registration_enabled("reg-old", fresh=True)
+    known = ledger.last_push("reg-old", "c-old")
+    assert known is not None
+    assert known.event_time == now
+    assert not ledger.claim("reg-old", "c-old", now - timedelta(hours=1), "late", 60)  # older: stale
+    keys = {(e["PartitionKey"], e["RowKey"]) for e in table.list_entities()}
+    assert ("reg-old", content_row_key("c-old")) not in keys
+    assert ("circuit", "graph") in keys
+    assert ledger.adopt_legacy_rows() == 0  # the marker: once per table

@@ -1,0 +1,215 @@
+"""Delivery dedupe: a sender's redelivery of a delivery already accepted gets 202 and queues nothing.
+
+Senders deliver at least once: a 202 that is lost on the way back (a timeout, a dropped connection)
+makes them send the same delivery again, minutes or hours later. The intake remembers each accepted
+delivery in a table for ``DEDUPE_HORIZON_HOURS`` and answers a redelivery with ``"duplicate": true``.
+
+The key (:func:`delivery_key`) is the delivery id the source's adapter established while
+authenticating (``Delivery.delivery_id``) together with the SHA-256 of the body:
+
+- Standard Webhooks (``cloudevents``, ``mapped``, ``openedx`` signed that way): ``webhook-id``, which
+  the specification keeps the same on every retry of a message.
+- ``canvas``: the JWT's ``jti`` (an unsigned Live Event, or a JWT without ``jti``: the body's digest).
+- ``moodle``: ``<eventname>:<objectid>:<timecreated>`` (the plugin sends no id and does not retry).
+- ``thinkific``: the ``X-Thinkific-Hmac-Sha256`` of the body (Thinkific sends no delivery id).
+- ``eventgrid``, ``docebo``, ``openedx`` with a key: no delivery id; the body alone, so only a
+  byte-identical redelivery (which carries the same event ids) is a duplicate.
+
+The body is part of the key so that a sender that reuses an id for different content never has an
+event dropped: a duplicate is the same id with the same bytes. A redelivery that differs in a byte is
+queued again and is harmless, because the worker's ledger skips an event it has applied (same
+``sourceEventId``) or one older than what Graph has.
+
+Order, for at-least-once: the id is remembered only after the enqueue succeeded, so a failed enqueue
+(503) lets the sender's retry through. Two identical deliveries at the same moment on one instance
+are serialised (:data:`IN_FLIGHT`): the second waits and then finds the first's row. On two
+instances both may pass the check and both enqueue; the worker's ledger makes the second copy a
+no-op. A dedupe table that cannot be read or written never rejects a delivery: the intake logs,
+counts (``vlsync.dedupe.degraded``) and accepts.
+
+Table storage has no time-to-live: a row older than the horizon reads as absent and is replaced by
+the next acceptance of that key; :meth:`TableDeliveryDedupe.purge` deletes expired rows (run it from
+an operator tool or a timer; rows are small, so a daily or weekly purge is plenty).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from opentelemetry import metrics
+
+from shared import storage
+from shared.settings import Settings
+from shared.sources import Delivery, WebhookRequest
+
+logger = logging.getLogger(__name__)
+
+_meter = metrics.get_meter("vlsync")
+DUPLICATES = _meter.create_counter(
+    "vlsync.deliveries.duplicate", unit="{request}", description="Redeliveries answered as duplicates, per source"
+)
+DEGRADED = _meter.create_counter(
+    "vlsync.dedupe.degraded",
+    unit="{request}",
+    description="Deliveries accepted without dedupe because its table failed, per source and step",
+)
+
+# A table property holds at most 64 KiB (32 K UTF-16 characters); larger id lists are not kept.
+MAX_MESSAGE_IDS_CHARS = 30_000
+# The intake answers while the sender waits: a dedupe table that is down must cost seconds, not the
+# SDK's default ten retries.
+CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_total": 1,
+    "retry_backoff_factor": 0.2,
+    "connection_timeout": 5,
+    "read_timeout": 10,
+}
+
+
+def delivery_key(request: WebhookRequest, delivery: Delivery) -> str:
+    """The dedupe key of an authenticated delivery: its delivery id (may be empty) and its body's digest."""
+    body_digest = hashlib.sha256(request.body).hexdigest()
+    material = f"{delivery.delivery_id}\n{body_digest}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(material).hexdigest()
+
+
+@dataclass(frozen=True)
+class SeenDelivery:
+    """What the table keeps of an accepted delivery."""
+
+    correlation_id: str
+    message_ids: tuple[str, ...] | None  # None: too many to keep
+    accepted_at: datetime
+    seen_at: datetime  # the last acceptance or redelivery: the horizon counts from here
+
+
+class DeliveryDedupe(Protocol):
+    """The intake's dedupe port. ``key`` is :func:`delivery_key`'s; ``at`` the time of receipt."""
+
+    def seen(self, source: str, key: str, at: datetime) -> SeenDelivery | None:
+        """The delivery accepted under ``key`` within the horizon before ``at``, or None."""
+        ...
+
+    def remember(self, source: str, key: str, delivery: SeenDelivery) -> None: ...
+
+
+class TableDeliveryDedupe:
+    """Accepted deliveries in a table: ``PartitionKey`` the source name, ``RowKey`` the key (a hex digest)."""
+
+    def __init__(self, table: TableClient, horizon: timedelta) -> None:
+        self._table = table
+        self.horizon = horizon
+        self._ensured = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TableDeliveryDedupe | None:
+        """The deployment's dedupe table, or None when ``DEDUPE_HORIZON_HOURS`` is 0 (dedupe off)."""
+        if settings.dedupe_horizon_hours == 0:
+            return None
+        service = storage.open_client(TableServiceClient, settings.storage("table"), **CLIENT_OPTIONS)
+        return cls(service.get_table_client(settings.dedupe_table_name), timedelta(hours=settings.dedupe_horizon_hours))
+
+    def seen(self, source: str, key: str, at: datetime) -> SeenDelivery | None:
+        try:
+            entity = self._table.get_entity(source, key)
+        except ResourceNotFoundError:  # no such row, or no table yet (it is made on the first write)
+            return None
+        seen_at = _utc(entity.get("seenAt"))
+        if seen_at is None or at - seen_at > self.horizon:
+            return None  # expired: Table storage keeps rows until deleted
+        raw_ids = entity.get("messageIds")
+        ids = tuple(json.loads(raw_ids)) if isinstance(raw_ids, str) else None
+        return SeenDelivery(
+            correlation_id=str(entity.get("correlationId", "")),
+            message_ids=ids,
+            accepted_at=_utc(entity.get("acceptedAt")) or seen_at,
+            seen_at=seen_at,
+        )
+
+    def remember(self, source: str, key: str, delivery: SeenDelivery) -> None:
+        entity: dict[str, Any] = {
+            "PartitionKey": source,
+            "RowKey": key,
+            "correlationId": delivery.correlation_id,
+            "acceptedAt": delivery.accepted_at,
+            "seenAt": delivery.seen_at,
+        }
+        if delivery.message_ids is not None:
+            text = json.dumps(list(delivery.message_ids), separators=(",", ":"))
+            if len(text) <= MAX_MESSAGE_IDS_CHARS:
+                entity["messageIds"] = text
+            entity["messageCount"] = len(delivery.message_ids)
+        try:
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except ResourceNotFoundError:  # the table does not exist yet (Azurite starts empty)
+            self._ensure()
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def purge(self, now: datetime | None = None) -> int:
+        """Delete the rows older than the horizon; returns how many. Safe to run at any time."""
+        cutoff = (now or datetime.now(UTC)) - self.horizon
+        deleted = 0
+        try:
+            rows = list(
+                self._table.query_entities(
+                    "seenAt lt @cutoff", parameters={"cutoff": cutoff}, select=["PartitionKey", "RowKey"]
+                )
+            )
+        except ResourceNotFoundError:
+            return 0
+        for row in rows:
+            with contextlib.suppress(ResourceNotFoundError):
+                self._table.delete_entity(row["PartitionKey"], row["RowKey"])
+                deleted += 1
+        return deleted
+
+    def _ensure(self) -> None:
+        if not self._ensured:
+            with contextlib.suppress(ResourceExistsError):
+                self._table.create_table()
+            self._ensured = True
+
+
+def _utc(value: Any) -> datetime | None:
+    return value.astimezone(UTC) if isinstance(value, datetime) else None
+
+
+class KeyedLocks:
+    """One lock per key, held while a delivery is checked, enqueued and remembered, so that two
+    identical deliveries on one instance cannot both pass the check."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+IN_FLIGHT = KeyedLocks()

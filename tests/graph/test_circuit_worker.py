@@ -1,0 +1,90 @@
+"""The worker with the Graph circuit breaker (issue 9 point 8): an outage of any length drains nothing
+into poison; commands wait in the queue without spending attempts, and one probe closes the circuit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from azure.data.tables import TableServiceClient
+
+from shared.circuit import FAILURES_TO_OPEN, FIRST_COOLDOWN, CircuitBreaker, TableCircuitStore
+from shared.graph import GraphTransientError
+from shared.ledger import Ledger
+from shared.queue import StorageCommandQueue
+from shared.settings import Settings
+from shared.worker import MessageInfo, Outcome, WorkerPorts, process
+from tests.graph.conftest import GraphSide, make_graph
+from tests.graph.test_worker import command, poison
+from tests.queues import peek_messages
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def graph_calls(graph_side: GraphSide) -> int:
+    body: Any = graph_side.admin("GET", "/requests").json()
+    return len(body.get("value", body) if isinstance(body, dict) else body)
+
+
+async def test_an_outage_opens_the_circuit_and_nothing_is_parked(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, settings: Settings
+) -> None:
+    clock = Clock()
+    table = TableServiceClient.from_connection_string(settings.storage_connection_string or "").get_table_client(
+        settings.ledger_table_name
+    )
+    breaker = CircuitBreaker(TableCircuitStore(table), clock=clock, cache_seconds=0)
+    ports = WorkerPorts(graph=make_graph(graph_side, http), queue=queue, ledger=ledger, circuit=breaker)
+    reg = graph_side.registration_id
+    graph_side.admin("PUT", "/faults", json={"serverErrorRatio": 1.0, "serverErrorStatus": 503}).raise_for_status()
+
+    for n in range(FAILURES_TO_OPEN - 1):  # failures 1-4: the queue retries them as usual
+        with pytest.raises(GraphTransientError):
+            await process(command("upsert", f"cb-{n}", reg), MessageInfo(f"m-{n}", 1), ports)
+    # The fifth failure opens the circuit: that command goes back hidden instead of spending an attempt.
+    opened = await process(command("upsert", "cb-4", reg), MessageInfo("m-4", 1), ports)
+    assert opened is Outcome.DEFERRED
+    assert breaker.view()["state"] == "open"
+
+    # While open: no Graph call, not even on a message's final attempt, and nothing parked.
+    before = graph_calls(graph_side)
+    final = MessageInfo(f"m-{uuid.uuid4().hex[:6]}", dequeue_count=5)
+    assert await process(command("upsert", "cb-final", reg), final, ports) is Outcome.DEFERRED
+    assert graph_calls(graph_side) == before
+    assert poison(settings) == []
+    assert len(peek_messages(settings.storage_connection_string or "", settings.content_queue_name)) == 0  # hidden
+
+    # Graph is back and the cool-down is over: the next command is the probe, and it closes the circuit.
+    graph_side.admin("DELETE", "/faults").raise_for_status()
+    clock.now += FIRST_COOLDOWN
+    assert await process(command("upsert", "cb-probe", reg), MessageInfo("m-probe", 1), ports) is Outcome.UPSERTED
+    assert breaker.view()["state"] == "closed"
+    assert graph_side.get_content("cb-probe").status_code == 200
+
+
+async def test_throttling_does_not_open_the_circuit(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, settings: Settings
+) -> None:
+    """A 429 is Graph answering, with its own Retry-After: deferral handles it, the circuit stays closed."""
+    table = TableServiceClient.from_connection_string(settings.storage_connection_string or "").get_table_client(
+        settings.ledger_table_name
+    )
+    breaker = CircuitBreaker(TableCircuitStore(table), cache_seconds=0)
+    ports = WorkerPorts(graph=make_graph(graph_side, http), queue=queue, ledger=ledger, circuit=breaker)
+    graph_side.admin("PUT", "/faults", json={"throttleRatio": 1.0, "retryAfterSeconds": 60}).raise_for_status()
+    try:
+        for n in range(FAILURES_TO_OPEN + 1):
+            body = command("upsert", f"th-{n}", graph_side.registration_id)
+            assert await process(body, MessageInfo(f"t-{n}", 1), ports) is Outcome.DEFERRED
+    finally:
+        graph_side.admin("DELETE", "/faults")
+    assert breaker.view()["state"] == "closed"

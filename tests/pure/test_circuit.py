@@ -1,0 +1,75 @@
+"""The Graph circuit breaker's state machine (issue 9 point 8), on its own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.circuit import (
+    FAILURES_TO_OPEN,
+    FIRST_COOLDOWN,
+    MAX_COOLDOWN,
+    PROBE_SECONDS,
+    Circuit,
+    admit,
+    transition,
+)
+
+T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+
+def test_it_opens_after_five_failures_in_a_row_only() -> None:
+    circuit = Circuit()
+    for n in range(FAILURES_TO_OPEN - 1):
+        circuit = transition(circuit, "failure", T0)
+        assert (circuit.state, circuit.failures) == ("closed", n + 1)
+    assert transition(transition(circuit, "success", T0), "failure", T0).failures == 1  # a success resets
+    opened = transition(circuit, "failure", T0)
+    assert (opened.state, opened.until) == ("open", T0 + FIRST_COOLDOWN)
+
+
+def test_an_open_circuit_holds_commands_then_lets_one_probe() -> None:
+    opened = Circuit("open", 0, FIRST_COOLDOWN, T0 + FIRST_COOLDOWN)
+    assert admit(opened, T0) is None
+    assert opened.waits(T0) == FIRST_COOLDOWN.total_seconds()
+    probe = admit(opened, T0 + FIRST_COOLDOWN)
+    assert probe is not None
+    assert (probe.state, probe.until) == ("half-open", T0 + FIRST_COOLDOWN + PROBE_SECONDS)
+    assert admit(probe, T0 + FIRST_COOLDOWN + timedelta(seconds=1)) is None  # one probe at a time
+    assert admit(probe, T0 + FIRST_COOLDOWN + PROBE_SECONDS) is not None  # a lost probe expires
+    assert transition(probe, "success", T0) == Circuit()
+    again = transition(probe, "failure", T0)
+    assert (again.state, again.cooldown, again.until) == ("open", 2 * FIRST_COOLDOWN, T0 + 2 * FIRST_COOLDOWN)
+
+
+def test_a_late_answer_does_not_move_an_open_circuit() -> None:
+    opened = Circuit("open", 0, FIRST_COOLDOWN, T0 + FIRST_COOLDOWN)
+    assert transition(opened, "failure", T0) == opened
+
+
+@given(st.lists(st.tuples(st.sampled_from(["success", "failure", "admit"]), st.integers(0, 2000)), max_size=60))
+def test_invariants_hold_for_any_history(steps: list[tuple[str, int]]) -> None:
+    circuit, now, failed_probes = Circuit(), T0, 0
+    for kind, seconds in steps:
+        now += timedelta(seconds=seconds)
+        if kind == "admit":
+            admitted = admit(circuit, now)
+            if admitted is None:
+                assert circuit.state != "closed"
+                assert circuit.waits(now) > 0
+            else:
+                circuit = admitted
+            continue
+        before = circuit
+        circuit = transition(circuit, kind, now)  # type: ignore[arg-type]
+        if kind == "success":
+            assert circuit == Circuit()
+            failed_probes = 0
+        elif before.state == "half-open":
+            failed_probes += 1
+            assert circuit.cooldown == min(FIRST_COOLDOWN * 2**failed_probes, MAX_COOLDOWN)
+        assert FIRST_COOLDOWN <= circuit.cooldown <= MAX_COOLDOWN
+        assert (circuit.state == "closed") == (circuit.until is None)
+        assert 0 <= circuit.failures < FAILURES_TO_OPEN
