@@ -190,6 +190,23 @@ def bound_registration(graph_url: str, known: str | None) -> str | None:
     return known
 
 
+def record_registration(connection_string: str, tenant_id: str, registration: str) -> None:
+    """Record in the ledger that the demo provider was registered through the stack's app, as
+    ``vlsync provider register`` does, so ``vlsync doctor`` can compare it."""
+    from azure.data.tables import TableServiceClient
+
+    from shared.ledger import Ledger
+    from shared.settings import Settings
+
+    table = TableServiceClient.from_connection_string(connection_string).get_table_client(
+        Settings.model_fields["ledger_table_name"].default
+    )
+    display_name = str(demo.DEMO_PROVIDER["displayName"])
+    Ledger(table, tenant_id=tenant_id).record_registration(
+        registration, app_id=STACK_APP_CLIENT_ID, display_name=display_name, by="make dev"
+    )
+
+
 def previous_registration() -> str | None:
     path = DEV / "stack.env"
     return envfile.read(path).get("REGISTRATION_ID") if path.is_file() else None
@@ -244,13 +261,15 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
             admin_token(identity_endpoint, local_secrets["IDENTITY_HEADER"]),
             known=bound_registration(graph_url, previous_registration()),
         )
+        sources = json.dumps({demo.DEMO_SOURCE: demo.source_entry(registration, "DEMO_WEBHOOK_SECRET")})
+        record_registration(azurite.connection_string, sign_in["VIVA_APP_TENANT_ID"], registration)
         app_env = {
             **base_env,
             "FUNCTIONS_WORKER_RUNTIME": "python",
             "AzureWebJobsStorage": azurite.connection_string,
             STORAGE_CONNECTION: azurite.connection_string,
             "CONTENT_QUEUE_NAME": "content-commands",
-            "SOURCES": json.dumps({demo.DEMO_SOURCE: demo.source_entry(registration, "DEMO_WEBHOOK_SECRET")}),
+            "SOURCES": sources,
             "DEMO_WEBHOOK_SECRET": local_secrets["DEMO_WEBHOOK_SECRET"],
             "GRAPH_BASE_URL": graph_url,
             "IDENTITY_ENDPOINT": identity_endpoint,
@@ -279,6 +298,9 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
                 "DEMO_SOURCE": demo.DEMO_SOURCE,
                 "DEMO_WEBHOOK_SECRET": local_secrets["DEMO_WEBHOOK_SECRET"],
                 STORAGE_CONNECTION: azurite.connection_string,
+                # The app's sources (names of secret settings, no secrets), so that vlsync status and
+                # replay archive know them as the function app does.
+                "SOURCES": sources,
                 **sign_in,
             },
         )

@@ -221,6 +221,13 @@ def test_stack_env_sourced_as_the_readme_says_serves_vlsync(tmp_path: Path, port
         doctor = bash(f"set -eu\n{SOURCE_STACK_ENV}\nvlsync --json doctor")
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         assert {c["status"] for c in json.loads(doctor.stdout)["checks"]} == {"pass"}
+        # make dev records the demo registration as vlsync provider register does: through the stack's app
+        assert "recorded as registered by app" in json.loads(doctor.stdout)["checks"][-1]["detail"]
+        # stack.env carries the app's SOURCES, so vlsync knows the demo source as the function app does
+        report = bash(f"set -eu\n{SOURCE_STACK_ENV}\nvlsync --json status")
+        assert report.returncode == 0, report.stdout + report.stderr
+        [demo_source] = [s for s in json.loads(report.stdout)["sources"] if s["source"] == "demo"]
+        assert demo_source["configured"] is True
         env_now = read_env_file(env_file)
         identity_base = env_now["IDENTITY_ENDPOINT"].removesuffix("/msi/token")
         app_url = f"{identity_base}/_identity/apps/{env_now['VIVA_APP_CLIENT_ID']}"
