@@ -205,6 +205,7 @@ class StatusReport:
     ledger: LedgerScan
     circuit: str = CIRCUIT_UNKNOWN
     notes: list[str] = field(default_factory=list)
+    needs_repair: list[dict[str, str]] = field(default_factory=list)
 
     def view(self) -> dict[str, Any]:
         poison = self.queues["poison"]
@@ -221,7 +222,26 @@ class StatusReport:
                 "complete": len(poison.peeked) >= poison.approximate_count,
             },
             "circuit": self.circuit,
+            "needsRepair": self.needs_repair,
         }
+
+
+REPAIRS_SHOWN = 50  # enough to act on; a count beyond it would mean a systemic fault the logs show
+
+
+def needing_repair(ledger_table: TableClient) -> list[dict[str, str]]:
+    """Items whose push reached Graph after a newer event was recorded (``Ledger.pushing``: lease lost),
+    so Graph may hold an older state until the newest event is applied again."""
+    rows = ledger_table.query_entities(
+        "needsRepair eq true", select=["PartitionKey", "externalId", "staleEventTime"], results_per_page=REPAIRS_SHOWN
+    )
+    found: list[dict[str, str]] = []
+    for row in rows:
+        tenant, _, registration = str(row["PartitionKey"]).partition(":")
+        found.append({"tenantId": tenant, "registrationId": registration, "externalId": str(row.get("externalId"))})
+        if len(found) >= REPAIRS_SHOWN:
+            break
+    return found
 
 
 def collect(
@@ -250,8 +270,17 @@ def collect(
         if circuit in ("open", "half-open"):  # commands wait in the queue while Graph is given time
             health = "degraded" if health == "up" else health
             reasons.append(f"the Graph circuit is {circuit}" + (f" until {until}" if until else ""))
+    repairs: list[dict[str, str]] = []
+    if ledger_table is not None:
+        try:
+            repairs = needing_repair(ledger_table)
+        except AzureError as exc:
+            logger.warning("status: items needing repair could not be listed: %s", exc)
+    if repairs:
+        health = "degraded" if health == "up" else health
+        reasons.append(f"{len(repairs)} item(s) need repair: Graph may hold an older state (needsRepair)")
     sources = per_source(configured_sources, ledger, snapshots["poison"])
-    return StatusReport(health, reasons, checked, snapshots, sources, ledger, circuit)
+    return StatusReport(health, reasons, checked, snapshots, sources, ledger, circuit, needs_repair=repairs)
 
 
 def _circuit(ledger_table: TableClient) -> tuple[str, str | None]:

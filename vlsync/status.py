@@ -79,3 +79,8 @@ def _show(out: Printer, report: StatusReport) -> None:
     if not poison["complete"]:
         out.line(f"last failures from the first {poison['peeked']} of ~{poison['approximateCount']} parked command(s)")
     out.line(f"circuit: {view['circuit']}")
+    for item in view.get("needsRepair") or []:
+        out.line(
+            f"needs repair: {item['externalId']} (registration {item['registrationId']}): Graph may hold an older "
+            "state; apply its newest event again (vlsync replay archive over its time, or vlsync content upsert)"
+        )

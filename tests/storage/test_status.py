@@ -133,3 +133,24 @@ def test_an_open_circuit_makes_health_degraded(queue: StorageCommandQueue, table
     report = status.collect(queue, table, ["lms-a"])
     assert (report.status, report.circuit) == ("degraded", "open")
     assert any("circuit is open until" in reason for reason in report.reasons)
+
+
+def test_items_needing_repair_are_listed_and_degrade_health(
+    queue: StorageCommandQueue, table: TableClient, settings: Settings
+) -> None:
+    """A lost lease (issue 9 point 2) leaves Graph maybe holding an older state: the operator must see it."""
+    from shared.ledger import Ledger, LedgerEntry
+
+    ledger = Ledger.from_settings(settings)
+    now = datetime.now(UTC)
+    ledger.record(LedgerEntry("reg-r", "item-r", "upsert", now, now, "worker", "lms-a", "e-new"))
+    assert status.collect(queue, table, ["lms-a"]).needs_repair == []
+    ledger.mark_repair(
+        LedgerEntry("reg-r", "item-r", "upsert", now - timedelta(minutes=1), now, "worker", "lms-a", "e-old")
+    )
+    report = status.collect(queue, table, ["lms-a"])
+    assert report.status == "degraded"
+    assert report.view()["needsRepair"] == [
+        {"tenantId": settings.home_tenant(), "registrationId": "reg-r", "externalId": "item-r"}
+    ]
+    assert any("need repair" in reason for reason in report.reasons)
