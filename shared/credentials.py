@@ -79,10 +79,6 @@ class AppCredential:
         self._identity_error: AzureError | None = None
         self._by_tenant: dict[str, AsyncCredential] = {}
 
-    @property
-    def client_id(self) -> str:
-        return self._client_id
-
     def _usable(self, token: AccessToken | None, margin: float = 0.0) -> bool:
         return token is not None and token.expires_on - margin > self._clock()
 

@@ -80,18 +80,13 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
 
 
-def _claims(token: str) -> dict[str, Any]:
-    from vlsync.operations import token_claims
-
-    return token_claims(token)
-
-
 async def diagnose(conf: CliConfig) -> Report:
     """Run the checks in order; a broken link skips the ones that depend on it."""
     from azure.core.exceptions import AzureError
     from azure.identity.aio import ManagedIdentityCredential
 
     from shared.credentials import EXCHANGE_SCOPE, AppCredential, tls_options
+    from vlsync.operations import token_claims
 
     report = Report()
     mode = conf.graph_auth_mode or ("app" if conf.app_client_id else "managed-identity")
@@ -140,7 +135,7 @@ async def diagnose(conf: CliConfig) -> Report:
             )
             report.skip_rest(CHECKS[2:], "needs a managed-identity token")
             return report
-        mi = _claims(assertion.token)
+        mi = token_claims(assertion.token)
         issuer, subject = str(mi.get("iss", "")), str(mi.get("sub", ""))
         report.add("managed identity", "pass", f"identity {subject} (issuer {issuer})")
 
@@ -152,7 +147,7 @@ async def diagnose(conf: CliConfig) -> Report:
         report.add("app", "pass", f"app {app_id} exists in tenant {tenant}")
         report.add("federated credential", "pass", f"the identity {subject} signs in as the app")
 
-        roles = sorted(str(r) for r in _claims(token.token).get("roles") or [])
+        roles = sorted(str(r) for r in token_claims(token.token).get("roles") or [])
         if CONTENT_WRITE_ROLE not in roles:
             report.add(
                 "app roles",

@@ -21,16 +21,6 @@ PROFILE = Profile.ci()
 FAULTS = {fault.name: fault for fault in catalogue(PROFILE)}
 STACKS = 4
 
-# Faults today's code does not survive, with the reason; remove an entry when its fix lands (strict:
-# a fault that starts passing fails here until its entry goes).
-KNOWN: dict[str, str] = {}
-
-
-def _param(name: str) -> object:
-    if name in KNOWN:
-        return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN[name]))
-    return name
-
 
 @pytest.fixture(scope="module")
 def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
@@ -48,7 +38,7 @@ def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return {r.fault: r for r in done}
 
 
-@pytest.mark.parametrize("name", [_param(name) for name in FAULTS])
+@pytest.mark.parametrize("name", list(FAULTS))
 def test_fault_leaves_graph_at_the_newest_events(results: dict[str, Result], name: str) -> None:
     result = results[name]
     shown = line(result) + "".join(f"\n  {json.dumps(d, default=str)}" for d in result.details[:10])
