@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,8 +45,34 @@ class AzuriteEndpoints:
         )
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+# Ports below the kernel's ephemeral range: a port picked here is bound by another process a moment
+# later (Azurite, the dev host), and in that gap the kernel hands ephemeral ports to every outgoing
+# connection and every bind to port 0. Picking outside that range leaves only the (tiny) chance that
+# two pickers draw the same random port; a stack's first start retries on it too.
+_PICK_FLOOR = 15000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    """A port that is free now, outside the ephemeral range, for a process that binds it later."""
+    low, high = _ephemeral_range()
+    floor, ceiling = (_PICK_FLOOR, low - 1) if low > _PICK_FLOOR + 1000 else (high + 1, 65535)
+    for _ in range(200 if ceiling - floor > 1000 else 0):
+        port = random.randint(floor, ceiling)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # every draw taken: let the kernel choose
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

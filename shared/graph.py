@@ -81,6 +81,22 @@ class AsyncTokenCredential(Protocol):
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken: ...
 
 
+class WriteBudget(Protocol):
+    """The rate of Graph writes a tenant's registration may spend, shared by every instance (the one
+    owner of that rule: ``shared.ratebudget``). ``GraphClient.call`` asks it before each write and
+    tells it how Graph answered; a ``$batch`` spends one unit per request inside it, as Graph counts."""
+
+    async def acquire(self, cost: int, deadline: Deadline | None) -> None:
+        """Wait until ``cost`` writes may go. Raises ``GraphTransientError`` (code ``RateBudget``, with
+        ``retry_after``) instead of waiting past the deadline or a shared ``notBefore``."""
+        ...
+
+    async def settled(self, status: int | None, retry_after: float | None) -> None:
+        """Graph's answer to a write (``None``: no answer): a 429 or 503 cuts the rate and sets the
+        shared ``notBefore``; success raises the rate again."""
+        ...
+
+
 @dataclass
 class Deadline:
     """When one whole operation (token, attempts, back-off waits) must be over, on a monotonic clock.
@@ -305,9 +321,12 @@ class GraphClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_retry: Callable[[GraphTransientError, int, float], None] | None = None,
         tenant_id: str | None = None,
+        budget: WriteBudget | None = None,
     ) -> None:
         """``on_retry(error, attempt, delay)`` is told before each wait (the CLI shows it); optional.
-        ``tenant_id``: the tenant tokens are asked for (``None``: the credential's own)."""
+        ``tenant_id``: the tenant tokens are asked for (``None``: the credential's own).
+        ``budget``: the shared write rate (``None``: writes are not rate-limited here)."""
+        self.budget = budget
         self._http = http
         self._tenant_id = tenant_id
         self._credential = credential
@@ -532,8 +551,12 @@ class GraphClient:
         json: Any = None,
         correlation_id: str | None = None,
         deadline: Deadline | None = None,
+        cost: int | None = None,
     ) -> httpx.Response:
         """One logical call: retried within the budget, then raised as transient or permanent.
+
+        ``cost``: the writes this request spends from the shared ``WriteBudget`` (a ``$batch`` of n
+        writes costs n); ``None``: 1 for a PATCH, POST or DELETE, 0 for a read.
 
         A POST that may have reached Graph is raised at once (``may_have_applied``). A 401 gets one
         fresh token (the credential's cache bypassed) and then fails with the permission it needs.

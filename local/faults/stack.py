@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 QUEUE_NAME = "content-commands"
 SOURCE = "faults"
+# A first start that fails (a port taken between picking and binding) is tried again on fresh ports.
+FIRST_START_ATTEMPTS = 3
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 # Settings of the caller's shell that would point the host elsewhere; the harness sets its own.
 _FOREIGN_SETTINGS = (
@@ -193,6 +195,19 @@ class Azurite:
         self._running = running
         return self.endpoints
 
+    def first_start(self) -> AzuriteEndpoints:
+        """The first start, on fresh ports if another process took one since they were picked (the
+        ports then stay fixed: a restart must come back where the app's settings point)."""
+        for attempt in range(FIRST_START_ATTEMPTS):
+            try:
+                return self.start()
+            except (RuntimeError, TimeoutError):
+                if attempt == FIRST_START_ATTEMPTS - 1:
+                    raise
+                logger.warning("azurite did not start on ports %s; picking others", self.ports)
+                self.ports = (free_port(), free_port(), free_port())
+        raise AssertionError("unreachable")
+
     def stop(self) -> None:
         """SIGINT (Azurite saves its data and exits), SIGKILL only if it hangs."""
         if self._running is not None:
@@ -236,7 +251,7 @@ class FaultStack:
         py = sys.executable
         base_env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_SETTINGS}
         base_env["PYTHONUNBUFFERED"] = "1"
-        self.connection_string = self.azurite.start().connection_string
+        self.connection_string = self.azurite.first_start().connection_string
         graph = Process(
             "graph-emulator",
             [py, "-m", "local.graph_emulator", "--port", "0", "--page-size", "500"],
@@ -295,21 +310,32 @@ class FaultStack:
             app_env["GRAPH_MAX_INLINE_RETRY_SECONDS"] = f"{self.clocks.inline_retry_seconds:g}"
         if self.clocks.graph_timeout_seconds is not None:
             app_env["GRAPH_TIMEOUT_SECONDS"] = f"{self.clocks.graph_timeout_seconds:g}"
-        self.host = Process(
-            "function-host",
-            [
-                *(py, "-m", "local.faults.devhost", "--message-lease-seconds", str(self.clocks.message_lease_seconds)),
-                *("--app", "function_app:app", "--port", str(self.host_port)),
-                *("--host-json", str(self.run_dir / "host.json")),
-                # Not the repository's local.settings.json: every setting comes from app_env.
-                *("--settings", str(self.run_dir / "local.settings.json")),
-            ],
-            app_env,
-            r"dev host listening on (http://\S+)",
-            self.logs,
-        )
-        self._parts.append(self.host)
-        self.host.start(90)
+        for attempt in range(FIRST_START_ATTEMPTS):
+            self.host = Process(
+                "function-host",
+                [
+                    *(py, "-m", "local.faults.devhost"),
+                    *("--message-lease-seconds", str(self.clocks.message_lease_seconds)),
+                    *("--app", "function_app:app", "--port", str(self.host_port)),
+                    *("--host-json", str(self.run_dir / "host.json")),
+                    # Not the repository's local.settings.json: every setting comes from app_env.
+                    *("--settings", str(self.run_dir / "local.settings.json")),
+                ],
+                app_env,
+                r"dev host listening on (http://\S+)",
+                self.logs,
+            )
+            self._parts.append(self.host)
+            try:
+                self.host.start(90)
+                return
+            except RuntimeError:  # exited: most likely the port, taken since it was picked
+                self._parts.remove(self.host)
+                self.host.stop()
+                if attempt == FIRST_START_ATTEMPTS - 1:
+                    raise
+                logger.warning("the dev host did not start on port %s; picking another", self.host_port)
+                self.host_port = free_port()
 
     def close(self) -> None:
         for part in reversed(self._parts):
