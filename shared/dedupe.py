@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 from opentelemetry import metrics
 
 from shared import storage
@@ -64,6 +64,8 @@ DEGRADED = _meter.create_counter(
     description="Deliveries accepted without dedupe because its table failed, per source and step",
 )
 
+# Table storage's limit for one entity-group transaction (all rows in one partition).
+PURGE_CHUNK = 100
 # A table property holds at most 64 KiB (32 K UTF-16 characters); larger id lists are not kept.
 MAX_MESSAGE_IDS_CHARS = 30_000
 # The intake answers while the sender waits: a dedupe table that is down must cost seconds, not the
@@ -156,22 +158,42 @@ class TableDeliveryDedupe:
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     def purge(self, now: datetime | None = None) -> int:
-        """Delete the rows older than the horizon; returns how many. Safe to run at any time."""
+        """Delete the rows older than the horizon; returns how many were found (deleted now or by a
+        concurrent run). Safe to run at any time, and by two runs at once.
+
+        Streamed page by page, and deleted in transactions of up to ``PURGE_CHUNK`` rows of one
+        partition: a busy intake leaves hundreds of thousands of rows an hour, one delete each
+        would outlast the timer."""
         cutoff = (now or datetime.now(UTC)) - self.horizon
         deleted = 0
+        chunk: list[tuple[str, str]] = []
         try:
-            rows = list(
-                self._table.query_entities(
-                    "seenAt lt @cutoff", parameters={"cutoff": cutoff}, select=["PartitionKey", "RowKey"]
-                )
+            rows = self._table.query_entities(
+                "seenAt lt @cutoff",
+                parameters={"cutoff": cutoff},
+                select=["PartitionKey", "RowKey"],
+                results_per_page=PURGE_CHUNK,
             )
-        except ResourceNotFoundError:
-            return 0
-        for row in rows:
-            with contextlib.suppress(ResourceNotFoundError):
-                self._table.delete_entity(row["PartitionKey"], row["RowKey"])
-                deleted += 1
-        return deleted
+            for row in rows:
+                key = (str(row["PartitionKey"]), str(row["RowKey"]))
+                if chunk and (len(chunk) == PURGE_CHUNK or chunk[0][0] != key[0]):
+                    deleted += self._delete_all(chunk)
+                    chunk = []
+                chunk.append(key)
+        except ResourceNotFoundError:  # no table yet: nothing was ever remembered
+            return deleted
+        return deleted + (self._delete_all(chunk) if chunk else 0)
+
+    def _delete_all(self, keys: list[tuple[str, str]]) -> int:
+        """One transaction; if it fails (on Azure, a row of it deleted meanwhile fails the whole of
+        it), one by one."""
+        try:
+            self._table.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": rk}) for pk, rk in keys])
+            return len(keys)
+        except TableTransactionError:
+            for pk, rk in keys:
+                self._table.delete_entity(pk, rk)  # the SDK takes a missing row as deleted
+            return len(keys)
 
     def _ensure(self) -> None:
         if not self._ensured:

@@ -8,7 +8,7 @@ queue extension's host.json semantics. See ``python -m local.devhost --help`` an
 
 from .host import DevHost
 from .host_config import HostConfig, QueueOptions, load_host_config
-from .indexing import HttpFunction, IndexingError, QueueFunction, index_app, load_app
+from .indexing import HttpFunction, IndexingError, QueueFunction, TimerFunction, index_app, load_app
 from .keys import HostKeys
 from .settings import load_local_settings
 from .triggers import HostRuntime
@@ -22,6 +22,7 @@ __all__ = [
     "IndexingError",
     "QueueFunction",
     "QueueOptions",
+    "TimerFunction",
     "index_app",
     "load_app",
     "load_host_config",

@@ -21,13 +21,14 @@ from typing import Any, ClassVar
 from azure.functions import _abc as func_abc
 from azure.functions.decorators.function_app import FunctionRegister
 
+from . import ncrontab
 from .invocation import CONTEXT_PARAMETER
 from .routes import RouteTemplate, RouteTemplateError, parse_route_template
 from .settings import SettingsError, resolve_binding_expression
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_BINDINGS = "httpTrigger with an http output, and queueTrigger"
+SUPPORTED_BINDINGS = "httpTrigger with an http output, queueTrigger and timerTrigger"
 RETURN_BINDING = "$return"
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 
@@ -62,7 +63,18 @@ class QueueFunction:
     uses_context: bool
 
 
-IndexedFunction = HttpFunction | QueueFunction
+@dataclass(frozen=True)
+class TimerFunction:
+    kind: ClassVar[str] = "timerTrigger"
+    name: str
+    user_function: Callable[..., Any]
+    trigger_parameter: str
+    schedule: ncrontab.Schedule
+    run_on_startup: bool
+    uses_context: bool
+
+
+IndexedFunction = HttpFunction | QueueFunction | TimerFunction
 
 
 def load_app(spec: str) -> FunctionRegister:
@@ -202,6 +214,25 @@ def _queue_function(
     )
 
 
+def _timer_function(
+    name: str, user_function: Callable[..., Any], trigger: Mapping[str, Any], others: Sequence[Mapping[str, Any]]
+) -> TimerFunction:
+    if others:
+        raise _unsupported(name, others[0])
+    try:
+        schedule = ncrontab.parse(str(trigger.get("schedule") or ""))
+    except ncrontab.ScheduleError as exc:
+        raise IndexingError(f"function {name!r}, binding {trigger.get('name')!r}: {exc}") from exc
+    return TimerFunction(
+        name=name,
+        user_function=user_function,
+        trigger_parameter=str(trigger["name"]),
+        schedule=schedule,
+        run_on_startup=bool(trigger.get("runOnStartup")),
+        uses_context=CONTEXT_PARAMETER in inspect.signature(user_function).parameters,
+    )
+
+
 def index_function(
     name: str,
     user_function: Callable[..., Any],
@@ -221,6 +252,8 @@ def index_function(
         return _http_function(name, user_function, trigger, others)
     if kind == "queuetrigger":
         return _queue_function(name, user_function, trigger, others)
+    if kind == "timertrigger":
+        return _timer_function(name, user_function, trigger, others)
     raise _unsupported(name, trigger)
 
 
@@ -251,4 +284,6 @@ def describe(function: IndexedFunction, route_prefix: str) -> str:
         methods = ",".join(sorted(function.methods)) if function.methods else "*"
         path = "/".join(part for part in (route_prefix.strip("/"), function.route) if part)
         return f"{function.name}: httpTrigger {methods} /{path}"
+    if isinstance(function, TimerFunction):
+        return f"{function.name}: timerTrigger schedule={function.schedule.expression!r}"
     return f"{function.name}: queueTrigger queue={function.queue_name}"

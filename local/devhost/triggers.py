@@ -17,10 +17,11 @@ from shared import storage
 
 from .host_config import HostConfig
 from .http_server import HttpFrontend
-from .indexing import HttpFunction, IndexedFunction, QueueFunction
+from .indexing import HttpFunction, IndexedFunction, QueueFunction, TimerFunction
 from .keys import HostKeys
 from .queue_listener import QueueListener
 from .queue_policy import poison_queue_name
+from .timer_runner import TimerRunner
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class HostRuntime:
         self.port = port  # the bound port once started
         self.drain_timeout = drain_timeout
         self.listeners: list[QueueListener] = []
+        self.timers: list[TimerRunner] = []
         self._executor = ThreadPoolExecutor(thread_count(settings), thread_name_prefix="devhost-fn")
         self.keys = keys
         self._http = HttpFrontend(
@@ -80,6 +82,11 @@ class HostRuntime:
             for function in self.functions:
                 if isinstance(function, QueueFunction):
                     await self._start_listener(function)
+                elif isinstance(function, TimerFunction):
+                    runner = TimerRunner(function, self._executor)
+                    runner.start()
+                    self.timers.append(runner)
+                    logger.info("function %s scheduled %r (UTC)", function.name, function.schedule.expression)
         except BaseException:
             await self.stop()
             raise
@@ -135,12 +142,18 @@ class HostRuntime:
         for listener in self.listeners:
             if not await listener.is_idle():
                 return False
+        if any(timer.running for timer in self.timers):
+            return False
         return self._http.in_flight == 0  # a request may have arrived during the queue checks
 
     async def stop(self) -> None:
         """Stop polling, finish in-flight invocations and requests, then release every resource."""
         listeners, self.listeners = self.listeners, []
-        await asyncio.gather(*(listener.stop(self.drain_timeout) for listener in listeners))
+        timers, self.timers = self.timers, []
+        await asyncio.gather(
+            *(listener.stop(self.drain_timeout) for listener in listeners),
+            *(timer.stop(self.drain_timeout) for timer in timers),
+        )
         if self._site is not None:
             site, self._site = self._site, None
             await site.stop()

@@ -134,8 +134,8 @@ def test_unsupported_binding_stops_the_start_with_a_clear_message(app_dir: Path)
             import azure.functions as func
             app = func.FunctionApp()
 
-            @app.timer_trigger(schedule="0 * * * * *", arg_name="timer")
-            def nightly(timer: func.TimerRequest) -> None:
+            @app.blob_trigger(arg_name="blob", path="uploads/{name}", connection="")
+            def uploaded(blob: func.InputStream) -> None:
                 pass
             """
         ),
@@ -145,4 +145,31 @@ def test_unsupported_binding_stops_the_start_with_a_clear_message(app_dir: Path)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "listening" not in stdout
-    assert "function 'nightly': binding 'timer' of type 'timerTrigger'" in stderr
+    assert "function 'uploaded': binding 'blob' of type 'blobTrigger'" in stderr
+
+
+def test_timer_function_runs_on_its_schedule(app_dir: Path) -> None:
+    """The schedule comes from a setting; the first run is at start (runOnStartup), then every second."""
+    marks = app_dir / "ticks.txt"
+    (app_dir / "my_app.py").write_text(
+        textwrap.dedent(
+            f"""
+            import azure.functions as func
+            app = func.FunctionApp()
+
+            @app.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer", run_on_startup=True)
+            def tick(timer: func.TimerRequest) -> None:
+                with open({str(marks)!r}, "a", encoding="utf-8") as out:
+                    out.write(f"{{timer.past_due}}\\n")
+            """
+        ),
+        encoding="utf-8",
+    )
+    host = HostProcess(launch(app_dir, env={"TICK_SCHEDULE": "* * * * * *"}))
+    try:
+        assert host.next_line().startswith("dev host listening on ")
+        wait_for(lambda: marks.exists() and len(marks.read_text().splitlines()) >= 3, 20, "three timer runs")
+        assert set(marks.read_text().split()) == {"False"}
+    finally:
+        host.proc.send_signal(signal.SIGTERM)
+        host.proc.wait(timeout=30)

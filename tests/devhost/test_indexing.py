@@ -109,11 +109,11 @@ def test_disabled_functions_are_not_loaded() -> None:
 def test_unsupported_trigger_fails_with_function_and_binding_named() -> None:
     app = func.FunctionApp()
 
-    @app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer")
-    def tick(timer: func.TimerRequest) -> None:
+    @app.blob_trigger(arg_name="blob", path="uploads/{name}", connection="LearningSyncStorage")
+    def uploaded(blob: func.InputStream) -> None:
         return None
 
-    with pytest.raises(IndexingError, match=r"function 'tick': binding 'timer' of type 'timerTrigger'.*not supported"):
+    with pytest.raises(IndexingError, match=r"function 'uploaded': binding 'blob' of type 'blobTrigger'.*supported"):
         index_app(app, {})
 
 

@@ -134,6 +134,42 @@ def test_purge_deletes_only_expired_rows(app: Settings) -> None:
     assert receive(app, delivery("c-1")).body["duplicate"] is False, "a new delivery id"
 
 
+def test_purge_streams_many_rows_over_partitions_in_transactions(app: Settings) -> None:
+    """More rows than one transaction holds, in two partitions, one of them deleted behind purge's back."""
+    from azure.data.tables import TableTransactionError
+
+    from shared.dedupe import PURGE_CHUNK, SeenDelivery
+
+    dedupe = store(app)
+    old = datetime.now(UTC) - timedelta(hours=80)
+    row = SeenDelivery(correlation_id="c", message_ids=("m",), accepted_at=old, seen_at=old)
+    for index in range(PURGE_CHUNK + 30):
+        dedupe.remember("lms-a", f"a{index:04d}", row)
+    for index in range(12):
+        dedupe.remember("lms-b", f"b{index:04d}", row)
+    fresh = replace(row, seen_at=datetime.now(UTC), accepted_at=datetime.now(UTC))
+    dedupe.remember("lms-b", "fresh", fresh)
+
+    real_submit = dedupe._table.submit_transaction
+    calls: list[int] = []
+
+    def racing_submit(operations: Any, **kwargs: Any) -> Any:
+        calls.append(len(operations))
+        if len(calls) == 1:
+            # Another purge deleted one row of this chunk first. Azure then fails the whole
+            # transaction (ResourceNotFound); Azurite would accept it, so the failure is Azure's, raised here.
+            dedupe._table.delete_entity("lms-a", "a0000")
+            raise TableTransactionError(message="0:The specified resource does not exist.")
+        return real_submit(operations, **kwargs)
+
+    dedupe._table.submit_transaction = racing_submit  # type: ignore[method-assign]
+    assert dedupe.purge() == PURGE_CHUNK + 30 + 12  # the failed chunk one by one, the missing row included
+    assert calls == [PURGE_CHUNK, 30, 12]
+    assert all(size <= PURGE_CHUNK for size in calls)
+    left = [e["RowKey"] for e in dedupe._table.list_entities(select=["RowKey"])]
+    assert left == ["fresh"]
+
+
 def test_a_failed_enqueue_does_not_remember_the_delivery(app: Settings) -> None:
     class DownOnce:
         def send_all(self, texts: Any) -> list[str]:
