@@ -15,16 +15,18 @@ CHECKOV_VERSION := 3.3.30
 PYCEP_NEW_VERSION := 0.7.1
 PYTEST_ARGS ?=
 
-.PHONY: help install infra-tools infra-check dev scenarios faults test unit e2e lint format schema clean
+.PHONY: help install infra-tools infra-check dev scenarios faults bench test unit e2e lint format schema clean
 
 help:
-	@echo "make dev    - local stack (Azurite, Graph emulator, identity endpoint, function host) ready for webhooks"
+	@echo "make dev    - local stack (Azurite, Graph and LMS emulators, identity endpoint, function host) ready for webhooks"
+	@echo "              SOURCES_FILE=path runs the sources of that document (e.g. local/samples/sources.all-kinds.json)"
 	@echo "make test   - lint-free install, Azurite, and the whole pytest suite"
 	@echo "make lint   - ruff + mypy"
 	@echo "make schema - regenerate docs/event-schema.json from the models"
 	@echo "make infra-check - checkov (offline) over infra/"
 	@echo "make scenarios - the ten vlsync scenarios against a running make dev"
 	@echo "make faults - FAULTS_SIZE (2000) events per fault (Graph, token, Azurite, host) through a stack of its own; exit 1 on any loss"
+	@echo "make bench  - the benchmarks of issue 11 into docs/benchmarks.md (BENCH_SIZE=full|small, BENCH_OUT=FILE)"
 
 install: $(PIP_STAMP) $(NPM_STAMP)
 
@@ -51,8 +53,9 @@ $(INFRA_STAMP):
 infra-check: infra-tools
 	BC_SKIP_MAPPING=TRUE $(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --compact
 
+# SOURCES_FILE=path: run these sources (a SOURCES document, docs/sources.md) instead of the demo source.
 dev: install
-	$(PY) -m local.stack
+	$(PY) -m local.stack $(if $(SOURCES_FILE),--sources-file "$(SOURCES_FILE)")
 
 scenarios: install
 	@test -f .dev/stack.env || { echo "start the stack first: make dev"; exit 1; }
@@ -61,6 +64,19 @@ scenarios: install
 # FAULTS_ARGS: e.g. --faults outage-30s,host-kill --long-outage-seconds 120 --stacks 2 (see --help).
 faults: install
 	$(PY) -m local.faults $(FAULTS_ARGS)
+
+# The benchmarks (local/bench): BENCH_SIZE=full (100,000 items, minutes) or small (well under 3 minutes).
+# msgraph-sdk (a baseline) comes from requirements-bench.txt, installed here only, never for the app.
+BENCH_SIZE ?= full
+BENCH_OUT ?= docs/benchmarks.md
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): requirements-bench.txt $(PIP_STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	@touch $@
+
+bench: install $(BENCH_STAMP)
+	$(PY) -m local.bench --size $(BENCH_SIZE) --out $(BENCH_OUT)
 
 test: install infra-tools
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -66,13 +66,23 @@ param principalType string = 'User'
 @description('Give principalId the storage data roles (local runs against these resources) and Key Vault Secrets Officer (storing webhook secrets). Off: deploying needs neither, and the secrets can be stored by someone else.')
 param allowUserIdentityPrincipal bool = false
 
-@description('Webhook sources: an array of {name, registrationId, secretName}; see app/sources.bicep and docs/deploy.md. Store each secret in Key Vault before adding its source.')
+@description('Webhook sources: an array of {name, registrationId, secretName?, apiSecretName?, source?}, where source holds the kind and its own fields of the SOURCES entry; see app/sources.bicep and docs/deploy.md. Store each secret in Key Vault before adding its source.')
 @metadata({
   example: [
     {
       name: 'demo'
       registrationId: '<learningProvider id>'
       secretName: 'demo-webhook-secret'
+    }
+    {
+      name: 'moodle'
+      registrationId: '<learningProvider id>'
+      secretName: 'moodle-webhook-token'
+      apiSecretName: 'moodle-api-token'
+      source: {
+        kind: 'moodle'
+        apiBaseUrl: 'https://moodle.example.com'
+      }
     }
   ]
 })
@@ -125,6 +135,12 @@ param dedupeHorizonHours int = 72
 @maxValue(3650)
 @description('Days an archived webhook delivery is kept, by a lifecycle rule on the event-archive container (EVENT_ARCHIVE_RETENTION_DAYS); 0: archive off.')
 param eventArchiveRetentionDays int = 30
+
+@description('NCRONTAB schedule (UTC) of the reconcile timer (RECONCILE_SCHEDULE); it does nothing unless reconcileCatalogs names a catalog.')
+param reconcileSchedule string = '0 30 3 * * *'
+
+@description('The reconcile timer\'s catalogs per source (RECONCILE_CATALOGS), JSON: {"<source>": "<container>/<blob>.ndjson"}; empty: the timer is off. Grant the function app\'s identity Storage Blob Data Reader on that container.')
+param reconcileCatalogs string = ''
 
 @description('More app settings, {"NAME": "value"}, e.g. LMS API credentials as Key Vault references. The only place to add a setting: provisioning replaces all app settings, and the template\'s own names win over these.')
 param extraAppSettings object = {}
@@ -425,6 +441,8 @@ module api 'app/function.bicep' = {
       DEDUPE_HORIZON_HOURS: string(dedupeHorizonHours)
       EVENT_ARCHIVE_CONTAINER: storage.outputs.archiveContainerName
       EVENT_ARCHIVE_RETENTION_DAYS: string(eventArchiveRetentionDays)
+      RECONCILE_SCHEDULE: reconcileSchedule
+      RECONCILE_CATALOGS: reconcileCatalogs
       SOURCES: webhookSources.outputs.sourcesJson
       WEBHOOK_MAX_BODY_BYTES: string(webhookMaxBodyBytes)
       GRAPH_BASE_URL: graphBaseUrl

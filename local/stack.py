@@ -3,7 +3,11 @@
 Starts Azurite (data under ``.dev/azurite``), the Graph emulator, the managed-identity endpoint and
 the function host (``func start`` when Core Tools are installed, else the dev host), registers a
 demo learning provider, writes ``.dev/stack.env`` and prints one ready line and a command that sends
-a signed sample event. Ctrl-C stops everything it started; running it again reuses the secrets and
+a signed sample event. The LMS emulator (``local/lms_emulator``) always runs beside them, so any
+source can point its fetch-back at it. ``--sources-file PATH`` (``make dev SOURCES_FILE=path``)
+replaces the demo source with the sources of that document (``local/sources_file.py``), checked by
+the app's own validation before anything starts; ``.dev/stack.env`` then names each source's
+intake URL (``INTAKE_URL_<NAME>``). Ctrl-C stops everything it started; running it again reuses the secrets and
 the emulator's snapshot, so the demo registration survives restarts.
 """
 
@@ -29,8 +33,10 @@ from pathlib import Path
 
 import httpx
 
-from local import demo
+from local import demo, sources_file
 from local.azurite import REPO_ROOT, running_azurite
+from local.lms_emulator.config import DEFAULT_OPENEDX_CLIENT_ID, DEFAULT_THINKIFIC_SUBDOMAIN
+from local.write_budget import local_write_budget
 from shared.settings import STORAGE_CONNECTION
 from vlsync import envfile
 
@@ -53,6 +59,7 @@ class Ports:
     graph: int = 7072
     identity: int = 7073
     identity_tls: int = 7074  # the identity endpoint's Entra sign-in route (azure-identity insists on https)
+    lms: int = 7075
     blob: int = 10000
     queue: int = 10001
     table: int = 10002
@@ -61,15 +68,41 @@ class Ports:
 def stack_secrets() -> dict[str, str]:
     """Local-only secrets, generated once and kept so that re-runs keep signing the same way."""
     path = DEV / "secrets.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
-    values = {
+    kept: dict[str, str] = dict(json.loads(path.read_text())) if path.exists() else {}
+    fresh = {
         "IDENTITY_HEADER": secrets.token_hex(16),
         "DEMO_WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "LMS_EMULATOR_SECRET": secrets.token_urlsafe(24),
     }
-    path.write_text(json.dumps(values, indent=2))
-    path.chmod(0o600)
+    values = {**fresh, **kept}  # a secret added by a newer stack joins the ones kept from before
+    if values != kept:
+        path.write_text(json.dumps(values, indent=2))
+        path.chmod(0o600)
     return values
+
+
+LMS_SECRET_SETTING = "LMS_EMULATOR_SECRET"  # noqa: S105 - the name of a setting, not a secret
+
+
+def stack_values(ports: Ports, registration: str) -> sources_file.StackValues:
+    return sources_file.StackValues(
+        registration_id=registration,
+        intake_url=f"http://127.0.0.1:{ports.host}",
+        lms_url=f"http://127.0.0.1:{ports.lms}",
+        lms_secret_setting=LMS_SECRET_SETTING,
+        openedx_client_id=DEFAULT_OPENEDX_CLIENT_ID,
+        thinkific_subdomain=DEFAULT_THINKIFIC_SUBDOMAIN,
+    )
+
+
+def checked_sources(path: Path, ports: Ports, registration: str) -> sources_file.LocalSources:
+    """The sources file made into the app's SOURCES; exits with the app's own message if it is invalid."""
+    try:
+        local = sources_file.resolve(sources_file.load(path), stack_values(ports, registration))
+        sources_file.validate(local)
+    except sources_file.SourcesFileError as exc:
+        raise SystemExit(f"{path}: {exc}") from None
+    return local
 
 
 class Child:
@@ -222,8 +255,11 @@ def children() -> Iterator[list[Child]]:
             child.stop()
 
 
-def run(ports: Ports, *, use_func: bool | None = None) -> None:
+def run(ports: Ports, *, use_func: bool | None = None, sources_path: Path | None = None) -> None:
     (DEV / "logs").mkdir(parents=True, exist_ok=True)
+    if sources_path is not None:
+        # Checked before anything starts (the registration is not known yet, so a stand-in fills it).
+        checked_sources(sources_path, ports, registration="pending-registration")
     check_ports_free(ports)
     local_secrets = stack_secrets()
     sample = REPO_ROOT / "local.settings.sample.json"
@@ -253,6 +289,13 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
             "identity", [py, "-m", "local.identity", *identity_args], base_env, r"listening on (http://\S+)"
         )
         procs.append(identity)
+        lms = Child(
+            "lms-emulator",
+            [py, "-m", "local.lms_emulator", "--port", str(ports.lms)],
+            {**base_env, LMS_SECRET_SETTING: local_secrets[LMS_SECRET_SETTING]},  # not on the command line
+            r"listening on (http://\S+)",
+        )
+        procs.append(lms)
         graph_url = graph.wait_ready(30).group(1).rstrip("/")
         identity_endpoint = identity.wait_ready(30).group(1)
         sign_in = sign_in_settings(identity_endpoint)
@@ -261,7 +304,18 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
             admin_token(identity_endpoint, local_secrets["IDENTITY_HEADER"]),
             known=bound_registration(graph_url, previous_registration()),
         )
-        sources = json.dumps({demo.DEMO_SOURCE: demo.source_entry(registration, "DEMO_WEBHOOK_SECRET")})
+        lms_url = lms.wait_ready(30).group(1).rstrip("/")
+        if sources_path is not None:
+            local = checked_sources(sources_path, ports, registration)
+            sources, source_settings, intake_urls = local.sources_json, local.settings, local.intake_urls
+            demo_values: dict[str, str] = {}
+        else:
+            sources = json.dumps({demo.DEMO_SOURCE: demo.source_entry(registration, "DEMO_WEBHOOK_SECRET")})
+            source_settings, intake_urls = {}, {}
+            demo_values = {
+                "DEMO_SOURCE": demo.DEMO_SOURCE,
+                "DEMO_WEBHOOK_SECRET": local_secrets["DEMO_WEBHOOK_SECRET"],
+            }
         record_registration(azurite.connection_string, sign_in["VIVA_APP_TENANT_ID"], registration)
         app_env = {
             **base_env,
@@ -271,10 +325,13 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
             "CONTENT_QUEUE_NAME": "content-commands",
             "SOURCES": sources,
             "DEMO_WEBHOOK_SECRET": local_secrets["DEMO_WEBHOOK_SECRET"],
+            LMS_SECRET_SETTING: local_secrets[LMS_SECRET_SETTING],
+            **source_settings,
             "GRAPH_BASE_URL": graph_url,
             "IDENTITY_ENDPOINT": identity_endpoint,
             "IDENTITY_HEADER": local_secrets["IDENTITY_HEADER"],
             **sign_in,
+            **local_write_budget(base_env),  # never the emulator's bottleneck (local/write_budget.py)
         }
         func = shutil.which("func") if use_func is not False else None
         if func:
@@ -295,25 +352,35 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
                 "IDENTITY_ENDPOINT": identity_endpoint,
                 "IDENTITY_HEADER": local_secrets["IDENTITY_HEADER"],
                 "REGISTRATION_ID": registration,
-                "DEMO_SOURCE": demo.DEMO_SOURCE,
-                "DEMO_WEBHOOK_SECRET": local_secrets["DEMO_WEBHOOK_SECRET"],
+                **demo_values,
+                "LMS_EMULATOR_URL": lms_url,
+                LMS_SECRET_SETTING: local_secrets[LMS_SECRET_SETTING],
                 STORAGE_CONNECTION: azurite.connection_string,
                 # The app's sources (names of secret settings, no secrets), so that vlsync status and
                 # replay archive know them as the function app does.
                 "SOURCES": sources,
+                # Locally only: each source's generated secret settings (to sign test deliveries) and URL.
+                **source_settings,
+                **intake_urls,
                 **sign_in,
             },
         )
         env_shown = env_file.relative_to(REPO_ROOT) if env_file.is_relative_to(REPO_ROOT) else env_file
+        names = list(json.loads(sources))
+        shown = names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
         print(
-            f"ready: webhooks at {intake_url}/api/webhooks/{demo.DEMO_SOURCE} -> Graph emulator {graph_url} "
-            f"(registration {registration}); settings in {env_shown}",
+            f"ready: webhooks at {intake_url}/api/webhooks/{shown} -> Graph emulator {graph_url} "
+            f"(registration {registration}), LMS emulator {lms_url}; settings in {env_shown}",
             flush=True,
         )
         env_arg = "" if DEV == REPO_ROOT / ".dev" else f" --env-file {env_file}"
-        print(
-            f"send a signed sample event:\n  {py} -m local.send{env_arg} local/samples/course-upserted.json", flush=True
-        )
+        if sources_path is None:
+            print(
+                f"send a signed sample event:\n  {py} -m local.send{env_arg} local/samples/course-upserted.json",
+                flush=True,
+            )
+        else:
+            print(f"intake URLs: {', '.join(f'{k}={v}' for k, v in intake_urls.items())}", flush=True)
         print("stop with Ctrl-C", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -329,13 +396,19 @@ def run(ports: Ports, *, use_func: bool | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the local Viva Learning Sync stack.")
     parser.add_argument("--no-func", action="store_true", help="use the dev host even when Core Tools are installed")
+    parser.add_argument(
+        "--sources-file",
+        type=Path,
+        help="a SOURCES document (docs/sources.md) to run instead of the demo source; locally an entry may give "
+        'its secrets inline, leave out registrationId and say "apiBaseUrl": "emulator" (local/sources_file.py)',
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     defaults = Ports()
     ports = Ports(
         **{name: int(os.environ.get(f"VLS_{name.upper()}_PORT", port)) for name, port in vars(defaults).items()}
     )
-    run(ports, use_func=False if args.no_func else None)
+    run(ports, use_func=False if args.no_func else None, sources_path=args.sources_file)
     return 0
 
 

@@ -18,9 +18,11 @@ from shared.archive import EventArchive
 from shared.circuit import CircuitBreaker, Policy, TableCircuitStore
 from shared.credentials import graph_credential, tls_options
 from shared.dedupe import TableDeliveryDedupe
+from shared.fetchback import LmsFetcher
 from shared.graph import GraphClient
 from shared.ledger import Ledger, push_timing, table_service
 from shared.queue import StorageCommandQueue
+from shared.ratebudget import RateBudgets
 from shared.settings import Settings, get_settings
 from shared.worker import WorkerPorts
 
@@ -53,7 +55,35 @@ def worker_ports() -> WorkerPorts:
         max_deferrals=settings.graph_max_deferrals,
         max_inline_retry_seconds=settings.graph_max_inline_retry_seconds,
         circuit=circuit_breaker(),
+        budgets=write_budgets(),
+        fetch=lms_fetcher(),
     )
+
+
+@lru_cache(maxsize=1)
+def lms_fetcher() -> LmsFetcher:
+    """Fetch-back's LMS clients over one httpx client for the process (``shared.fetchback``): each
+    request bounded by GRAPH_TIMEOUT_SECONDS, a whole completion by the push's deadline rule."""
+    settings = get_settings()
+    timing = push_timing(settings.graph_timeout_seconds, settings.graph_max_inline_retry_seconds)
+    return LmsFetcher(
+        httpx.AsyncClient(timeout=settings.graph_timeout_seconds, follow_redirects=False),
+        settings.sources,
+        request_timeout=settings.graph_timeout_seconds,
+        deadline_seconds=timing.deadline_seconds,
+        max_inline_retry_seconds=settings.graph_max_inline_retry_seconds,
+    )
+
+
+@lru_cache(maxsize=1)
+def write_budgets() -> RateBudgets | None:
+    """The Graph write budgets, one per tenant and registration, in the ledger table shared by every
+    instance (``shared.ratebudget``); ``None`` when GRAPH_WRITE_RATE_PER_SECOND is 0."""
+    budgets = RateBudgets.from_settings(get_settings())
+    if budgets is not None:
+        rate, burst = budgets.policy.ceiling, budgets.policy.burst
+        logger.info("graph write budget: %.3f writes/s, burst %d per tenant and registration", rate, burst)
+    return budgets
 
 
 @lru_cache(maxsize=1)
@@ -99,6 +129,8 @@ def reset() -> None:
     command_queue.cache_clear()
     ledger.cache_clear()
     circuit_breaker.cache_clear()
+    write_budgets.cache_clear()
+    lms_fetcher.cache_clear()
     get_settings.cache_clear()
 
 

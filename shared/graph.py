@@ -54,6 +54,8 @@ MIN_ATTEMPT_SECONDS = 2.0
 # Answers of a gateway that gave up waiting for the service behind it: that service may still apply
 # the request after the answer, like a request abandoned by a timeout.
 GATEWAY_GAVE_UP = frozenset({502, 504})
+# The methods that spend from a WriteBudget by default (a call's ``cost`` overrides).
+_WRITES = frozenset({"PATCH", "POST", "DELETE"})
 _BODY_HINT = re.compile(r"retry after (\d+) (second|minute)", re.IGNORECASE)
 _MAY_HAVE_APPLIED = " (the request may have reached Graph, so it is not repeated)"
 _CHALLENGE_CLAIMS = re.compile(r'claims="([^"]+)"')
@@ -362,6 +364,15 @@ class GraphClient:
             self._tenant_clients[tenant_id] = found
         return found
 
+    def with_budget(self, budget: WriteBudget | None) -> GraphClient:
+        """The same client spending from ``budget`` (one per tenant and registration, ``shared.ratebudget``)."""
+        if budget is self.budget:
+            return self
+        found = copy.copy(self)  # shares connections, credential and what was learned
+        found.budget = budget
+        found._tenant_clients = {}  # its tenant copies keep this budget; the plain client's keep none
+        return found
+
     # -- learning content ---------------------------------------------------------------------
 
     async def upsert_content(
@@ -569,13 +580,18 @@ class GraphClient:
         claims: str | None = None  # set: the next attempt takes a fresh token with these claims
         refreshed = False
         last: GraphTransientError | None = None
+        spend = (1 if method.upper() in _WRITES else 0) if cost is None else cost
         while True:
             attempt += 1
             fresh, claims = claims, None
             if deadline is not None and deadline.remaining() < MIN_ATTEMPT_SECONDS:
                 raise past_deadline(deadline, last, f"{method} not attempted")
+            if spend and self.budget is not None:
+                # Every attempt spends from the shared budget (Graph counts each); a wait longer than
+                # the budget allows is raised as it is (code RateBudget): the queue carries it.
+                await self.budget.acquire(spend, deadline)
             try:
-                return await self._once(method, path_or_url, json, correlation_id, fresh, deadline)
+                return await self._once(method, path_or_url, json, correlation_id, fresh, deadline, spend)
             except _Unauthorized as error:
                 if refreshed:
                     raise self._misconfigured(method, path_or_url, error) from error
@@ -603,6 +619,13 @@ class GraphClient:
                     self._on_retry(error, attempt, delay)
                 await self._sleep(delay)
                 waited += delay
+
+    @staticmethod
+    async def _settle(budget: WriteBudget, response: httpx.Response) -> None:
+        """Tell the budget how Graph answered a write, with its ``Retry-After`` on a 429 or 503."""
+        status = response.status_code
+        hint = retry_after_seconds(response.headers, _graph_error(response)[1]) if status in (429, 503) else None
+        await budget.settled(status, hint)
 
     @staticmethod
     def _misconfigured(method: str, path_or_url: str, error: GraphError) -> GraphPermanentError:
@@ -664,6 +687,7 @@ class GraphClient:
         correlation_id: str | None,
         claims: str | None = None,
         deadline: Deadline | None = None,
+        spend: int = 0,
     ) -> httpx.Response:
         url = path_or_url if path_or_url.startswith("http") else self._root + path_or_url
         if _origin(httpx.URL(url)) != self._origin:
@@ -686,7 +710,11 @@ class GraphClient:
                 response = await self._send(method, url, body, headers, deadline)
                 span.set_attribute("http.response.status_code", response.status_code)
         except httpx.TransportError as exc:
+            if spend and self.budget is not None:
+                await self.budget.settled(None, None)
             raise _transport_error(method, exc, deadline) from exc
+        if spend and self.budget is not None:
+            await self._settle(self.budget, response)
         if deadline is not None and response.status_code in GATEWAY_GAVE_UP:
             deadline.unsettled = True
         self._learned.server_date = _server_date(response) or self._learned.server_date

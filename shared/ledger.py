@@ -30,13 +30,13 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableEntity, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared import storage
 from shared.graph import Deadline
@@ -68,6 +68,9 @@ REQUESTS_PER_PUSH = 3
 # lease (the function app's instances are NTP-synchronised to within a second; ``vlsync`` judges
 # leases on Graph's clock).
 MIN_LEASE_MARGIN_SECONDS = 5.0
+# Table storage's limit on an entity-group transaction: at most 100 operations, all in one partition
+# (learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions).
+MAX_TRANSACTION_OPERATIONS = 100
 
 
 def _utc_now() -> datetime:
@@ -159,6 +162,37 @@ class _Claim:
     inherited_until: datetime | None = None
 
 
+@dataclass(frozen=True)
+class BatchEvent:
+    """One item's event in a batch push (``Ledger.pushing_many``)."""
+
+    external_id: str
+    event_time: datetime
+    op: Literal["upsert", "delete"] = "upsert"
+    source_event_id: str | None = None
+
+
+@dataclass
+class LeasedBatch:
+    """What ``Ledger.pushing_many`` hands the pusher: a ``Push`` per item whose lease it holds, why the
+    others were refused (``StaleEvent``, ``ItemBusy``), and - after the block - which pushes were
+    recorded and which lost their lease (marked ``needsRepair``). The pusher calls ``succeeded`` for
+    each item whose push reached Graph; the others' leases are released (or held while a request of
+    theirs may still land)."""
+
+    owner: str
+    pushes: dict[str, Push]
+    refused: dict[str, LedgerConflict]
+    recorded: set[str] = field(default_factory=set)
+    lost: dict[str, LeaseLost] = field(default_factory=dict)
+    _done: set[str] = field(default_factory=set)
+
+    def succeeded(self, external_id: str) -> None:
+        if external_id not in self.pushes:
+            raise KeyError(f"{external_id!r} holds no lease in this batch")
+        self._done.add(external_id)
+
+
 def partition_key(tenant_id: str, registration_id: str) -> str:
     """Tenant ids are GUIDs (no ':'), so the key splits back unambiguously."""
     return f"{tenant_id.lower()}:{registration_id}"
@@ -221,6 +255,36 @@ def is_stale(
     if known is None:
         return False
     return order_key(known.event_time, known.op, known.source_event_id) >= order_key(event_time, op, source_event_id)
+
+
+def judge_claim(
+    current: dict[str, Any] | None,
+    external_id: str,
+    event_time: datetime,
+    owner: str,
+    op: str,
+    source_event_id: str | None,
+    now: datetime,
+) -> _Claim:
+    """The lease rule, without I/O: whether ``owner`` may take the lease of an item whose row reads
+    ``current`` for this event (``stale``: the ledger holds it or a later one), and the live lease of
+    its own it inherits. Raises ``ItemBusy`` while another owner's lease is live. Both the single
+    (``Ledger.pushing``) and the batch form (``Ledger.pushing_many``) judge by it."""
+    if current is None:
+        return _Claim()
+    known = LedgerEntry.from_entity(current) if "pushedAt" in current else None
+    if is_stale(known, event_time, op, source_event_id):
+        return _Claim(stale=True)
+    holder, until = current.get("leaseOwner") or "", current.get("leaseUntil")
+    ends = _utc(until) if holder and until is not None else None
+    live = ends if ends is not None and ends > now else None
+    if live is not None and holder != owner:
+        raise ItemBusy(f"{external_id!r} is being pushed by {holder} until {live.isoformat()}", live)
+    return _Claim(inherited_until=live)
+
+
+def _if_unchanged(etag: str) -> dict[str, Any]:
+    return {"mode": UpdateMode.MERGE, "etag": etag, "match_condition": MatchConditions.IfNotModified}
 
 
 def _landing(claimed: _Claim, deadline: Deadline, timing: PushTiming, clock: Callable[[], datetime]) -> datetime | None:
@@ -385,32 +449,37 @@ class Ledger:
         row = content_row_key(external_id)
         for _ in range(5):
             now = clock()
-            lease = {"leaseOwner": owner, "leaseUntil": now + timedelta(seconds=lease_seconds)}
             current = self._get(self._pk(registration_id), row)
+            claimed = judge_claim(current, external_id, event_time, owner, op, source_event_id, now)
+            if claimed.stale:
+                return claimed
             try:
-                if current is None:
-                    self._table.create_entity(
-                        {"PartitionKey": self._pk(registration_id), "RowKey": row, "externalId": external_id, **lease}
-                    )
-                    return _Claim()
-                known = LedgerEntry.from_entity(current) if "pushedAt" in current else None
-                if is_stale(known, event_time, op, source_event_id):
-                    return _Claim(stale=True)
-                holder, until = current.get("leaseOwner") or "", current.get("leaseUntil")
-                ends = _utc(until) if holder and until is not None else None
-                live = ends if ends is not None and ends > now else None
-                if live is not None and holder != owner:
-                    raise ItemBusy(f"{external_id!r} is being pushed by {holder} until {live.isoformat()}", live)
-                self._table.update_entity(
-                    {"PartitionKey": self._pk(registration_id), "RowKey": row, **lease},
-                    mode=UpdateMode.MERGE,
-                    etag=current.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-                return _Claim(inherited_until=live)
+                operation = self._claim_operation(registration_id, external_id, current, owner, now, lease_seconds)
+                if operation[0] == "create":
+                    self._table.create_entity(operation[1])
+                else:
+                    self._table.update_entity(operation[1], **operation[2])
+                return claimed
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # another worker moved first: read again
         raise ItemBusy(f"{external_id!r}: lease contended")
+
+    def _claim_operation(
+        self,
+        registration_id: str,
+        external_id: str,
+        current: TableEntity | None,
+        owner: str,
+        now: datetime,
+        lease_seconds: float,
+    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The write that takes the lease on a row read as ``current`` (a table transaction operation):
+        a create where there is no row, else a merge that holds only if the row is still as read."""
+        lease = {"leaseOwner": owner, "leaseUntil": now + timedelta(seconds=lease_seconds)}
+        keys = {"PartitionKey": self._pk(registration_id), "RowKey": content_row_key(external_id)}
+        if current is None:
+            return "create", {**keys, "externalId": external_id, **lease}, {}
+        return "update", {**keys, **lease}, _if_unchanged(str(current.metadata["etag"]))
 
     def release(self, registration_id: str, external_id: str, owner: str) -> None:
         """Give the lease back after a failed push, so the retry need not wait for it to expire."""
@@ -534,6 +603,281 @@ class Ledger:
             await self._end_lease(*item, landing, clock)
         if not recorded:
             await self._lease_lost(entry)
+
+    @contextlib.asynccontextmanager
+    async def pushing_many(
+        self,
+        registration_id: str,
+        events: list[BatchEvent],
+        *,
+        owner: str,
+        timing: PushTiming,
+        pushed_by: str,
+        source: str | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        busy: BusyWait | None = None,
+    ) -> AsyncIterator[LeasedBatch]:
+        """``pushing`` for many items of one registration at once: the same protocol and the same rules
+        (``judge_claim``, ``is_stale``, ``_landing``), with the Table round trips shared.
+
+        Items the ledger has never seen are claimed by one transaction of creates, without a read; else
+        the rows are read and judged, the leases taken in one entity-group transaction (at most
+        ``MAX_TRANSACTION_OPERATIONS`` items, distinct ids), and the pushes that
+        ``succeeded`` recorded in another, each write conditional on the row being as this batch left
+        it. Where a transaction fails (another writer touched a row) the items go through the single
+        form's ``_claim`` and ``record``. A lost lease does not raise here: it is in ``lost``.
+        """
+        if len(events) > MAX_TRANSACTION_OPERATIONS:
+            raise ValueError(f"a batch push holds at most {MAX_TRANSACTION_OPERATIONS} items, not {len(events)}")
+        if len({event.external_id for event in events}) != len(events):
+            raise ValueError("a batch push names each item once")
+        deadlines = {event.external_id: Deadline.after(timing.deadline_seconds, monotonic) for event in events}
+        claiming = asyncio.ensure_future(
+            self._claim_all(registration_id, events, owner, timing, clock, busy, deadlines)
+        )
+        try:
+            claims, etags, refused = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # The claims run on in their threads: wait for them, give back what they took, then stop
+            # (else a run interrupted here would leave leases that block the next run and the worker).
+            late = (await asyncio.gather(claiming, return_exceptions=True))[0]
+            if not isinstance(late, BaseException):
+                await self._release_all(registration_id, late[0], deadlines, owner, timing, clock)
+            raise
+        by_id = {event.external_id: event for event in events}
+        batch = LeasedBatch(owner, {e: Push(owner, deadlines[e]) for e in claims}, refused)
+        try:
+            yield batch
+            done = [by_id[e] for e in claims if e in batch._done]
+            landings = {e: _landing(claims[e], deadlines[e], timing, clock) for e in claims}
+            entries = [
+                LedgerEntry(
+                    registration_id,
+                    ev.external_id,
+                    ev.op,
+                    ev.event_time,
+                    clock(),
+                    pushed_by,
+                    source,
+                    ev.source_event_id,
+                )
+                for ev in done
+            ]
+            recorded = await asyncio.to_thread(self._record_many, entries, owner, etags, landings)
+        except BaseException:
+            await self._release_all(registration_id, claims, deadlines, owner, timing, clock)
+            raise
+        batch.recorded = {entry.external_id for entry in entries if recorded[entry.external_id]}
+        ends = [
+            self._end_lease(registration_id, e, owner, landings[e], clock)
+            for e in claims
+            if e not in batch.recorded or landings[e] is not None
+        ]
+        await asyncio.gather(*ends)
+        for entry in entries:
+            if not recorded[entry.external_id]:
+                try:
+                    await self._lease_lost(entry)
+                except LeaseLost as lost:
+                    batch.lost[entry.external_id] = lost
+
+    async def _claim_all(
+        self,
+        registration_id: str,
+        events: list[BatchEvent],
+        owner: str,
+        timing: PushTiming,
+        clock: Callable[[], datetime],
+        busy: BusyWait | None,
+        deadlines: dict[str, Deadline],
+    ) -> tuple[dict[str, _Claim], dict[str, str], dict[str, LedgerConflict]]:
+        """The batch's claims (stale ones moved to ``refused``), their etags, and the refusals; busy
+        items are waited for one by one as ``busy`` allows."""
+        claims, etags, refused = await asyncio.to_thread(
+            self._claim_many, registration_id, events, owner, timing.lease_seconds, clock
+        )
+        by_id = {event.external_id: event for event in events}
+        waited = [e for e, why in refused.items() if isinstance(why, ItemBusy)] if busy is not None else []
+        for external_id, outcome in zip(
+            waited,
+            await asyncio.gather(
+                *(self._claim_one_waiting(registration_id, by_id[e], owner, timing, clock, busy) for e in waited),
+                return_exceptions=True,
+            ),
+            strict=True,
+        ):
+            if isinstance(outcome, _Claim):
+                claims[external_id] = outcome
+                del refused[external_id]
+            elif isinstance(outcome, LedgerConflict):
+                refused[external_id] = outcome
+            else:  # a storage failure of one item's claim
+                await self._release_all(registration_id, claims, deadlines, owner, timing, clock)
+                raise outcome
+        for external_id, claimed in list(claims.items()):
+            if claimed.stale:
+                del claims[external_id]
+                refused[external_id] = StaleEvent(
+                    f"the ledger holds this event of {external_id!r} or a later one; it was not pushed"
+                )
+        return claims, etags, refused
+
+    async def _claim_one_waiting(
+        self,
+        registration_id: str,
+        event: BatchEvent,
+        owner: str,
+        timing: PushTiming,
+        clock: Callable[[], datetime],
+        busy: BusyWait | None,
+    ) -> _Claim:
+        claim = functools.partial(
+            self._claim,
+            registration_id,
+            event.external_id,
+            event.event_time,
+            owner,
+            timing.lease_seconds,
+            op=event.op,
+            source_event_id=event.source_event_id,
+            clock=clock,
+        )
+        return await _claim_waiting(claim, busy)
+
+    async def _release_all(
+        self,
+        registration_id: str,
+        claims: dict[str, _Claim],
+        deadlines: dict[str, Deadline],
+        owner: str,
+        timing: PushTiming,
+        clock: Callable[[], datetime],
+    ) -> None:
+        await asyncio.gather(
+            *(
+                self._end_lease(registration_id, e, owner, _landing(c, deadlines[e], timing, clock), clock)
+                for e, c in claims.items()
+                if not c.stale
+            )
+        )
+
+    def _rows(self, registration_id: str, external_ids: list[str]) -> dict[str, TableEntity]:
+        """The content rows of ``external_ids`` that exist, by external id: point reads, because a
+        filter that ORs row keys makes Table storage scan the whole partition."""
+        rows = ((e, self._get(self._pk(registration_id), content_row_key(e))) for e in external_ids)
+        return {e: row for e, row in rows if row is not None}
+
+    def _claim_fresh(
+        self,
+        registration_id: str,
+        events: list[BatchEvent],
+        owner: str,
+        lease_seconds: float,
+        clock: Callable[[], datetime],
+    ) -> tuple[dict[str, _Claim], dict[str, str], dict[str, LedgerConflict]] | None:
+        """Items the ledger has never seen (a first backfill) need no read: one transaction of creates
+        claims them all, and fails as a whole if any row exists (``None``: read and judge them)."""
+        now = clock()
+        operations = [
+            self._claim_operation(registration_id, event.external_id, None, owner, now, lease_seconds)
+            for event in events
+        ]
+        try:
+            answers = self._table.submit_transaction(operations)
+        except (TableTransactionError, ResourceExistsError):
+            return None
+        etags = {event.external_id: str(answer["etag"]) for event, answer in zip(events, answers, strict=True)}
+        return {event.external_id: _Claim() for event in events}, etags, {}
+
+    def _claim_many(
+        self,
+        registration_id: str,
+        events: list[BatchEvent],
+        owner: str,
+        lease_seconds: float,
+        clock: Callable[[], datetime],
+    ) -> tuple[dict[str, _Claim], dict[str, str], dict[str, LedgerConflict]]:
+        """Claims (stale ones included), the etag each claimed row has now, and the items refused busy."""
+        fresh = self._claim_fresh(registration_id, events, owner, lease_seconds, clock)
+        if fresh is not None:
+            return fresh
+        rows = self._rows(registration_id, [event.external_id for event in events])
+        now = clock()
+        claims: dict[str, _Claim] = {}
+        refused: dict[str, LedgerConflict] = {}
+        operations: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        claimable: list[BatchEvent] = []
+        for event in events:
+            current = rows.get(event.external_id)
+            try:
+                claimed = judge_claim(
+                    current, event.external_id, event.event_time, owner, event.op, event.source_event_id, now
+                )
+            except ItemBusy as busy:
+                refused[event.external_id] = busy
+                continue
+            claims[event.external_id] = claimed
+            if not claimed.stale:
+                claimable.append(event)
+                operations.append(
+                    self._claim_operation(registration_id, event.external_id, current, owner, now, lease_seconds)
+                )
+        if not operations:
+            return claims, {}, refused
+        try:
+            answers = self._table.submit_transaction(operations)
+            return claims, {e.external_id: str(a["etag"]) for e, a in zip(claimable, answers, strict=True)}, refused
+        except (TableTransactionError, ResourceExistsError, ResourceModifiedError):
+            logger.info("ledger: a batch claim met another writer; claiming its %d item(s) one by one", len(claimable))
+        for event in claimable:  # the single form: reads again, judges again, retries its own conflicts
+            try:
+                claims[event.external_id] = self._claim(
+                    registration_id,
+                    event.external_id,
+                    event.event_time,
+                    owner,
+                    lease_seconds,
+                    op=event.op,
+                    source_event_id=event.source_event_id,
+                    clock=clock,
+                )
+            except ItemBusy as busy:
+                del claims[event.external_id]
+                refused[event.external_id] = busy
+        return claims, {}, refused
+
+    def _record_many(
+        self,
+        entries: list[LedgerEntry],
+        owner: str,
+        etags: dict[str, str],
+        landings: dict[str, datetime | None],
+    ) -> dict[str, bool]:
+        """Record the pushes in one transaction where every row is still as the claim left it (so no
+        newer event can have been recorded since); the others, and all after a failed transaction,
+        through ``record``, which reads and judges each row again."""
+        recorded: dict[str, bool] = {}
+        direct = [entry for entry in entries if entry.external_id in etags]
+        if direct:
+            operations = [
+                (
+                    "update",
+                    {**entry.to_entity(self.tenant_id), **(_NO_LEASE if landings[entry.external_id] is None else {})},
+                    _if_unchanged(etags[entry.external_id]),
+                )
+                for entry in direct
+            ]
+            try:
+                self._table.submit_transaction(operations)
+                recorded.update((entry.external_id, True) for entry in direct)
+            except (TableTransactionError, ResourceModifiedError):
+                logger.info("ledger: a batch record met another writer; recording its items one by one")
+        for entry in entries:
+            if entry.external_id not in recorded:
+                ends = owner if landings[entry.external_id] is None else None
+                recorded[entry.external_id] = self.record(entry, ends)
+        return recorded
 
     async def _end_lease(
         self,

@@ -205,10 +205,35 @@ TENANT_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN), AfterValidator(str.lower)]
 
 
+class FetchRef(BaseModel):
+    """What the worker needs to complete a thin upsert from the LMS's API (fetch-back).
+
+    Queued instead of ``content`` when the source has an ``apiBaseUrl``: the intake stays fast (no LMS
+    call), and the worker fetches the course before it takes the item's lease (``shared.fetchback``).
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    kind: Literal["canvas", "moodle", "openedx", "thinkific"] = Field(description="The LMS platform to ask")
+    course_id: ExternalId = Field(alias="courseId", description="The platform's own course id (no externalIdPrefix)")
+    hidden: bool = Field(
+        default=False, description="The event said hidden or unpublished (used when the LMS says nothing)"
+    )
+    fields: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Graph properties the event carried, already normalised; the LMS's answer wins over them",
+    )
+    url_values: dict[str, str] = Field(
+        default_factory=dict, alias="urlValues", description="Extra contentWebUrlTemplate values (e.g. slug)"
+    )
+
+
 class ContentCommand(BaseModel):
     """One queue message: upsert or delete one learningContent of one registration.
 
-    Versioned (``v``) so that a worker can refuse what it does not understand instead of guessing.
+    Versioned (``v``) so that a worker can refuse what it does not understand instead of guessing. An
+    upsert carries either its ``content`` or, from a fetch-back source, a ``fetch`` reference that the
+    worker completes from the LMS; messages queued before fetch-back existed parse as before.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -224,6 +249,7 @@ class ContentCommand(BaseModel):
     registration_id: NonEmptyString = Field(alias="registrationId")
     external_id: ExternalId = Field(alias="externalId")
     content: LearningContent | None = None
+    fetch: FetchRef | None = Field(default=None, description="Instead of content: complete it from the LMS's API")
     source: NonEmptyString
     source_event_id: NonEmptyString = Field(alias="sourceEventId")
     event_time: AwareDatetime = Field(alias="eventTime")
@@ -240,8 +266,10 @@ class ContentCommand(BaseModel):
         return value
 
     def model_post_init(self, __context: Any) -> None:
-        if self.op == "upsert" and self.content is None:
-            raise ValueError("an upsert carries its content")
+        if self.op == "upsert" and (self.content is None) == (self.fetch is None):
+            raise ValueError("an upsert carries either its content or a fetch reference")
+        if self.op == "delete" and self.fetch is not None:
+            raise ValueError("a delete carries no fetch reference")
         if self.content is not None and self.content.external_id != self.external_id:
             raise ValueError("content.externalId differs from externalId")
 

@@ -117,13 +117,42 @@ class LmsSource(SourceConfig):
         return None if value is None else check_url_template(value)
 
 
+class ApiFetch(BaseModel):
+    """Fetch-back (docs/sources.md, "Thin events and fetch-back"): with ``apiBaseUrl`` set, the worker
+    completes every upsert and hidden event of the source from the LMS's REST API; deletes stay deletes.
+    The API secret is never inline: ``apiSecretSetting`` names the app setting (a Key Vault reference
+    in Azure) that holds it."""
+
+    api_base_url: str | None = Field(default=None, alias="apiBaseUrl", max_length=2048)
+    api_secret_setting: str | None = Field(default=None, alias="apiSecretSetting", min_length=1, pattern=_SETTING_NAME)
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _api_root(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = absolute_url(value)
+        parts = urlsplit(url)
+        if parts.query or parts.fragment:
+            raise ValueError("must be the API's root URL, without a query or fragment")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _secret_with_url(self) -> ApiFetch:
+        if self.api_base_url is not None and self.api_secret_setting is None:
+            raise ValueError("apiBaseUrl needs apiSecretSetting: the app setting that holds the LMS's API secret")
+        if self.api_base_url is None and self.api_secret_setting is not None:
+            raise ValueError("apiSecretSetting is only used with apiBaseUrl (fetch-back)")
+        return self
+
+
 class KeyedSource(LmsSource):
     """A kind verified with a secret the operator stores: a key, a token, an HMAC key or a whsec_."""
 
     secret_setting: str = Field(alias="secretSetting", min_length=1, pattern=_SETTING_NAME)
 
 
-class CanvasSource(LmsSource):
+class CanvasSource(LmsSource, ApiFetch):
     """Canvas Live Events (Canvas Data Services, HTTPS delivery), ideally as RS256-signed JWTs."""
 
     kind: Literal["canvas"]
@@ -156,23 +185,62 @@ class CanvasSource(LmsSource):
         return self
 
 
-class MoodleSource(KeyedSource):
+class MoodleSource(KeyedSource, ApiFetch):
     """Moodle with the local_webhooks plugin: the service's token travels in the body."""
 
     kind: Literal["moodle"]
 
 
-class OpenEdxSource(KeyedSource):
+class OpenEdxSource(KeyedSource, ApiFetch):
     """Open edX COURSE_CATALOG_INFO_CHANGED, from the openedx-webhooks plugin or as a CloudEvent."""
 
     kind: Literal["openedx"]
     auth: SourceAuth = QUERY_KEY
+    # The OAuth2 application's client id (not a secret); its secret is in apiSecretSetting.
+    api_client_id: str | None = Field(default=None, alias="apiClientId", min_length=1, max_length=255)
+    api_token_url: str | None = Field(default=None, alias="apiTokenUrl", max_length=2048)
+
+    @field_validator("api_token_url")
+    @classmethod
+    def _token_url(cls, value: str | None) -> str | None:
+        return None if value is None else absolute_url(value)
+
+    @model_validator(mode="after")
+    def _client_with_url(self) -> OpenEdxSource:
+        if self.api_base_url is not None and self.api_client_id is None:
+            raise ValueError("apiBaseUrl needs apiClientId: the OAuth2 application's client id (client credentials)")
+        if self.api_base_url is None and (self.api_client_id is not None or self.api_token_url is not None):
+            raise ValueError("apiClientId and apiTokenUrl are only used with apiBaseUrl (fetch-back)")
+        return self
+
+    @property
+    def token_url(self) -> str | None:
+        """Where the client-credentials token comes from (default: Open edX's own ``/oauth2/access_token``)."""
+        if self.api_base_url is None:
+            return None
+        return self.api_token_url or f"{self.api_base_url}/oauth2/access_token"
 
 
-class ThinkificSource(KeyedSource):
+class ThinkificSource(KeyedSource, ApiFetch):
     """Thinkific product/course webhooks, signed with X-Thinkific-Hmac-Sha256 (the API key)."""
 
     kind: Literal["thinkific"]
+    # The site's subdomain (``acme`` of acme.thinkific.com), sent as X-Auth-Subdomain with the API key.
+    api_subdomain: str | None = Field(
+        default=None,
+        alias="apiSubdomain",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$",
+    )
+
+    @model_validator(mode="after")
+    def _subdomain_with_url(self) -> ThinkificSource:
+        if self.api_base_url is not None and self.api_subdomain is None:
+            raise ValueError("apiBaseUrl needs apiSubdomain: the site's Thinkific subdomain (X-Auth-Subdomain)")
+        if self.api_base_url is None and self.api_subdomain is not None:
+            raise ValueError("apiSubdomain is only used with apiBaseUrl (fetch-back)")
+        return self
 
 
 class DoceboSource(KeyedSource):
@@ -237,6 +305,45 @@ AnySource = Annotated[
 ]
 _SOURCE: TypeAdapter[SourceConfig] = TypeAdapter(AnySource)
 SOURCE_KINDS = ("cloudevents", "canvas", "moodle", "openedx", "thinkific", "docebo", "eventgrid", "mapped")
+
+
+class CatalogBlob(BaseModel):
+    """One source's catalog for the reconcile timer (``RECONCILE_CATALOGS``): an NDJSON blob in the app's
+    storage, and what to do with Graph items it lacks."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    blob: str = Field(min_length=3, max_length=1024, pattern=r"^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])/.+$")
+    removal: Literal["deactivate", "delete"] = "deactivate"
+
+    @property
+    def container(self) -> str:
+        return self.blob.partition("/")[0]
+
+    @property
+    def name(self) -> str:
+        return self.blob.partition("/")[2]
+
+
+def parse_catalogs(raw: str, sources: dict[str, SourceConfig]) -> dict[str, CatalogBlob]:
+    """``RECONCILE_CATALOGS`` (empty: none); every name must be a configured source."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"RECONCILE_CATALOGS is not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise SettingsError('RECONCILE_CATALOGS must be a JSON object: {"<source>": "<container>/<blob>.ndjson"}')
+    catalogs: dict[str, CatalogBlob] = {}
+    for name, value in data.items():
+        if name not in sources:
+            raise SettingsError(f"RECONCILE_CATALOGS names {name!r}, which is not a source in SOURCES")
+        try:
+            catalogs[name] = CatalogBlob.model_validate({"blob": value} if isinstance(value, str) else value)
+        except ValidationError as exc:
+            raise SettingsError(f"RECONCILE_CATALOGS[{name!r}]: {_describe(exc)}") from None
+    return catalogs
 
 
 class SettingsError(ValueError):
@@ -383,6 +490,19 @@ class Settings(BaseSettings):
         '"secretSetting": "<SETTING_NAME>"}}; kinds canvas, moodle, openedx, thinkific, docebo, eventgrid and '
         "mapped add their own fields (docs/sources.md).",
     )
+    reconcile_schedule: str = Field(
+        default="0 30 3 * * *",
+        validation_alias="RECONCILE_SCHEDULE",
+        description="NCRONTAB schedule of the reconcile timer (%RECONCILE_SCHEDULE%), in UTC; it does nothing "
+        "unless RECONCILE_CATALOGS names a catalog.",
+    )
+    reconcile_catalogs_json: str = Field(
+        default="",
+        validation_alias="RECONCILE_CATALOGS",
+        description='The reconcile timer\'s catalogs, per source: {"<source>": "<container>/<blob>.ndjson"} or '
+        '{"<source>": {"blob": "<container>/<blob>.ndjson", "removal": "deactivate"|"delete"}}; '
+        "empty: the timer is off.",
+    )
     webhook_max_body_bytes: int = Field(
         default=1_048_576,
         ge=1,
@@ -429,6 +549,41 @@ class Settings(BaseSettings):
         validation_alias="GRAPH_CIRCUIT_COOLDOWN_SECONDS",
         description="First cool-down of an open circuit (the queue's 30 s visibility timeout); it doubles per "
         "failed probe, to at most 15 minutes.",
+    )
+    # The write budget (shared.ratebudget). Defaults: the only figure found, an unpublished draft of the
+    # ISV guide (microsoftgraph/microsoft-graph-docs PR 17789, closed): unverified, scope not stated.
+    graph_write_rate_per_second: float = Field(
+        default=1.0,
+        ge=0,
+        le=10000,
+        validation_alias="GRAPH_WRITE_RATE_PER_SECOND",
+        description="Most Graph writes per second per tenant and registration, shared by every instance (a "
+        "$batch of n costs n); the adaptive rate stays at or under it. 0 turns the budget off. Default 1: the "
+        'unverified figure of an unpublished draft ("1 request per second").',
+    )
+    graph_write_burst: int = Field(
+        default=20,
+        ge=1,
+        le=10000,
+        validation_alias="GRAPH_WRITE_BURST",
+        description="Writes that may go at once after an idle spell (the bucket's capacity); 20 is one full "
+        "$batch. 1 is the strictest reading of the draft's per-second figure.",
+    )
+    graph_write_block_limit: int = Field(
+        default=500,
+        ge=0,
+        le=10_000_000,
+        validation_alias="GRAPH_WRITE_BLOCK_LIMIT",
+        description="Most writes in any GRAPH_WRITE_BLOCK_SECONDS, per tenant and registration; the rate is "
+        "lowered to (limit - burst) / seconds when that is below it. 0: no block limit. Default 500 per 600 s: "
+        'the same unverified draft ("Block limit: 500 requests in 10 mins").',
+    )
+    graph_write_block_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        validation_alias="GRAPH_WRITE_BLOCK_SECONDS",
+        description="The window of GRAPH_WRITE_BLOCK_LIMIT, in seconds.",
     )
     graph_max_deferrals: int = Field(
         default=10,
@@ -494,6 +649,15 @@ class Settings(BaseSettings):
             raise ValueError("container names may not contain '--'")
         return value
 
+    @model_validator(mode="after")
+    def _write_budget(self) -> Settings:
+        limit, burst = self.graph_write_block_limit, self.graph_write_burst
+        if self.graph_write_rate_per_second > 0 and limit and limit <= burst:
+            raise ValueError(
+                f"GRAPH_WRITE_BLOCK_LIMIT ({limit}) must exceed GRAPH_WRITE_BURST ({burst}), or be 0 (no block limit)"
+            )
+        return self
+
     @field_validator("graph_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -522,6 +686,11 @@ class Settings(BaseSettings):
             name: source if source.tenant_id else source.model_copy(update={"tenant_id": self.tenant_id})
             for name, source in parsed.items()
         }
+
+    @property
+    def reconcile_catalogs(self) -> dict[str, CatalogBlob]:
+        """The reconcile timer's catalogs by source (``RECONCILE_CATALOGS``); empty: the timer is off."""
+        return parse_catalogs(self.reconcile_catalogs_json, self.sources())
 
     @property
     def graph_auth_mode(self) -> Literal["app", "managed-identity"]:
@@ -561,6 +730,27 @@ def source_secret(source: SourceConfig) -> str | None:
     value = (os.environ.get(source.secret_setting) or "").strip()
     if value.startswith("@Microsoft.KeyVault("):
         logger.error("setting %s is an unresolved Key Vault reference", source.secret_setting)
+        return None
+    return value or None
+
+
+FETCH_KINDS = ("canvas", "moodle", "openedx", "thinkific")
+
+
+def fetch_back(source: SourceConfig) -> bool:
+    """Whether the source's upserts are completed from its LMS's API by the worker (``apiBaseUrl`` set)."""
+    return isinstance(source, ApiFetch) and source.api_base_url is not None
+
+
+def api_secret(source: SourceConfig) -> str | None:
+    """Read a fetch-back source's API secret at call time (``apiSecretSetting``), by ``source_secret``'s rule:
+    an unresolved Key Vault reference counts as no secret (a misconfiguration, reported as such)."""
+    setting = source.api_secret_setting if isinstance(source, ApiFetch) else None
+    if setting is None:
+        return None
+    value = (os.environ.get(setting) or "").strip()
+    if value.startswith("@Microsoft.KeyVault("):
+        logger.error("setting %s is an unresolved Key Vault reference", setting)
         return None
     return value or None
 

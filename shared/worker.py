@@ -27,10 +27,20 @@ from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared import telemetry
-from shared.graph import MAX_ERROR_MESSAGE, Deadline, GraphError, GraphPermanentError, GraphTransientError
+from shared.fetchback import FetchError, FetchPort
+from shared.graph import (
+    MAX_ERROR_MESSAGE,
+    Deadline,
+    GraphError,
+    GraphPermanentError,
+    GraphTransientError,
+    WriteBudget,
+)
 from shared.ledger import ItemBusy, LeaseLost, Push, PushTiming, StaleEvent, push_timing
+from shared.lms import LmsError, LmsPermanentError, LmsTransientError
 from shared.models import CommandError, ContentCommand
 from shared.queue import CommandQueue
+from shared.ratebudget import RATE_BUDGET
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -98,6 +108,10 @@ class GraphPort(Protocol):
         """The same client asking for ``tenant_id``'s tokens (``None``: its own tenant)."""
         ...
 
+    def with_budget(self, budget: WriteBudget | None) -> GraphPort:
+        """The same client spending its writes from ``budget``."""
+        ...
+
 
 class LedgerPort(Protocol):
     def for_tenant(self, tenant_id: str | None) -> LedgerPort:
@@ -124,6 +138,18 @@ class LedgerPort(Protocol):
         ...
 
 
+class BudgetPort(WriteBudget, Protocol):
+    """One registration's shared write budget (``shared.ratebudget.SharedWriteBudget``)."""
+
+    def wait_seconds(self) -> float:
+        """How long a write would wait now (a shared ``notBefore``, or a spent budget); synchronous."""
+        ...
+
+
+class BudgetsPort(Protocol):
+    def for_registration(self, tenant_id: str | None, registration_id: str) -> BudgetPort: ...
+
+
 class CircuitPort(Protocol):
     """The shared Graph circuit breaker (``shared.circuit.CircuitBreaker``); synchronous storage calls."""
 
@@ -145,6 +171,9 @@ class WorkerPorts:
     # only a longer one sends the command back to the queue.
     max_inline_retry_seconds: float = 10.0
     circuit: CircuitPort | None = None  # None: no breaker (every command calls Graph)
+    budgets: BudgetsPort | None = None  # the shared write budgets (``shared.ratebudget``); None: unlimited
+    # Completes fetch commands from the LMS (``shared.fetchback``); None: a fetch command is parked.
+    fetch: FetchPort | None = None
 
     def for_tenant(self, tenant_id: str | None) -> WorkerPorts:
         """The ports a command of ``tenant_id`` uses: its tokens, its ledger rows."""
@@ -195,21 +224,28 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
             return Outcome.HELD
         if (waiting := await _circuit_wait(command, ports, log_args)) is not None:
             return waiting
+        budget = ports.budgets.for_registration(command.tenant_id, command.registration_id) if ports.budgets else None
+        if budget is not None and (waiting := await _budget_wait(command, budget, ports, log_args)) is not None:
+            return waiting
+        # Fetch-back before the lease: the LMS call must not hold the item. What is parked or retried
+        # later is the fetch command itself, so a replay asks the LMS again.
+        target = await _completed(command, ports)
         # The message id: a redelivery of this very message may take back the lease it left behind.
         owner = info.message_id or f"worker/{uuid.uuid4().hex[:8]}"
         try:
             async with ports.ledger.pushing(
-                command.registration_id,
-                command.external_id,
+                target.registration_id,
+                target.external_id,
                 owner=owner,
                 timing=ports.timing,
                 pushed_by="worker",
-                op=command.op,
-                event_time=command.event_time,
-                source=command.source,
-                source_event_id=command.source_event_id,
+                op=target.op,
+                event_time=target.event_time,
+                source=target.source,
+                source_event_id=target.source_event_id,
             ) as push:
-                outcome = await _push(command, ports.graph, push.deadline)
+                graph = ports.graph.with_budget(budget) if budget is not None else ports.graph
+                outcome = await _push(target, graph, push.deadline)
         except ItemBusy as busy:
             return await _wait_for_lease(command, busy, ports, log_args)
         except StaleEvent:
@@ -217,41 +253,21 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
         except LeaseLost as lost:
             return _lease_lost(lost, log_args)
     except GraphTransientError as error:
+        if error.code == RATE_BUDGET:  # not Graph failing: the shared budget said "later"
+            return await _defer_for_budget(command, error.retry_after or 1.0, ports, log_args, error.message)
         if _graph_is_failing(error) and ports.circuit is not None:
             await asyncio.to_thread(ports.circuit.record, "failure")
             if (waiting := await _circuit_wait(command, ports, log_args)) is not None:
                 return waiting  # the circuit opened: wait it out in the queue instead of spending attempts
-        wait = error.retry_after or 0.0
-        if wait <= ports.max_inline_retry_seconds or command.deferrals >= ports.max_deferrals:
-            return await _retry_or_park(command, info, ports, log_args, error)
-        deferred = command.model_copy(update={"deferrals": command.deferrals + 1})
-        await asyncio.to_thread(ports.queue.defer, deferred.to_json(), wait)
-        logger.warning(
-            "deferred %s %s reg=%s message=%s correlation=%s for %.0fs (Graph Retry-After, deferral %d): %s",
-            *log_args,
-            wait,
-            deferred.deferrals,
-            error,
-        )
-        telemetry.COMMANDS_RETRIED.add(1, {"vlsync.deferred": True})
-        return Outcome.DEFERRED
+        return await _retry_or_defer(command, info, ports, log_args, error, "Graph")
     except GraphPermanentError as error:
-        logger.error("parking %s %s reg=%s message=%s correlation=%s: %s", *log_args, error)
-        parked = command.model_copy(
-            update={
-                "last_error": CommandError(
-                    kind="permanent",
-                    status=error.status,
-                    code=error.code,
-                    message=error.message,
-                    requestId=error.request_id,
-                    at=datetime.now(UTC),
-                )
-            }
-        )
-        await asyncio.to_thread(ports.queue.park, parked.to_json())
-        telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": f"http-{error.status}"})
-        return Outcome.PARKED
+        return await _park(command, ports, log_args, error, error.message, f"http-{error.status}")
+    except LmsTransientError as error:
+        # The LMS's trouble, not Graph's: the circuit is left alone.
+        return await _retry_or_defer(command, info, ports, log_args, error, "LMS")
+    except (LmsPermanentError, FetchError) as error:
+        reason = f"lms-{error.code}" if isinstance(error, LmsError) else error.code
+        return await _park(command, ports, log_args, error, str(error)[:MAX_ERROR_MESSAGE], reason)
     except Exception as error:
         return await _retry_or_park(command, info, ports, log_args, error)
     if ports.circuit is not None:
@@ -259,6 +275,60 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
     telemetry.COMMANDS_APPLIED.add(1, {"vlsync.outcome": outcome.value})
     logger.info("%s %s reg=%s message=%s correlation=%s", outcome.value, *log_args[1:])
     return outcome
+
+
+async def _retry_or_defer(
+    command: ContentCommand,
+    info: MessageInfo,
+    ports: WorkerPorts,
+    log_args: tuple[str, ...],
+    error: GraphTransientError | LmsTransientError,
+    who: str,
+) -> Outcome:
+    """A transient failure: retried through the queue (``_retry_or_park``), or, when ``who`` asked
+    for a longer wait than the inline budget, sent back hidden for exactly that long (a deferral)."""
+    wait = error.retry_after or 0.0
+    if wait <= ports.max_inline_retry_seconds or command.deferrals >= ports.max_deferrals:
+        return await _retry_or_park(command, info, ports, log_args, error)
+    deferred = command.model_copy(update={"deferrals": command.deferrals + 1})
+    await asyncio.to_thread(ports.queue.defer, deferred.to_json(), wait)
+    logger.warning(
+        "deferred %s %s reg=%s message=%s correlation=%s for %.0fs (%s Retry-After, deferral %d): %s",
+        *log_args,
+        wait,
+        who,
+        deferred.deferrals,
+        error,
+    )
+    telemetry.COMMANDS_RETRIED.add(1, {"vlsync.deferred": True})
+    return Outcome.DEFERRED
+
+
+async def _park(
+    command: ContentCommand,
+    ports: WorkerPorts,
+    log_args: tuple[str, ...],
+    error: GraphPermanentError | LmsPermanentError | FetchError,
+    message: str,
+    reason: str,
+) -> Outcome:
+    """A permanent failure: parked at once, with what the operator needs to decide on a replay."""
+    logger.error("parking %s %s reg=%s message=%s correlation=%s: %s", *log_args, error)
+    parked = command.model_copy(
+        update={
+            "last_error": CommandError(
+                kind="permanent",
+                status=error.status,
+                code=error.code,
+                message=message,
+                requestId=error.request_id,
+                at=datetime.now(UTC),
+            )
+        }
+    )
+    await asyncio.to_thread(ports.queue.park, parked.to_json())
+    telemetry.COMMANDS_PARKED.add(1, {"vlsync.reason": reason})
+    return Outcome.PARKED
 
 
 def _graph_is_failing(error: GraphTransientError) -> bool:
@@ -282,6 +352,29 @@ async def _circuit_wait(command: ContentCommand, ports: WorkerPorts, log_args: t
     return Outcome.DEFERRED
 
 
+async def _budget_wait(
+    command: ContentCommand, budget: BudgetPort, ports: WorkerPorts, log_args: tuple[str, ...]
+) -> Outcome | None:
+    """Before the lease: when a shared ``notBefore`` or the spent write budget would keep this write
+    waiting longer than the inline budget, send the command back for that long. ``None``: go on (a
+    shorter wait is spent inside the invocation, as a short ``Retry-After`` is)."""
+    wait = await asyncio.to_thread(budget.wait_seconds)
+    if wait <= ports.max_inline_retry_seconds:
+        return None
+    return await _defer_for_budget(command, wait, ports, log_args, "the write budget is spent or paused")
+
+
+async def _defer_for_budget(
+    command: ContentCommand, wait: float, ports: WorkerPorts, log_args: tuple[str, ...], why: str
+) -> Outcome:
+    """Hidden in the queue for ``wait``, as a new message: no attempt spent and ``deferrals`` unchanged,
+    so a long throttle or a large backlog under a small budget drains nothing into poison."""
+    await asyncio.to_thread(ports.queue.defer, command.to_json(), wait)
+    logger.info("waiting %s %s reg=%s message=%s correlation=%s: back in %.0fs (%s)", *log_args, wait, why)
+    telemetry.COMMANDS_RETRIED.add(1, {"vlsync.budget": True})
+    return Outcome.DEFERRED
+
+
 async def _retry_or_park(
     command: ContentCommand, info: MessageInfo, ports: WorkerPorts, log_args: tuple[str, ...], error: Exception
 ) -> Outcome:
@@ -293,14 +386,14 @@ async def _retry_or_park(
     _log_retry(info, log_args, error)
     if not info.final_attempt:
         raise error
-    graph = error if isinstance(error, GraphError) else None
+    graph = error if isinstance(error, GraphError | LmsError) else None
     parked = command.model_copy(
         update={
             "last_error": CommandError(
                 kind="transient",
                 status=graph.status if graph else None,
                 code=graph.code if graph else type(error).__name__,
-                message=(graph.message if graph else str(error))[:MAX_ERROR_MESSAGE],
+                message=(graph.message if isinstance(graph, GraphError) else str(error))[:MAX_ERROR_MESSAGE],
                 requestId=graph.request_id if graph else None,
                 at=datetime.now(UTC),
                 attempts=info.dequeue_count,
@@ -364,6 +457,15 @@ def _log_retry(info: MessageInfo, log_args: tuple[str, ...], error: BaseExceptio
         error,
     )
     telemetry.COMMANDS_RETRIED.add(1, {"vlsync.final_attempt": info.final_attempt})
+
+
+async def _completed(command: ContentCommand, ports: WorkerPorts) -> ContentCommand:
+    """The command to push: as queued, or (a fetch command) completed from the LMS."""
+    if command.fetch is None:
+        return command
+    if ports.fetch is None:
+        raise FetchError("fetchback-unconfigured", "this worker has no fetch-back port to complete a fetch command")
+    return await ports.fetch.complete(command)
 
 
 async def _push(command: ContentCommand, graph: GraphPort, deadline: Deadline) -> Outcome:

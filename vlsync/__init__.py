@@ -3,7 +3,7 @@ against Microsoft Graph or the local emulator). See docs/cli.md."""
 
 from __future__ import annotations
 
-from vlsync import content, doctor, providers, replay, status  # noqa: F401 - registers the command groups
+from vlsync import catalog, content, doctor, providers, replay, status  # noqa: F401 - registers the command groups
 from vlsync.app import cli
 
 

@@ -540,6 +540,11 @@ def _busy_wait() -> BusyWait:
     return BusyWait(BUSY_ATTEMPTS, BUSY_WAIT_SECONDS)
 
 
+def busy_wait() -> BusyWait:
+    """How long a CLI push waits for a worker's lease (``_busy_wait``, which a test may shorten)."""
+    return _busy_wait()
+
+
 @contextlib.asynccontextmanager
 async def leased(
     graph: GraphClient, ledger: Ledger, registration_id: str, external_id: str, clock: GraphClock | None

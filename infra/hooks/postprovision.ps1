@@ -11,7 +11,8 @@
 #       identity's own Graph roles for an admin. A new identity's service principal takes a few
 #       minutes to replicate in Entra ID, so the hook waits for it (about a minute) and says to run
 #       it again if it is still not visible.
-#  2. Webhook secrets. App Service caches Key Vault references for up to 24 hours, so a secret
+#  2. Source secrets (WEBHOOK_SECRET_NAMES: every webhook and LMS API secret the sources name,
+#     each once). App Service caches Key Vault references for up to 24 hours, so a secret
 #     stored or changed after the app read it is not seen until the app restarts. The hook restarts
 #     the app when a source secret was created or changed since it last did (it records the
 #     secrets' update times in the azd environment as WEBHOOK_SECRETS_LOADED), and prints the
@@ -234,7 +235,11 @@ if ($mode -eq 'managed-identity') {
 
 Write-Host ''
 Write-Host '== Webhook secrets'
-if (-not $secrets) {
+if (-not $secrets -and $env:WEBHOOK_SOURCE_NAMES) {
+    # e.g. only Canvas sources without fetch-back: Canvas signs with its published keys.
+    Write-Host 'No source names a Key Vault secret (secretName, apiSecretName): nothing to check.'
+}
+elseif (-not $secrets) {
     Write-Host "No webhook source configured yet (VIVA_SOURCES). See docs/deploy.md, 'Add a webhook source':"
     Write-Host "store the source's secret in Key Vault $vault first, then add the source."
 }
@@ -265,7 +270,7 @@ else {
             else {
                 Write-Host "Secret '$name' is missing from Key Vault ${vault}: its source answers 500 (source-misconfigured)"
                 Write-Host 'until you store it and restart the app:'
-                Write-Host "  az keyvault secret set --vault-name $vault --name $name --value '<whsec_ secret from the LMS>'"
+                Write-Host "  az keyvault secret set --vault-name $vault --name $name --value '<the secret from the LMS: webhook secret, key, token or API secret>'"
                 Write-Host "  $restartCmd"
             }
         }

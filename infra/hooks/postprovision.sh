@@ -12,7 +12,8 @@
 #       identity's own Graph roles for an admin. A new identity's service principal takes a few
 #       minutes to replicate in Entra ID, so the hook waits for it (about a minute) and says to run
 #       it again if it is still not visible.
-#  2. Webhook secrets. App Service caches Key Vault references for up to 24 hours, so a secret
+#  2. Source secrets (WEBHOOK_SECRET_NAMES: every webhook and LMS API secret the sources name,
+#     each once). App Service caches Key Vault references for up to 24 hours, so a secret
 #     stored or changed after the app read it is not seen until the app restarts. The hook restarts
 #     the app when a source secret was created or changed since it last did (it records the
 #     secrets' update times in the azd environment as WEBHOOK_SECRETS_LOADED), and prints the
@@ -252,7 +253,10 @@ fi
 
 echo
 echo "== Webhook secrets"
-if [ -z "$secrets" ]; then
+if [ -z "$secrets" ] && [ -n "${WEBHOOK_SOURCE_NAMES:-}" ]; then
+  # e.g. only Canvas sources without fetch-back: Canvas signs with its published keys.
+  echo "No source names a Key Vault secret (secretName, apiSecretName): nothing to check."
+elif [ -z "$secrets" ]; then
   echo "No webhook source configured yet (VIVA_SOURCES). See docs/deploy.md, 'Add a webhook source':"
   echo "store the source's secret in Key Vault $vault first, then add the source."
 else
@@ -283,7 +287,7 @@ else
     for name in $missing; do
       echo "Secret '$name' is missing from Key Vault $vault: its source answers 500 (source-misconfigured)"
       echo "until you store it and restart the app:"
-      echo "  az keyvault secret set --vault-name $vault --name $name --value '<whsec_ secret from the LMS>'"
+      echo "  az keyvault secret set --vault-name $vault --name $name --value '<the secret from the LMS: webhook secret, key, token or API secret>'"
       echo "  $restart_cmd"
     done
     if [ -n "$stamp" ] && [ "$stamp" != "$loaded" ]; then

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from local.serving import serve_until_signalled
@@ -23,6 +25,39 @@ from .settings import load_local_settings
 from .triggers import HostRuntime
 
 logger = logging.getLogger("local.devhost")
+
+
+# A profile of the whole run, written when the host stops: DEVHOST_PROFILE=path.pstats (the bench's
+# webhook-path scenario sets it with --profile). yappi when installed (every thread, and coroutines
+# charged to their own functions; DEVHOST_PROFILE_CLOCK=cpu|wall), else cProfile (the event loop's thread).
+PROFILE_SETTING = "DEVHOST_PROFILE"
+PROFILE_CLOCK_SETTING = "DEVHOST_PROFILE_CLOCK"
+
+
+@contextlib.contextmanager
+def profiled(path: str) -> Iterator[None]:
+    if not path:
+        yield
+        return
+    try:
+        import yappi  # type: ignore[import-not-found, unused-ignore]  # a dev tool, not a requirement
+    except ImportError:
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            yield
+        finally:
+            profile.disable()
+            profile.dump_stats(path)
+        return
+    yappi.set_clock_type(os.environ.get(PROFILE_CLOCK_SETTING, "cpu"))
+    yappi.start(builtins=False, profile_threads=True)
+    try:
+        yield
+    finally:
+        yappi.stop()
+        yappi.get_func_stats().save(path, type="pstat")
+        logger.info("profile written to %s (%s clock)", path, yappi.get_clock_type())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -58,7 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             functions, config, os.environ, host=args.host, port=args.port, drain_timeout=args.drain_timeout
         )
         listed = "".join(f"\n{describe(f, config.route_prefix)}" for f in functions)
-        asyncio.run(serve_until_signalled(runtime.start(), lambda rt: f"dev host listening on {rt.base_url}{listed}"))
+        with profiled(os.environ.get(PROFILE_SETTING, "")):
+            asyncio.run(
+                serve_until_signalled(runtime.start(), lambda rt: f"dev host listening on {rt.base_url}{listed}")
+            )
     except (ValueError, OSError, ImportError) as exc:
         logger.error("dev host failed: %s", exc)
         return 1

@@ -182,6 +182,11 @@ class GraphWatcher:
                 self._read()
 
     @property
+    def records(self) -> list[dict[str, Any]]:
+        """Every request seen so far (the emulator's request log records, once each)."""
+        return list(self._seen.values())
+
+    @property
     def applied(self) -> int:
         """Content writes Graph took: a PATCH answered 2xx, a DELETE answered 2xx or 404 (already gone)."""
         return sum(

@@ -32,6 +32,7 @@ class Attempt:
     status: int | None  # None: no answer (connection lost, timeout): it may or may not have been accepted
     duplicate: bool = False
     error: str | None = None
+    answered_at: float = 0.0  # wall clock (time.time()) when the answer came; 0 when none did
 
 
 @dataclass
@@ -48,12 +49,25 @@ class Send:
 class Sender:
     """Sends ``plan.order`` with ``workers`` threads; ``progress`` is the share of sends finished."""
 
-    def __init__(self, url: str, secret: str, plan: Plan, *, workers: int = 8, give_up_after: float = 900.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        plan: Plan,
+        *,
+        workers: int = 8,
+        give_up_after: float = 900.0,
+        rate: float | None = None,
+        correlate: bool = False,
+    ) -> None:
         self.url = url
         self.secret = secret
         self.plan = plan
         self.workers = workers
         self.give_up_after = give_up_after
+        self.rate = rate  # sends per second, paced from the start (None: as fast as the workers go)
+        self.correlate = correlate  # send the webhook-id as x-correlation-id (Graph's client-request-id)
+        self._next = 0
         self.sends: list[Send] = []
         self._todo: queue.Queue[Send] = queue.Queue()
         seen: set[int] = set()
@@ -96,6 +110,10 @@ class Sender:
                     send = self._todo.get_nowait()
                 except queue.Empty:
                     break
+                if self.rate:
+                    with self._lock:
+                        due, self._next = self.started_at + self._next / self.rate, self._next + 1
+                    time.sleep(max(0.0, due - time.monotonic()))
                 self._deliver(client, send)
                 with self._lock:
                     self._done += 1
@@ -109,6 +127,8 @@ class Sender:
             stamp = int(time.time())
             headers = sign(delivery.body, self.secret, webhook_id=delivery.webhook_id, timestamp=stamp)
             headers["content-type"] = delivery.content_type
+            if self.correlate:
+                headers["x-correlation-id"] = delivery.webhook_id
             pause = 0.2
             try:
                 response = client.post(self.url, content=delivery.body, headers=headers)
@@ -120,7 +140,7 @@ class Sender:
                 with contextlib.suppress(ValueError):
                     body = response.json()
                 duplicate = isinstance(body, dict) and body.get("duplicate") is True
-                send.attempts.append(Attempt(stamp, response.status_code, duplicate))
+                send.attempts.append(Attempt(stamp, response.status_code, duplicate, answered_at=time.time()))
                 if response.status_code < 300 or (response.status_code < 500 and response.status_code != 429):
                     return
                 with contextlib.suppress(ValueError):

@@ -36,6 +36,7 @@ from local import demo
 from local.azurite import REPO_ROOT, AzuriteEndpoints, free_port, running_azurite
 from local.identity.tls import ca_bundle
 from local.stack import STACK_APP_CLIENT_ID, STACK_IDENTITY_CLIENT_ID, admin_token
+from local.write_budget import LOCAL_WRITE_BUDGET
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ _FOREIGN_SETTINGS = (
     "AzureWebJobsStorage", "LearningSyncStorage", "GRAPH_AUTH_MODE", "VIVA_APP_CLIENT_ID", "VIVA_APP_TENANT_ID",
     "AZURE_AUTHORITY_HOST", "SSL_CERT_FILE", "GRAPH_MAX_INLINE_RETRY_SECONDS", "GRAPH_MAX_DEFERRALS",
     "GRAPH_TIMEOUT_SECONDS", "APPLICATIONINSIGHTS_CONNECTION_STRING", "LEDGER_TABLE_NAME",
+    "GRAPH_WRITE_RATE_PER_SECOND", "GRAPH_WRITE_BURST", "GRAPH_WRITE_BLOCK_LIMIT", "GRAPH_WRITE_BLOCK_SECONDS",
 )  # fmt: skip
 
 
@@ -218,9 +220,18 @@ class Azurite:
 class FaultStack:
     """Azurite, the Graph emulator, the identity endpoint and the dev host running the app."""
 
-    def __init__(self, run_dir: Path, clocks: Clocks) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        clocks: Clocks,
+        *,
+        graph_args: tuple[str, ...] = (),
+        host_env: dict[str, str] | None = None,
+    ) -> None:
         self.run_dir = run_dir.resolve()
         self.clocks = clocks
+        self.graph_args = graph_args  # extra emulator options (the bench's ``--latency-ms 40``)
+        self.host_env = dict(host_env or {})  # extra dev host settings (the bench's profiling switch)
         self.logs = self.run_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -254,7 +265,7 @@ class FaultStack:
         self.connection_string = self.azurite.first_start().connection_string
         graph = Process(
             "graph-emulator",
-            [py, "-m", "local.graph_emulator", "--port", "0", "--page-size", "500"],
+            [py, "-m", "local.graph_emulator", "--port", "0", "--page-size", "500", *self.graph_args],
             base_env,
             r"listening on (http://\S+)",
             self.logs,
@@ -305,6 +316,9 @@ class FaultStack:
             "VIVA_APP_TENANT_ID": str(health["tenantId"]),
             "AZURE_AUTHORITY_HOST": str(health["authorityHost"]),
             "SSL_CERT_FILE": str(bundle),
+            # The write budget stays on but above what the harness sends (local/write_budget.py).
+            **LOCAL_WRITE_BUDGET,
+            **self.host_env,
         }
         if self.clocks.inline_retry_seconds is not None:
             app_env["GRAPH_MAX_INLINE_RETRY_SECONDS"] = f"{self.clocks.inline_retry_seconds:g}"

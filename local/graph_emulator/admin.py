@@ -39,6 +39,11 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+async def persistence(request: web.Request) -> web.Response:
+    """The snapshot and journal files, entries since the last compaction, compactions, last error."""
+    return json_response(request.app[RUNTIME].state.persistence())
+
+
 async def get_faults(request: web.Request) -> web.Response:
     return json_response(request.app[RUNTIME].faults.describe())
 
@@ -96,6 +101,11 @@ async def get_requests(request: web.Request) -> web.Response:
     return json_response({"value": [r.to_json() for r in records]})
 
 
+async def get_request_stats(request: web.Request) -> web.Response:
+    """Totals since the last clear, over every request (the ring keeps only the recent ones)."""
+    return json_response(request.app[RUNTIME].requests.stats())
+
+
 async def delete_requests(request: web.Request) -> web.Response:
     request.app[RUNTIME].requests.clear()
     return web.Response(status=204)
@@ -120,12 +130,26 @@ async def get_providers(request: web.Request) -> web.Response:
     return json_response({"value": request.app[RUNTIME].state.registrations()})
 
 
+async def compact(request: web.Request) -> web.Response:
+    """Start a compaction in the background (202); 409 without ``--snapshot`` or while one runs."""
+    state = request.app[RUNTIME].state
+    if state.journal is None:
+        raise GraphError(409, "conflict", "The emulator keeps no snapshot (start it with --snapshot FILE).")
+    if not state.compact(background=True):
+        raise GraphError(409, "conflict", "A compaction is already running.")
+    log.info("compaction started by the admin API")
+    return json_response(state.persistence(), 202)
+
+
 ROUTES: dict[str, dict[str, Any]] = {
     "/health": {"GET": health},
+    "/persistence": {"GET": persistence},
+    "/persistence/compact": {"POST": compact},
     "/faults": {"GET": get_faults, "PUT": put_faults, "DELETE": delete_faults},
     "/faults/next": {"POST": push_script},
     "/settings": {"GET": get_settings, "PATCH": patch_settings},
     "/requests": {"GET": get_requests, "DELETE": delete_requests},
+    "/requests/stats": {"GET": get_request_stats},
     "/reset": {"POST": reset},
     "/state": {"GET": get_state},
     "/providers": {"GET": get_providers},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +22,7 @@ DEFAULT_PAGE_SIZE = 100
 DeleteForms = Literal["documented", "sdk", "both"]
 PatchSemantics = Literal["merge", "replace"]
 AppBinding = Literal["strict-app", "lenient"]
+BatchMode = Literal["on", "off"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,8 @@ class Modes(BaseModel):
     The defaults are the strict readings (README "Emulator settings"): ``documented`` accepts only the
     delete form the docs show; ``merge`` keeps properties a PATCH leaves out, so only a client that
     sends every property it manages gets the same result under both readings; ``strict-app`` refuses a
-    content write from an app other than the one that registered the provider.
+    content write from an app other than the one that registered the provider. ``batch`` and
+    ``latencyMs`` are not readings of Graph but test conditions: batching refused, a round trip's delay.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -43,6 +47,10 @@ class Modes(BaseModel):
     patch_semantics: PatchSemantics = Field(default="merge", alias="patchSemantics")
     visibility_lag_ms: int = Field(default=0, ge=0, le=86_400_000, alias="visibilityLagMs")
     app_binding: AppBinding = Field(default="strict-app", alias="appBinding")
+    # "off" refuses every $batch (a client's fallback to single requests can be tested); see batch.py.
+    batch: BatchMode = Field(default="on")
+    # A fixed delay per HTTP request (one round trip; a $batch pays it once), without blocking the loop.
+    latency_ms: int = Field(default=0, ge=0, le=60_000, alias="latencyMs")
 
     def to_json(self) -> dict[str, object]:
         return self.model_dump(by_alias=True)
@@ -72,6 +80,9 @@ class ModeSwitch:
             self._current = self._initial
 
 
+Sleep = Callable[[float], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class EmulatorRuntime:
     state: EmulatorState
@@ -81,7 +92,9 @@ class EmulatorRuntime:
     metadata: Metadata
     validator: Validator
     modes: ModeSwitch
+    sleep: Sleep = asyncio.sleep  # the per-request latency's wait (tests inject one that records)
 
 
 RUNTIME = web.AppKey("graph_emulator_runtime", EmulatorRuntime)
 CALLER = web.RequestKey("graph_emulator_caller", Caller)
+REQUEST_ID = web.RequestKey("graph_emulator_request_id", str)

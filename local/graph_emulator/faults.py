@@ -161,10 +161,23 @@ class FaultInjector:
                 self.injected += 1
             return decision
 
-    def _scripted(self, method: str, path: str) -> FaultDecision | None:
+    def decide_envelope(self, method: str, path: str) -> FaultDecision | None:
+        """For a ``$batch`` POST itself: only a scripted entry whose own ``match`` names ``$batch`` in
+        ``pathContains``. The configured faults and every other entry apply to its requests one by one
+        (Graph throttles each request of a batch on its own)."""
+        with self._lock:
+            decision = self._scripted(method, path, envelope=True)
+            if decision and (decision.drop or decision.status is not None):
+                self.injected += 1
+            return decision
+
+    def _scripted(self, method: str, path: str, *, envelope: bool = False) -> FaultDecision | None:
         default_match = self._config.match if self._config else None
         for entry in self._script:
             match = entry.match or default_match
+            aims_at_batch = bool(entry.match and entry.match.path_contains and "$batch" in entry.match.path_contains)
+            if envelope != aims_at_batch:
+                continue
             if match is None or match.matches(method, path):
                 self._script.remove(entry)
                 retry = entry.retry_after_seconds

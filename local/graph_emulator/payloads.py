@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from .errors import GraphError, bad_request, missing_content_type
+from .inbound import Inbound
 
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 
@@ -33,7 +34,7 @@ def _reject_constant(name: str) -> Any:
     raise bad_request(f"The request body is not valid JSON: '{name}' is not a JSON value.")
 
 
-async def read_json(request: web.Request) -> Any:
+async def read_json(request: Inbound) -> Any:
     """Read a JSON request body the way Graph does: JSON media type, UTF-8, no duplicate keys."""
     raw = await request.read()
     if not raw.strip():

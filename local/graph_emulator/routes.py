@@ -16,6 +16,7 @@ from aiohttp import web
 from . import auth
 from .context import CALLER, RUNTIME, DeleteForms, EmulatorRuntime
 from .errors import GraphError, access_denied, bad_request, method_not_allowed, not_found, segment_not_found
+from .inbound import Inbound
 from .odata import (
     ENTITY_OPTIONS,
     LIST_OPTIONS,
@@ -113,7 +114,8 @@ def resolve(raw_segments: list[str], metadata: Metadata) -> Route:
     first = _parse(raw_segments[0], raw_segments[1:])
     if first.name.lower() != SINGLETON.lower() or first.key:
         if first.name == "$batch":
-            raise not_implemented("$batch")
+            # Only reached from inside a batch (handle_graph serves a top-level one): none nests.
+            raise bad_request("A request inside a $batch cannot itself be a $batch.")
         raise segment_not_found(first.name)
     if len(raw_segments) == 1:
         raise not_implemented(SINGLETON)
@@ -175,7 +177,7 @@ def resolve(raw_segments: list[str], metadata: Metadata) -> Route:
 class Call:
     """One resolved Graph request and what the handlers need to answer it."""
 
-    request: web.Request
+    request: Inbound
     runtime: EmulatorRuntime
     caller: auth.Caller
     route: Route
@@ -399,6 +401,16 @@ HANDLERS = {Kind.PROVIDERS: _providers, Kind.PROVIDER: _provider, Kind.CONTENTS:
 async def handle_graph(request: web.Request) -> web.StreamResponse:
     """Entry point for every non-admin request (registered as a catch-all route)."""
     runtime = request.app[RUNTIME]
+    segments, _ = split_target(request.raw_path)
+    if len(segments) == 2 and segments[1] == "$batch" and segments[0] in VERSIONS:
+        from .batch import handle_batch  # batch serves its requests through serve_graph below
+
+        return await handle_batch(request, runtime, segments[0])
+    return await serve_graph(runtime, request)
+
+
+async def serve_graph(runtime: EmulatorRuntime, request: Inbound) -> web.StreamResponse:
+    """Authenticate, resolve and answer one Graph request (on the wire or inside a ``$batch``)."""
     raw_path = request.raw_path.partition("?")[0]
     segments, raw_query = split_target(request.raw_path)
     version = segments[0] if segments else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,8 +11,19 @@ from pathlib import Path
 from local.serving import serve_in_thread
 
 from .app import create_app
-from .context import DEFAULT_PAGE_SIZE, RUNTIME, AppBinding, DeleteForms, EmulatorRuntime, Modes, PatchSemantics
+from .context import (
+    DEFAULT_PAGE_SIZE,
+    RUNTIME,
+    AppBinding,
+    BatchMode,
+    DeleteForms,
+    EmulatorRuntime,
+    Modes,
+    PatchSemantics,
+    Sleep,
+)
 from .faults import FaultConfig, FaultInjector
+from .persistence import FsyncPolicy
 from .requestlog import RequestLog
 from .state import EmulatorState
 
@@ -51,6 +63,10 @@ def run_in_thread(
     patch_semantics: PatchSemantics = "merge",
     visibility_lag_ms: int = 0,
     app_binding: AppBinding = "strict-app",
+    fsync: FsyncPolicy = "interval",
+    batch: BatchMode = "on",
+    latency_ms: int = 0,
+    sleep: Sleep = asyncio.sleep,
     startup_timeout: float = 10.0,
 ) -> Iterator[RunningEmulator]:
     """Serve on a private event loop in a daemon thread; stop cleanly on exit.
@@ -63,7 +79,13 @@ def run_in_thread(
         patchSemantics=patch_semantics,
         visibilityLagMs=visibility_lag_ms,
         appBinding=app_binding,
+        batch=batch,
+        latencyMs=latency_ms,
     )
-    app = create_app(EmulatorState(snapshot), page_size=page_size, signing_key=signing_key, faults=faults, modes=modes)
-    with serve_in_thread(app, name="graph-emulator", host=host, port=port, startup_timeout=startup_timeout) as site:
-        yield RunningEmulator(site.url, host, site.port, app[RUNTIME])
+    state = EmulatorState(snapshot, fsync=fsync)
+    app = create_app(state, page_size=page_size, signing_key=signing_key, faults=faults, modes=modes, sleep=sleep)
+    try:
+        with serve_in_thread(app, name="graph-emulator", host=host, port=port, startup_timeout=startup_timeout) as site:
+            yield RunningEmulator(site.url, host, site.port, app[RUNTIME])
+    finally:
+        state.close()  # the server has stopped: fold the journal into the snapshot

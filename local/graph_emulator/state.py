@@ -1,8 +1,9 @@
 """In-memory tenant data with an optional JSON snapshot.
 
 Data is partitioned by the token's ``tid`` so two tenants never see each other's providers.
-Content keeps insertion order (stable paging). The snapshot is rewritten atomically (temp file +
-rename) after every mutation so a killed emulator never leaves a torn file.
+Content keeps insertion order (stable paging). With a snapshot path every mutation is appended to a
+journal before it is answered, and the journal is folded into the snapshot now and then
+(``persistence.py``: crash-safe, O(1) per write); ``close`` folds the rest in.
 
 Emulator choice (real behaviour undocumented): deleting a provider deletes its content.
 
@@ -19,10 +20,7 @@ such key: its providers load unbound (``None``), and any app may write their con
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -31,9 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .persistence import COMPACT_MIN_ENTRIES, SNAPSHOT_VERSION, FsyncPolicy, Journal, ProviderView, TenantsView
+
 log = logging.getLogger("graph_emulator.state")
 
-SNAPSHOT_VERSION = 1  # registeredByAppId is optional within version 1: older snapshots load unbound
+# SNAPSHOT_VERSION 1: registeredByAppId and journalSeq are optional within it (older snapshots load
+# unbound, with nothing journalled after them).
 REGISTERED_BY = "registeredByAppId"  # the snapshot key of Provider.registered_by_app_id
 
 
@@ -70,14 +71,34 @@ class EmulatorState:
     The lock makes in-process inspection from a test thread safe while the server thread runs.
     """
 
-    def __init__(self, snapshot_path: Path | str | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        snapshot_path: Path | str | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        fsync: FsyncPolicy = "interval",
+        compact_min_entries: int = COMPACT_MIN_ENTRIES,
+        background_compaction: bool = True,
+    ) -> None:
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
         self._clock = clock
         self._lock = threading.RLock()
         self._tenants: dict[str, dict[str, Provider]] = {}
-        if self.snapshot_path and self.snapshot_path.exists():
-            self.load(json.loads(self.snapshot_path.read_text(encoding="utf-8")))
-            log.info("loaded snapshot path=%s tenants=%s", self.snapshot_path, len(self._tenants))
+        self._background = background_compaction
+        self.journal: Journal | None = None
+        if self.snapshot_path is None:
+            return
+        self.journal = Journal(self.snapshot_path, fsync=fsync, compact_min_entries=compact_min_entries)
+        snapshot, entries = self.journal.read()
+        if snapshot is not None:
+            self.load(snapshot)
+        for entry in entries:
+            self._apply(entry)
+        if entries:
+            # Fold the replayed entries in now: the next start reads one file, and replay never grows.
+            with self._lock:
+                self.journal.begin_compaction(self._capture(), background=False)
+        log.info("loaded snapshot path=%s tenants=%s replayed=%s", self.snapshot_path, len(self._tenants), len(entries))
 
     # -- providers ---------------------------------------------------------------------------
     def providers(self, tenant_id: str) -> list[dict[str, Any]]:
@@ -97,7 +118,7 @@ class EmulatorState:
             provider_id = str(uuid.uuid4())
             provider = Provider({**props, "id": provider_id}, registered_by_app_id)
             self._tenants.setdefault(tenant_id, {})[provider_id] = provider
-            self._persist()
+            self._record({"op": "provider", "t": tenant_id, "props": provider.props, "app": registered_by_app_id})
             return dict(provider.props)
 
     def registered_by_app_id(self, tenant_id: str, provider_id: str) -> str | None:
@@ -125,15 +146,15 @@ class EmulatorState:
             found = self._tenants.get(tenant_id, {}).get(provider_id)
             if not found:
                 return False
-            found.props.update(changes)
-            self._persist()
+            found.props = {**found.props, **changes}  # replaced, not mutated: a compaction may hold the old one
+            self._record({"op": "provider", "t": tenant_id, "props": found.props, "app": found.registered_by_app_id})
             return True
 
     def delete_provider(self, tenant_id: str, provider_id: str) -> bool:
         with self._lock:
             removed = self._tenants.get(tenant_id, {}).pop(provider_id, None)
             if removed:
-                self._persist()
+                self._record({"op": "dropProvider", "t": tenant_id, "id": provider_id})
             return removed is not None
 
     # -- content -----------------------------------------------------------------------------
@@ -180,7 +201,7 @@ class EmulatorState:
             provider.contents[content_id] = stored
             provider.by_external_id[external_id] = content_id
             provider.versions.setdefault(content_id, []).append((self._clock(), lag_seconds, dict(stored)))
-            self._persist()
+            self._record({"op": "content", "t": tenant_id, "p": provider_id, "c": stored})
             return dict(stored), existing_id is None
 
     def delete_content(self, tenant_id: str, provider_id: str, content_id: str) -> bool:
@@ -191,14 +212,14 @@ class EmulatorState:
                 return False
             provider.by_external_id.pop(str(removed["externalId"]), None)
             provider.versions.pop(content_id, None)
-            self._persist()
+            self._record({"op": "dropContent", "t": tenant_id, "p": provider_id, "id": content_id})
             return True
 
     # -- whole state -------------------------------------------------------------------------
     def clear(self) -> None:
         with self._lock:
             self._tenants.clear()
-            self._persist()
+            self._record({"op": "clear"})
 
     def dump(self) -> dict[str, Any]:
         """JSON form used for the snapshot file and ``GET /_emulator/state``."""
@@ -239,18 +260,95 @@ class EmulatorState:
         with self._lock:
             self._tenants = tenants
 
-    def _persist(self) -> None:
-        if not self.snapshot_path:
+    # -- persistence ---------------------------------------------------------------------------
+    def _record(self, entry: dict[str, Any]) -> None:
+        """Journal a mutation (under the lock, before it is answered); compact when the journal is due."""
+        journal = self.journal
+        if journal is None:
             return
-        target = self.snapshot_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.dump(), handle, ensure_ascii=False)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        journal.append(entry)
+        if journal.wants_compaction():
+            journal.begin_compaction(self._capture(), background=self._background)
+
+    def _capture(self) -> TenantsView:
+        """The state by reference, for a snapshot written outside the lock: the lists are new, the dicts
+        are never mutated once stored (writes replace them)."""
+        return {
+            tid: [
+                ProviderView({**p.props, REGISTERED_BY: p.registered_by_app_id}, list(p.contents.values()))
+                for p in providers.values()
+            ]
+            for tid, providers in self._tenants.items()
+        }
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        """Replay one journal entry (written by ``_record``); reads see it at once, as after ``load``."""
+        op = entry["op"]
+        if op == "clear":
+            self._tenants.clear()
+        elif op == "provider":
+            tenant = self._tenants.setdefault(entry["t"], {})
+            props = dict(entry["props"])
+            existing = tenant.get(str(props["id"]))
+            if existing is None:
+                tenant[str(props["id"])] = Provider(props, entry.get("app"))
+            else:
+                existing.props = props
+        elif op == "dropProvider":
+            self._tenants.get(entry["t"], {}).pop(entry["id"], None)
+        elif op == "content":
+            provider = self._provider(entry["t"], entry["p"])
+            content = entry["c"]
+            provider.contents[content["id"]] = content
+            provider.by_external_id[content["externalId"]] = content["id"]
+            provider.versions[content["id"]] = [(float("-inf"), 0.0, content)]
+        elif op == "dropContent":
+            provider = self._provider(entry["t"], entry["p"])
+            removed = provider.contents.pop(entry["id"], None)
+            if removed is not None:
+                provider.by_external_id.pop(str(removed["externalId"]), None)
+                provider.versions.pop(entry["id"], None)
+        else:
+            raise ValueError(f"unknown journal operation {op!r} (entry {entry.get('s')})")
+
+    def persistence(self) -> dict[str, Any]:
+        """What ``GET /_emulator/persistence`` shows."""
+        journal = self.journal
+        if journal is None:
+            return {"snapshot": str(self.snapshot_path) if self.snapshot_path else None, "journal": None}
+        error = journal.last_error
+        return {
+            "snapshot": str(journal.snapshot_path),
+            "journal": [str(p) for p in journal.segments()],
+            "fsync": journal.fsync,
+            "pendingEntries": journal.pending,
+            "compactions": journal.compactions,
+            "compacting": journal.compacting,
+            "lastCompactionSeconds": journal.last_compaction_seconds,
+            "lastError": repr(error) if error else None,
+        }
+
+    def compact(self, *, background: bool = False) -> bool:
+        """Fold the journal into the snapshot now (in this thread, or in the background); False without a
+        snapshot path, or in the background while a compaction already runs."""
+        journal = self.journal
+        if journal is None:
+            return False
+        if background and journal.compacting:
+            return False
+        journal.wait_compaction()
+        with self._lock:
+            journal.begin_compaction(self._capture(), background=background)
+        return True
+
+    def close(self) -> None:
+        """Fold what is journalled into the snapshot and close the journal; the state stays readable."""
+        journal = self.journal
+        if journal is None:
+            return
+        journal.wait_compaction()
+        with self._lock:
+            if journal.pending or journal.segments():
+                journal.begin_compaction(self._capture(), background=False)
+            journal.close()
+            self.journal = None

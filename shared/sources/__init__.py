@@ -53,8 +53,7 @@ class VerifiedDocument(Delivery):
 class Reply(Exception):
     """An answer a platform's protocol demands instead of a queued command (Event Grid's
     subscription validation, the CloudEvents abuse-protection preflight). Raised by an adapter;
-    nothing is queued, and the intake is to render it as the response (the change it still needs is
-    in docs/sources.md, "What the intake and the handler still need")."""
+    nothing is queued, and the intake renders it as the response (``shared.intake``)."""
 
     status: int
     body: dict[str, Any] | None = None

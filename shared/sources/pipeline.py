@@ -5,18 +5,21 @@ An adapter reads its platform's envelope into :class:`CourseEvent` values; :func
 rest the same way for all of them: externalId prefix, hidden -> isActive=false or delete, safe plain
 text, UTC date-times, ISO-8601 durations, absolute URLs, the default language, the URL template,
 and the required Graph fields (a thin event that cannot fill them is refused with
-``content-incomplete``, naming each missing field and what would fill it).
+``content-incomplete``, naming each missing field and what would fill it). A source with fetch-back
+(``apiBaseUrl``) queues its upserts as fetch commands instead, and :func:`complete` applies the same
+rules to the LMS's answer in the worker.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from shared.models import ContentCommand, LearningContent
+from shared.models import ContentCommand, FetchRef, LearningContent
 from shared.problems import (
     CONTENT_INCOMPLETE,
     CREDENTIAL_INVALID,
@@ -26,7 +29,7 @@ from shared.problems import (
     FieldError,
     Problem,
 )
-from shared.settings import KeyAuth, LmsSource
+from shared.settings import KeyAuth, LmsSource, fetch_back
 from shared.sources import Delivery, WebhookRequest
 from shared.sources.cloudevents import coalesce, event_time_problem
 from shared.sources.mapping import to_bool
@@ -148,8 +151,8 @@ def commands(
     """Every event of a delivery as a command; every failing field of every event reported at once.
 
     Values that are wrong are a ``schema-violation`` (400); an upsert whose required fields nothing
-    can fill is ``content-incomplete`` (422), so the operator sees it is the source's setup (or
-    the missing fetch-back) and not a malformed delivery. ``errors`` are failures an earlier step
+    can fill is ``content-incomplete`` (422), so the operator sees it is the source's setup (or a
+    source without fetch-back, ``apiBaseUrl``) and not a malformed delivery. ``errors`` are failures an earlier step
     (a mapping) found in the same delivery.
     """
     out: list[ContentCommand] = []
@@ -212,7 +215,19 @@ def _command(
         return None
 
     content: LearningContent | None = None
-    if op == "upsert":
+    fetch: FetchRef | None = None
+    if op == "upsert" and fetch_back(source):
+        # Fetch-back: the worker completes the item from the LMS's API, so nothing is required yet.
+        if len(wrong) > errors_before:
+            return None
+        fetch = FetchRef(
+            kind=source.kind,  # type: ignore[arg-type]  # fetch_back() holds only for the four LMS kinds
+            courseId=event.course_id,
+            hidden=action == "hidden",
+            fields={k: v for k, v in content_fields.items() if k != "isActive"},
+            urlValues=dict(event.url_values),
+        )
+    elif op == "upsert":
         template = source.content_web_url_template
         if "contentWebUrl" not in content_fields and "contentWebUrl" not in failed and template:
             url = render_url_template(template, event.course_id, event.url_values)
@@ -248,6 +263,7 @@ def _command(
             registrationId=source.registration_id,
             externalId=external_id,
             content=content,
+            fetch=fetch,
             source=request.source_name,
             sourceEventId=event.event_id,
             eventTime=event_time,
@@ -259,3 +275,82 @@ def _command(
             where = at("sourceEventId" if name == "sourceEventId" else "externalId")
             wrong.append(FieldError(f"{name} {err['msg'].removeprefix('Value error, ')}", where))
         return None
+
+
+# -- completing a fetch-back command (the worker, ``shared.fetchback``) -----------------------------
+
+
+@dataclass
+class CompletionError(ValueError):
+    """The course as the LMS describes it still cannot be a learningContent: ``content-incomplete``
+    (a required field nothing fills) or ``content-invalid`` (a value the rules refuse)."""
+
+    code: Literal["content-incomplete", "content-invalid"]
+    errors: list[str]
+
+    def __str__(self) -> str:
+        return "; ".join(self.errors)
+
+
+def complete(
+    source: LmsSource,
+    external_id: str,
+    fetch: FetchRef,
+    lms_fields: Mapping[str, Any],
+    *,
+    default_url: str | None = None,
+) -> LearningContent | None:
+    """The item a fetch command becomes, by the intake's own rules: the LMS's raw values normalised
+    (they win over the event's, which were normalised at intake), then the source's options
+    (hidden -> isActive=false or delete, contentWebUrlTemplate, defaultLanguageTag) and the required
+    fields. ``external_id`` is the command's (with the prefix it was queued with). ``default_url`` is
+    the course page the LMS's address implies, used when neither the LMS, the event nor the template
+    gives one. None: the item is to be deleted (hidden, ``hiddenAs: delete``).
+    """
+    fields: dict[str, Any] = dict(fetch.fields)
+    wrong: list[str] = []
+    for name, raw in lms_fields.items():
+        try:
+            value = NORMALISERS[name](raw)
+        except ValueError as exc:
+            wrong.append(f"{name} {exc}")
+            continue
+        if value not in ("", [], None):
+            fields[name] = value
+    if wrong:
+        raise CompletionError("content-invalid", wrong)
+    if "isActive" not in fields and fetch.hidden:
+        fields["isActive"] = False
+    if fields.get("isActive") is False and source.hidden_as == "delete":
+        return None
+    template = source.content_web_url_template
+    if "contentWebUrl" not in fields and template:
+        url = render_url_template(template, fetch.course_id, fetch.url_values)
+        if url is not None:
+            try:
+                fields["contentWebUrl"] = absolute_url(url)
+            except ValueError as exc:
+                raise CompletionError(
+                    "content-invalid", [f"contentWebUrl built from contentWebUrlTemplate {exc}"]
+                ) from None
+    if "contentWebUrl" not in fields and default_url:
+        fields["contentWebUrl"] = default_url
+    if "languageTag" not in fields and source.default_language_tag:
+        fields["languageTag"] = source.default_language_tag
+    missing = [name for name in REQUIRED_FIELDS if name not in fields]
+    if missing:
+        hints = {**_FILL_HINTS, "title": "neither the event nor the LMS gives the course a name"}
+        raise CompletionError(
+            "content-incomplete",
+            [f"{name} is required: {hints[name].replace('the event carries', 'the LMS gives')}" for name in missing],
+        )
+    try:
+        return LearningContent.model_validate({**fields, "externalId": external_id}, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise CompletionError(
+            "content-invalid",
+            [
+                f"{'.'.join(map(str, e['loc']))} {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors(include_url=False)
+            ],
+        ) from None

@@ -252,6 +252,8 @@ def test_the_settings_api_switches_it(client: httpx.Client) -> None:
         "patchSemantics": "merge",
         "visibilityLagMs": 0,
         "appBinding": "lenient",
+        "batch": "on",
+        "latencyMs": 0,
     }
     put(client, provider_id, "c", WRITE_B)
     assert settings(client, appBinding="strict-app")["appBinding"] == "strict-app"

@@ -69,6 +69,8 @@ def test_settings_api(client: httpx.Client) -> None:
         "patchSemantics": "merge",
         "visibilityLagMs": 0,
         "appBinding": "strict-app",
+        "batch": "on",
+        "latencyMs": 0,
     }
     assert settings(client, deleteForms="both", visibilityLagMs=5)["visibilityLagMs"] == 5
     bad_settings = (
@@ -76,6 +78,8 @@ def test_settings_api(client: httpx.Client) -> None:
         {"patchSemantics": "upsert"},
         {"visibilityLagMs": -1},
         {"appBinding": "strict"},
+        {"batch": "maybe"},
+        {"latencyMs": -1},
         {"pageSize": 3},
     )
     for bad in bad_settings:
@@ -86,7 +90,19 @@ def test_settings_api(client: httpx.Client) -> None:
 
 def test_run_in_thread_takes_the_settings() -> None:
     with run_in_thread(
-        delete_forms="sdk", patch_semantics="replace", visibility_lag_ms=7, app_binding="lenient"
+        delete_forms="sdk",
+        patch_semantics="replace",
+        visibility_lag_ms=7,
+        app_binding="lenient",
+        batch="off",
+        latency_ms=2,
     ) as emu:
         view = httpx.get(f"{emu.url}/_emulator/settings", timeout=5).json()
-    assert view == {"deleteForms": "sdk", "patchSemantics": "replace", "visibilityLagMs": 7, "appBinding": "lenient"}
+    assert view == {
+        "deleteForms": "sdk",
+        "patchSemantics": "replace",
+        "visibilityLagMs": 7,
+        "appBinding": "lenient",
+        "batch": "off",
+        "latencyMs": 2,
+    }

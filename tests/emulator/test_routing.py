@@ -66,7 +66,6 @@ def test_wrong_method(client: httpx.Client, method: str, path: str, allow: str) 
     [
         "/v1.0/employeeExperience",
         "/v1.0/employeeExperience/learningCourseActivities",
-        "/v1.0/$batch",
         f"{PROVIDERS}/p/learningCourseActivities",
     ],
 )

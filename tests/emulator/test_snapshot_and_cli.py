@@ -50,7 +50,7 @@ def test_cli_prints_listening_line_and_serves(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "local.graph_emulator", "--host", "127.0.0.1", "--port", "0", "--page-size", "7"]
     command += ["--delete-forms", "both", "--patch-semantics", "replace", "--visibility-lag-ms", "5"]
-    command += ["--app-binding", "lenient"]
+    command += ["--app-binding", "lenient", "--batch", "off", "--latency-ms", "3", "--fsync", "always"]
     with subprocess.Popen(
         [*command, "--snapshot", str(tmp_path / "s.json")],
         cwd=REPO_ROOT,
@@ -74,6 +74,8 @@ def test_cli_prints_listening_line_and_serves(tmp_path: Path) -> None:
                 "patchSemantics": "replace",
                 "visibilityLagMs": 5,
                 "appBinding": "lenient",
+                "batch": "off",
+                "latencyMs": 3,
             }
             response = httpx.get(f"http://127.0.0.1:{port}{PROVIDERS}", headers=ADMIN, timeout=5)
             assert response.status_code == 200

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.graph import Deadline, GraphTransientError
+from shared.graph import Deadline, GraphTransientError, WriteBudget
 from shared.ledger import Ledger, LedgerEntry, PushTiming, content_row_key, partition_key, table_service
 from shared.models import ContentCommand
 from shared.queue import StorageCommandQueue
@@ -180,6 +180,9 @@ class NewerEventRecordedMeanwhile:
         raise AssertionError("not used")
 
     def for_tenant(self, tenant_id: str | None) -> GraphPort:
+        return self
+
+    def with_budget(self, budget: WriteBudget | None) -> GraphPort:
         return self
 
 

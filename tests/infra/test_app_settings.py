@@ -23,7 +23,6 @@ Trees = dict[str, dict[str, Any]]
 DOC = REPO / "docs/deploy.md"
 README = REPO / "README.md"
 HOST_STORAGE = "AzureWebJobsStorage"
-KEY_VAULT_REFERENCE = "@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${s.secretName})"
 # `tenant().tenantId` in pycep's tree: the deployment's own tenant, a fact and not a constant.
 TENANT_ID = {
     "operator": {
@@ -225,7 +224,8 @@ def test_every_azure_setting_is_read_by_the_code_the_host_or_the_worker(bicep: T
 
 def test_every_sample_setting_is_set_in_azure_or_local_only(bicep: Trees) -> None:
     sample = sample_values()
-    source_secrets = {s.secret_setting for s in parse_sources(sample.get("SOURCES", "{}")).values()}
+    sources = parse_sources(sample.get("SOURCES", "{}")).values()
+    source_secrets = {s.secret_setting for s in sources} | {getattr(s, "api_secret_setting", None) for s in sources}
     unexplained = set(sample) - azure_settings(bicep) - local_only() - source_secrets
     assert not unexplained, f"set these in the Bicep or list them under 'Not set in Azure': {sorted(unexplained)}"
 
@@ -294,6 +294,8 @@ PARAMETER_OF = {
     "REGISTRATION_STATE_CACHE_SECONDS": ("registrationStateCacheSeconds", "registration_state_cache_seconds"),
     "DEDUPE_HORIZON_HOURS": ("dedupeHorizonHours", "dedupe_horizon_hours"),
     "EVENT_ARCHIVE_RETENTION_DAYS": ("eventArchiveRetentionDays", "event_archive_retention_days"),
+    "RECONCILE_SCHEDULE": ("reconcileSchedule", "reconcile_schedule"),
+    "RECONCILE_CATALOGS": ("reconcileCatalogs", "reconcile_catalogs_json"),
 }
 
 
@@ -306,80 +308,3 @@ def test_parameter_settings_default_to_the_code_defaults(bicep: Trees, setting: 
     default = bicep["main.bicep"]["parameters"][parameter]["default"]
     code_default = Settings.model_fields[field].default
     assert type(code_default)(default) == code_default
-
-
-def test_each_source_secret_setting_is_a_key_vault_reference(bicep: Trees, infra_text: dict[str, str]) -> None:
-    text = infra_text["app/sources.bicep"]
-    assert "toUpper(replace(s.secretName, '-', '_'))" in text
-    assert f"'${{secretSettingNames[i]}}': '{KEY_VAULT_REFERENCE}'" in text
-    assert "kind: 'cloudevents'\n    registrationId: s.registrationId\n    secretSetting: secretSettingNames[i]" in text
-    outputs = bicep["app/sources.bicep"]["outputs"]
-    assert outputs["sourcesJson"]["value"] == "sourcesJson"
-    assert function(outputs["secretSettings"]["value"], "json") == {"arg_1": "secretSettingsJson"}
-    source_params = body(bicep["main.bicep"]["modules"]["webhookSources"])["params"]
-    assert accessor(source_params["keyVaultName"]) == "keyVault.outputs.name"
-    assert source_params["sources"] == "sources"
-
-
-def _arm_string(value: object) -> str:
-    """ARM's string() of an object: compact JSON."""
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _members_to_object(members: list[str]) -> str:
-    """sources.bicep: cut each one-member object's braces and join the members into one object."""
-    return "{" + ",".join(m[1 : len(m) - 1] for m in members) + "}"
-
-
-def _sources_bicep(sources: list[dict[str, str]], vault: str) -> tuple[str, dict[str, str]]:
-    """Python twin of app/sources.bicep: (SOURCES setting, secret settings)."""
-    setting_names = [s["secretName"].replace("-", "_").upper() for s in sources]
-    source_members = [
-        _arm_string(
-            {
-                s["name"]: {
-                    "kind": "cloudevents",
-                    "registrationId": s["registrationId"],
-                    "secretSetting": setting_names[i],
-                }
-            }
-        )
-        for i, s in enumerate(sources)
-    ]
-    secret_members = [
-        _arm_string({setting_names[i]: f"@Microsoft.KeyVault(VaultName={vault};SecretName={s['secretName']})"})
-        for i, s in enumerate(sources)
-    ]
-    return _members_to_object(source_members), json.loads(_members_to_object(secret_members))
-
-
-def test_the_sources_parameter_shape_yields_sources_the_app_accepts() -> None:
-    """The twin of app/sources.bicep, run on the sample: the app parses what the template builds."""
-    sample = parse_sources(sample_values()["SOURCES"])
-    parameter = []
-    for name, s in sample.items():
-        assert s.secret_setting, "the template builds cloudevents sources, which always name a secret"
-        parameter.append(
-            {
-                "name": name,
-                "registrationId": s.registration_id,
-                "secretName": s.secret_setting.lower().replace("_", "-"),
-            }
-        )
-    built, secrets = _sources_bicep(parameter, "kv-test")
-    assert parse_sources(built) == sample
-    assert secrets == {"DEMO_WEBHOOK_SECRET": "@Microsoft.KeyVault(VaultName=kv-test;SecretName=demo-webhook-secret)"}
-
-
-def test_the_joined_members_stay_valid_json_for_several_sources_and_awkward_ids() -> None:
-    """string() escapes the values, so an id with quotes or backslashes cannot break the JSON."""
-    sources = [
-        {"name": "lms-a", "registrationId": 'id "with" quotes\\', "secretName": "lms-a-secret"},
-        {"name": "lms_b", "registrationId": "b2", "secretName": "lms-b-secret"},
-    ]
-    built, secrets = _sources_bicep(sources, "kv-test")
-    parsed = parse_sources(built)
-    assert parsed["lms-a"].registration_id == 'id "with" quotes\\'
-    assert parsed["lms_b"].secret_setting == "LMS_B_SECRET"
-    assert set(secrets) == {"LMS_A_SECRET", "LMS_B_SECRET"}
-    assert _sources_bicep([], "kv-test") == ("{}", {})

@@ -456,6 +456,15 @@ def test_without_sources_it_says_the_secret_comes_first(no_az: Fake) -> None:
     assert "store the source's secret in Key Vault kv-test first, then add the source" in proc.stdout
 
 
+def test_sources_that_name_no_secret_are_not_reported_missing(no_az: Fake) -> None:
+    """A Canvas source without fetch-back names no Key Vault secret (Canvas signs with public keys)."""
+    proc = no_az.run(HOOK_SH, AZURE_KEY_VAULT_NAME="kv-test", WEBHOOK_SOURCE_NAMES="canvas")
+    assert proc.returncode == 0
+    assert "No source names a Key Vault secret" in proc.stdout
+    assert "No webhook source configured yet" not in proc.stdout.split("== Webhook secrets", 1)[1]
+    assert "No source names a Key Vault secret" in HOOK_PS1.read_text()
+
+
 @pytest.mark.parametrize("hook", [HOOK_SH, HOOK_PS1], ids=["sh", "ps1"])
 def test_both_hooks_restart_on_changed_secrets_and_wait_for_replication(hook: Path) -> None:
     text = hook.read_text()

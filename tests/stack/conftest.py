@@ -15,6 +15,7 @@ from azure.storage.queue import QueueClient
 
 from local import demo
 from local.devhost import DevHost
+from local.write_budget import LOCAL_WRITE_BUDGET
 from shared import bootstrap
 from shared.odata import content_by_external_id
 from tests.conftest import APP_CLIENT_ID, REPO, SECRET, app_sign_in_env
@@ -86,6 +87,9 @@ def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
         # outage test short. The circuit's logic is the same at any length (tests/pure/test_circuit.py).
         "LEDGER_TABLE_NAME": f"e2e{uuid.uuid4().hex[:10]}",
         "GRAPH_CIRCUIT_COOLDOWN_SECONDS": "2",
+        # The write budget on, above what the tests send (local/write_budget.py: the draft's 0.8/s
+        # would pace a test's dozens of writes over a minute); tests/storage covers its arithmetic.
+        **LOCAL_WRITE_BUDGET,
         **identity_server.env,
         **app_sign_in_env(identity_server),
     }

@@ -23,14 +23,14 @@ READY_TIMEOUT = 120  # the issue's promise: ready within 2 minutes on a clean ma
 
 
 class StackProcess:
-    def __init__(self, dev_dir: Path, ports: dict[str, int]) -> None:
+    def __init__(self, dev_dir: Path, ports: dict[str, int], *args: str) -> None:
         env = {**os.environ, "VLS_DEV_DIR": str(dev_dir), "PYTHONUNBUFFERED": "1"}
         for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_CLIENT_ID", "SOURCES", "GRAPH_BASE_URL"):
             env.pop(key, None)
         env.update({f"VLS_{name.upper()}_PORT": str(port) for name, port in ports.items()})
         self.output: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "local.stack", "--no-func"],
+            [sys.executable, "-m", "local.stack", "--no-func", *args],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -65,7 +65,9 @@ class StackProcess:
 
 @pytest.fixture
 def ports() -> dict[str, int]:
-    return {name: free_port() for name in ("host", "graph", "identity", "identity_tls", "blob", "queue", "table")}
+    return {
+        name: free_port() for name in ("host", "graph", "identity", "identity_tls", "lms", "blob", "queue", "table")
+    }
 
 
 @pytest.fixture

@@ -1,0 +1,131 @@
+"""Thinkific: the Admin API's course and its product, with the site's API key.
+
+Every request carries ``X-Auth-API-Key`` (the API key) and ``X-Auth-Subdomain`` (``apiSubdomain``)
+(https://developers.thinkific.com/api/api-key-auth/); a wrong key answers 401
+``{"error": "Authentication Error"}``, and the documented rate limit answers 403 "Rate Limit
+Exceeded" (https://help.thinkific.com/support/solutions/articles/239358-getting-started-with-the-api-),
+retried here like a 429. Dates are ISO 8601 (https://developers.thinkific.com/api/response-format/).
+
+The adapter keys an item by the course's id (a product event by its ``productable_id``), so the
+lookup is ``GET /api/public/v1/courses/{id}`` (CourseResponse: ``id``, ``name``, ``slug``,
+``description``, ``course_card_image_url``, ``product_id``, ...) and then
+``GET /api/public/v1/products/{product_id}`` (ProductResponse: ``name``, ``description``,
+``card_image_url``, ``slug``, ``status``, ``hidden``, ``created_at``, ``productable_id``, ...): the
+product says whether the course is published and listed. Field lists from Thinkific's Admin API
+reference (https://developers.thinkific.com/api/api-documentation/), as the generated client
+https://hexdocs.pm/thinkific_admin_api/ThinkificAdminAPI.Model.ProductResponse.html spells them.
+
+What maps to what: the course's ``name`` -> title, its ``description`` (else the product's) ->
+description, ``course_card_image_url`` (else the product's ``card_image_url``) -> thumbnailWebUrl,
+the product's ``created_at`` -> createdDateTime, its ``status`` (``draft`` and the like hide) and
+``hidden`` -> isActive. The course's ``duration`` is a string of unstated unit and is not used; there
+is no language. The page is ``https://{apiSubdomain}.thinkific.com/courses/{slug}`` (a site on a custom
+domain sets ``contentWebUrlTemplate`` with ``{slug}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
+
+from shared.graph import Deadline
+from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiSecret, LmsCourse, check, parse, send
+
+LMS = "Thinkific"
+HIDDEN_STATUSES = frozenset({"draft", "hidden", "unpublished"})
+
+
+class ThinkificCourse(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: StrictInt
+    name: StrictStr
+    product_id: StrictInt
+    slug: StrictStr | None = None
+    description: StrictStr | None = None
+    course_card_image_url: StrictStr | None = None
+
+
+class ThinkificProduct(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: StrictInt
+    name: StrictStr | None = None
+    description: StrictStr | None = None
+    card_image_url: StrictStr | None = None
+    slug: StrictStr | None = None
+    status: StrictStr | None = None
+    hidden: StrictBool | None = None
+    created_at: StrictStr | None = None
+
+
+class ThinkificClient:
+    lms = LMS
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        subdomain: str,
+        secret: ApiSecret,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        self.http, self.base_url, self.subdomain, self.secret = http, base_url.rstrip("/"), subdomain, secret
+        self.request_timeout = request_timeout
+
+    async def _get(self, path: str, what: str, deadline: Deadline) -> httpx.Response:
+        response = await send(
+            self.http,
+            LMS,
+            "GET",
+            f"{self.base_url}/api/public/v1/{path}",
+            deadline=deadline,
+            request_timeout=self.request_timeout,
+            headers={
+                "X-Auth-API-Key": self.secret.value,
+                "X-Auth-Subdomain": self.subdomain,
+                "Accept": "application/json",
+            },
+        )
+        check(response, LMS, what=what, secret=self.secret)
+        return response
+
+    async def course(self, course_id: str, *, deadline: Deadline) -> LmsCourse:
+        course = parse(
+            ThinkificCourse,
+            await self._get(f"courses/{quote(course_id, safe='')}", f"course {course_id}", deadline),
+            LMS,
+        )
+        product = parse(
+            ThinkificProduct,
+            await self._get(
+                f"products/{course.product_id}", f"product {course.product_id} of course {course_id}", deadline
+            ),
+            LMS,
+        )
+        return to_course(course, product, self.subdomain)
+
+
+def to_course(course: ThinkificCourse, product: ThinkificProduct, subdomain: str) -> LmsCourse:
+    fields: dict[str, Any] = {"title": course.name}
+    description = course.description or product.description
+    if description:
+        fields["description"] = description
+    image = course.course_card_image_url or product.card_image_url
+    if image:
+        fields["thumbnailWebUrl"] = image
+    if product.created_at:
+        fields["createdDateTime"] = product.created_at
+    status_hides = product.status is not None and product.status.lower() in HIDDEN_STATUSES
+    if product.status is not None or product.hidden is not None:
+        fields["isActive"] = not status_hides and not product.hidden
+    slug = course.slug or product.slug
+    return LmsCourse(
+        fields=fields,
+        default_url=f"https://{subdomain}.thinkific.com/courses/{quote(slug, safe='')}" if slug else None,
+        url_values={"slug": slug} if slug else {},
+    )
