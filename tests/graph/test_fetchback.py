@@ -4,7 +4,7 @@ emulator with the real credential; the stored learningContent is checked field b
 
 The LMS emulator serves each vendor's documented endpoint (Canvas courses API, Moodle's
 core_course_get_courses_by_field, the Open edX Courses API with client credentials, Thinkific's Admin
-API course and product) with the courses seeded from tests/payloads/<platform>/api_*.json.
+API course and product) with the courses seeded from local/samples/lms/<platform>/api_*.json.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def deliver_thin(stack: Stack, kind: str) -> str:
 
 
 def expected(kind: str, lms_url: str) -> dict[str, Any]:
-    """What the LMS's API answer becomes in Graph (tests/payloads/<kind>/api_*.json)."""
+    """What the LMS's API answer becomes in Graph (local/samples/lms/<kind>/api_*.json)."""
     return {
         "canvas": {
             "title": "Linear Algebra",
@@ -328,3 +328,27 @@ async def test_a_course_hidden_in_the_lms_is_stored_inactive(stack: Stack) -> No
     deliver_thin(stack, "moodle")  # the event itself does not say hidden: the LMS does
     assert await stack.work() == [Outcome.UPSERTED]
     assert stack.graph.get_content("7").json()["isActive"] is False
+
+
+async def test_a_fetch_command_overtaken_by_a_recorded_event_is_stale_not_parked(stack: Stack) -> None:
+    deliver_thin(stack, "moodle")  # E1: course_updated, a fetch command
+    stack.deliver("moodle", load("moodle/course_deleted"))  # E2: course_deleted, a day later
+    taken = stack.take()
+    [updated] = [m for m in taken if json.loads(m[0]).get("fetch")]
+    [deleted] = [m for m in taken if json.loads(m[0])["op"] == "delete"]
+    stack.admin("DELETE", "/moodle/courses/7")  # the LMS no longer has the course
+    assert await process(*deleted, stack.ports) is Outcome.ALREADY_ABSENT  # E2 recorded first
+    # E1 arrives late: the LMS answers 404, but the ledger holds a newer event, so E1 is merely stale.
+    assert await process(*updated, stack.ports) is Outcome.SKIPPED_STALE
+    assert stack.poison() == []
+    assert len(stack.lms_calls()) == 1  # asked once (Moodle says "no such course" with an empty list)
+
+
+async def test_a_redelivered_fetch_command_whose_course_is_gone_is_stale_not_parked(stack: Stack) -> None:
+    deliver_thin(stack, "moodle")
+    [(message, info)] = stack.take()
+    assert await process(message, info, stack.ports) is Outcome.UPSERTED  # recorded
+    stack.admin("DELETE", "/moodle/courses/7")
+    # A redelivery of the same message (the host lost the completion): the ledger holds this very event.
+    assert await process(message, MessageInfo(info.message_id, 2), stack.ports) is Outcome.SKIPPED_STALE
+    assert stack.poison() == []

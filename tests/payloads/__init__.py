@@ -20,17 +20,22 @@ from shared.sources.canvas import JwksCache
 from shared.sources.thinkific import sign as thinkific_sign
 
 HERE = Path(__file__).resolve().parent
+# One authentic delivery per kind (and the LMS APIs' answers) lives with the local stack, which
+# sends them too (``python -m local.send_sample``); the rest of the samples are the tests' own.
+LOCAL_SAMPLES = HERE.parents[1] / "local" / "samples" / "lms"
 RECEIVED_AT = datetime(2024, 9, 10, 12, 0, tzinfo=UTC)  # after every sample's event time
 
 
 def load(name: str) -> Any:
-    """A fresh copy of ``tests/payloads/<name>.json`` (e.g. ``canvas/course_created``)."""
+    """A fresh copy of ``tests/payloads/<name>.json`` or ``local/samples/lms/<name>.json`` (e.g.
+    ``canvas/course_created``)."""
     return copy.deepcopy(_load(name))
 
 
 @cache
 def _load(name: str) -> Any:
-    return json.loads((HERE / f"{name}.json").read_text())
+    path = HERE / f"{name}.json"
+    return json.loads((path if path.exists() else LOCAL_SAMPLES / f"{name}.json").read_text())
 
 
 def raw(body: Any) -> bytes:

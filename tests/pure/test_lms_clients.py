@@ -1,5 +1,5 @@
 """The fetch-back LMS clients against httpx.MockTransport: each vendor's documented request and answer
-(tests/payloads/<platform>/api_*.json), malformed answers, and how every HTTP failure is classified."""
+(local/samples/lms/<platform>/api_*.json), malformed answers, and how every HTTP failure is classified."""
 
 from __future__ import annotations
 
