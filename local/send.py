@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     headers["content-type"] = content_type
     if args.code:
         headers["x-functions-key"] = args.code
-    response = httpx.post(f"{url.rstrip('/')}/api/webhooks/{source}", content=raw, headers=headers, timeout=30)
+    return deliver(f"{url.rstrip('/')}/api/webhooks/{source}", raw, headers)
+
+
+def deliver(url: str, body: bytes, headers: dict[str, str], query: dict[str, str] | None = None) -> int:
+    """POST a delivery, print the status and the answer; the exit code: 0 when it was accepted."""
+    response = httpx.post(url, content=body, headers=headers, params=query, timeout=30)
     print(response.status_code)
     try:
         print(json.dumps(response.json(), indent=2))

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from local.send import deliver
 from shared.settings import CanvasSource, KeyAuth, MappedSource, SourceConfig, parse_sources
 from shared.signatures import sign
 from shared.sources.thinkific import sign as thinkific_sign
@@ -153,13 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     url = f"{env.get('INTAKE_URL', 'http://127.0.0.1:7071').rstrip('/')}/api/webhooks/{args.source}"
-    response = httpx.post(url, content=sample.body, headers=sample.headers, params=sample.query, timeout=30)
-    print(response.status_code)
-    try:
-        print(json.dumps(response.json(), indent=2))
-    except ValueError:
-        print(response.text)
-    return 0 if response.status_code < 400 else 1
+    return deliver(url, sample.body, sample.headers, sample.query)
 
 
 if __name__ == "__main__":
