@@ -139,7 +139,7 @@ param eventArchiveRetentionDays int = 30
 @description('NCRONTAB schedule (UTC) of the reconcile timer (RECONCILE_SCHEDULE); it does nothing unless reconcileCatalogs names a catalog.')
 param reconcileSchedule string = '0 30 3 * * *'
 
-@description('The reconcile timer\'s catalogs per source (RECONCILE_CATALOGS), JSON: {"<source>": "<container>/<blob>.ndjson"}; empty: the timer is off. Grant the function app\'s identity Storage Blob Data Reader on that container.')
+@description('The reconcile timer\'s catalogs per source (RECONCILE_CATALOGS), JSON: {"<source>": "catalogs/<blob>.ndjson"}; empty: the timer is off. The template makes the catalogs container and gives the function app\'s identity Storage Blob Data Reader on it (and on no other container).')
 param reconcileCatalogs string = ''
 
 @description('More app settings, {"NAME": "value"}, e.g. LMS API credentials as Key Vault references. The only place to add a setting: provisioning replaces all app settings, and the template\'s own names win over these.')
@@ -289,6 +289,7 @@ module storage 'app/storage.bicep' = {
     ledgerTableName: 'ledger'
     dedupeTableName: 'deliveries'
     archiveContainerName: 'event-archive'
+    catalogContainerName: 'catalogs'
     archiveRetentionDays: eventArchiveRetentionDays
     privateNetworkOnly: vnetEnabled
   }
@@ -404,6 +405,7 @@ module rbac 'app/rbac.bicep' = {
     deploymentContainerName: storage.outputs.deploymentContainerName
     hostContainerNames: storage.outputs.hostContainerNames
     archiveContainerName: storage.outputs.archiveContainerName
+    catalogContainerName: storage.outputs.catalogContainerName
     userPrincipalId: principalId
     userPrincipalType: principalType
     allowUserIdentityPrincipal: allowUserIdentityPrincipal

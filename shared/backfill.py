@@ -13,14 +13,26 @@ says otherwise; a resumed run reuses the first run's). A webhook event recorded 
 wins: the item is skipped as stale, never overwritten. A record whose event the ledger already holds
 (the same ``lastModifiedDateTime`` pushed before) is skipped too, which makes a repeated backfill cheap.
 
-Checkpoint: a record is done when its push was recorded, judged stale, or failed permanently (an
-inner 4xx: sending the same body again cannot succeed; it is reported). A transient failure or a
-busy item is not done, so the next run tries it again.
+Checkpoint: a record is done when its push was recorded, judged stale, or failed permanently for
+itself (an item's own 4xx answer, 400 or 422 say: sending the same body again cannot succeed; it is
+reported). A transient failure, a busy item, or a ledger row that kept changing (``LedgerConflict``)
+is not done, so the next run tries it again.
+
+Failures that are the run's, not an item's, stop the run (``RunStopped``) and mark nothing done: a
+401 or 403 (the credential or its permission), a 404 (an upsert by ``externalId`` creates the item,
+so a 404 means the registration is not there), and a ``$batch`` request failing as a whole
+(``BatchRequestError``).
+
+A catalog names each ``externalId`` once: a later record with an id seen before is an invalid line
+naming the first (the diff of ``shared.reconcile`` reports it the same way). The ids seen are kept as
+64-bit digests with the line of their first record, about 100 bytes a record (a million records:
+about 100 MB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -34,7 +46,7 @@ from azure.core.exceptions import AzureError
 from shared.catalog import CatalogProblem, Record
 from shared.checkpoint import Checkpoint
 from shared.graph import GraphClient, GraphError, GraphPermanentError
-from shared.graph_batch import BatchWriter
+from shared.graph_batch import BatchRequestError, BatchWriter, on_its_way
 from shared.ledger import (
     MAX_TRANSACTION_OPERATIONS,
     BatchEvent,
@@ -53,6 +65,24 @@ PUSHED_BY = "backfill"
 DETAILS_KEPT = 1000  # failures and problems listed in full; beyond that they are counted only
 CHECKPOINT_EVERY_SECONDS = 1.0  # a crash re-sends at most this long's work plus the chunks in flight
 OnInvalid = Literal["continue", "stop"]
+# Statuses no item can get past: the credential (401), its permission (403), the registration (404:
+# an upsert by externalId creates a missing item, and a delete of a missing item is no error).
+RUN_LEVEL_STATUSES = frozenset({401, 403, 404})
+
+
+class RunStopped(Exception):
+    """A failure of the whole run (see the module's checkpoint rule): nothing it touched was marked done."""
+
+    def __init__(self, error: GraphError) -> None:
+        super().__init__(
+            f"stopped: Graph answered {error} - a failure of the run, not of an item "
+            "(check the credential, its permission and the registration id, then run it again)"
+        )
+        self.error = error
+
+
+def stops_the_run(error: GraphError) -> bool:
+    return isinstance(error, BatchRequestError) or error.status in RUN_LEVEL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -147,16 +177,20 @@ class ChunkPusher:
     busy: BusyWait | None = None
     source: str = PUSHED_BY
     pushed_by: str = PUSHED_BY
+    stopped: GraphError | None = field(default=None, init=False)  # the run-level failure seen, if any
 
     async def push(self, chunk: list[Planned], tally: Tally) -> list[int]:
         """Push one chunk; the lines that are done (see the module's checkpoint rule).
 
-        The ledger's storage failing (after its SDK's own retries) fails the chunk, not the run: its
-        items are reported and stay not done (their leases were given back or expire), so the next run
-        sends them again; a storage that is down fails every chunk, each reported."""
+        The ledger's storage failing (after its SDK's own retries), or a ledger row that kept changing
+        under the batch (``LedgerConflict``), fails the chunk, not the run: its items are reported and
+        stay not done (their leases were given back or expire), so the next run sends them again; a
+        storage that is down fails every chunk, each reported."""
+        if self.stopped is not None:
+            return []
         try:
             return await self._push(chunk, tally)
-        except AzureError as error:
+        except (AzureError, LedgerConflict) as error:
             logger.error("backfill: a chunk of %d item(s) failed on the ledger: %s", len(chunk), error)
             for item in chunk:
                 tally.fail(item.line, item.external_id, error)
@@ -181,18 +215,32 @@ class ChunkPusher:
                 deadline = batch.pushes[item.external_id].deadline
                 try:
                     if item.event.op == "delete":
-                        await self.graph.delete_content(self.registration_id, item.external_id, deadline=deadline)
+                        with on_its_way(deadline) as call:  # a cancelled delete may still land
+                            await self.graph.delete_content(self.registration_id, item.external_id, deadline=call)
                     else:
                         assert item.body is not None
                         await self.writer.upsert(self.registration_id, item.body, deadline=deadline)
                 except GraphError as error:
                     tally.fail(item.line, item.external_id, error)
-                    if isinstance(error, GraphPermanentError):
+                    if stops_the_run(error):
+                        if self.stopped is None:
+                            logger.error("%s: a failure of the run, not of an item: %s", self.pushed_by, error)
+                            self.stopped = error
+                    elif isinstance(error, GraphPermanentError):
                         done.append(item.line)
                     return
                 batch.succeeded(item.external_id)
 
-            await asyncio.gather(*(one(by_id[external_id]) for external_id in batch.pushes))
+            tasks = [asyncio.ensure_future(one(by_id[external_id])) for external_id in batch.pushes]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                # Stop the others before the leases are judged: an item still queued in the writer is
+                # then never sent, and one whose request is out stays unsettled (its lease is kept).
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
         for external_id, why in batch.refused.items():
             item = by_id[external_id]
             if isinstance(why, StaleEvent):
@@ -234,6 +282,19 @@ class Backfill:
         if not 1 <= self.chunk_size <= MAX_TRANSACTION_OPERATIONS:
             raise ValueError(f"a chunk holds 1 to {MAX_TRANSACTION_OPERATIONS} items, not {self.chunk_size}")
         self._saved_at = self.monotonic()
+        self._first_line: dict[int, int] = {}  # 64-bit digest of an externalId -> the line it is first on
+
+    def _unique(self, record: Record) -> Record:
+        """``record``, or an invalid record when its externalId is on an earlier line."""
+        if record.content is None:
+            return record
+        external_id = record.content.external_id
+        key = int.from_bytes(hashlib.blake2b(external_id.encode("utf-8"), digest_size=8).digest(), "big")
+        first = self._first_line.setdefault(key, record.line)
+        if first == record.line:
+            return record
+        problem = CatalogProblem(record.line, "/externalId", f"{external_id!r} repeats line {first}")
+        return Record(record.line, problems=(problem,))
 
     async def run(self, records: Iterable[Record]) -> Tally:
         slots = asyncio.Semaphore(max(1, self.in_flight))
@@ -241,7 +302,10 @@ class Backfill:
         chunk: list[Planned] = []
         taken = 0
         try:
-            for record in records:
+            for read in records:
+                record = self._unique(read)  # before the checkpoint: a resumed run knows the done lines' ids
+                if self.pusher.stopped is not None:
+                    break
                 if self.checkpoint is not None and record.line in self.checkpoint.done:
                     self.tally.already_done += 1
                     continue
@@ -264,14 +328,11 @@ class Backfill:
                     ),
                     record.content.to_graph(),
                 )
-                if any(item.external_id == planned.external_id for item in chunk):  # one row per id per transaction
-                    await self._launch(chunk, slots, tasks)
-                    chunk = []
                 chunk.append(planned)
                 if len(chunk) >= self.chunk_size:
                     await self._launch(chunk, slots, tasks)
                     chunk = []
-            if chunk:
+            if chunk and self.pusher.stopped is None:
                 await self._launch(chunk, slots, tasks)
             await _settle(tasks)
         finally:
@@ -279,9 +340,12 @@ class Backfill:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._save(force=True)
+        if self.pusher.stopped is not None:
+            raise RunStopped(self.pusher.stopped)
         return self.tally
 
     async def _launch(self, chunk: list[Planned], slots: asyncio.Semaphore, tasks: set[asyncio.Task[None]]) -> None:
+        await asyncio.sleep(0)  # the catalog is read synchronously: let the loop's other tasks run per chunk
         await slots.acquire()  # bounded work in flight: the reader waits here
         for task in [t for t in tasks if t.done()]:
             tasks.discard(task)

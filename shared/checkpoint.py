@@ -7,8 +7,10 @@ after it are what finished beyond a record still in flight or failed. Its size f
 of gaps, not of records. The file is rewritten whole (a temporary file, then an atomic rename), so
 a crash leaves the previous checkpoint or the new one, never half of one.
 
-A checkpoint belongs to one input: its name, size and modification time are recorded, and a
-checkpoint of another (or an edited) file is refused rather than applied to the wrong lines.
+A checkpoint belongs to one input and one target: the input's name, size and modification time are
+recorded, and so are the tenant, the registration, the Graph base URL and the storage account the
+run wrote to; a checkpoint of another (or an edited) file, or of another target, is refused rather
+than applied to the wrong lines or taken as work done where it was not (``CheckpointMismatch``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-VERSION = 1
+VERSION = 2  # 2: the target is recorded (a version 1 checkpoint is refused: its target is unknown)
+TARGET_KEYS = ("tenant", "registrationId", "graph", "storage")
 
 
 class DoneRanges:
@@ -88,32 +91,74 @@ class Checkpoint:
     input: dict[str, Any]
     done: DoneRanges = field(default_factory=DoneRanges)
     extra: dict[str, Any] = field(default_factory=dict)
+    target: dict[str, Any] | None = None  # what the run writes to (``TARGET_KEYS``); None until bound
+
+    def bind(self, target: dict[str, Any]) -> None:
+        """Tie the checkpoint to ``target`` (``TARGET_KEYS``: tenant, registration, Graph, storage), or
+        ``CheckpointMismatch`` when it was written for another one. A value not known (``None``) on
+        either side is not compared, and is filled in when the other side knows it."""
+        wanted = {key: target.get(key) for key in TARGET_KEYS}
+        if self.target is not None:
+            differing = [
+                key
+                for key in TARGET_KEYS
+                if self.target.get(key) is not None and wanted[key] is not None and self.target[key] != wanted[key]
+            ]
+            if differing:
+                was = ", ".join(f"{key} {self.target[key]!r}" for key in differing)
+                now = ", ".join(f"{key} {wanted[key]!r}" for key in differing)
+                raise CheckpointMismatch(
+                    f"{self.path} was written for {was}, not {now}: its done lines were done there; "
+                    "use --restart to start over for this target, or --checkpoint to name another file"
+                )
+            wanted = {key: wanted[key] if wanted[key] is not None else self.target.get(key) for key in TARGET_KEYS}
+        self.target = wanted
 
     @classmethod
-    def open(cls, path: Path, input_path: Path, *, restart: bool = False) -> Checkpoint:
-        """The checkpoint at ``path`` for ``input_path``: a new one when there is none (or ``restart``);
-        ``CheckpointMismatch`` when the one there belongs to another input."""
+    def open(
+        cls, path: Path, input_path: Path, *, target: dict[str, Any] | None = None, restart: bool = False
+    ) -> Checkpoint:
+        """The checkpoint at ``path`` for ``input_path``, bound to ``target`` (``bind``): a new one when
+        there is none (or ``restart``); ``CheckpointMismatch`` when the one there belongs to another input
+        or another target."""
         current = fingerprint(input_path)
         if restart or not path.exists():
-            return cls(path, current)
+            fresh = cls(path, current)
+            if target is not None:
+                fresh.bind(target)
+            return fresh
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             recorded = data["input"]
             done = DoneRanges([(int(a), int(b)) for a, b in data["done"]])
+            bound = data.get("target")
+            if data.get("version") != VERSION or not isinstance(bound, dict):
+                raise ValueError(f"version {data.get('version')!r}, this version writes {VERSION} with its target")
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointMismatch(
                 f"{path} is not a checkpoint this version can read ({exc}); use --restart"
             ) from None
-        if data.get("version") != VERSION or recorded != current:
+        if recorded != current:
             raise CheckpointMismatch(
                 f"{path} was written for {recorded.get('name')!r} of {recorded.get('size')} bytes "
                 f"(modified {recorded.get('mtimeNs')}), not this input ({current['size']} bytes, modified "
                 f"{current['mtimeNs']}); use --restart to start over, or --checkpoint to name another file"
             )
-        return cls(path, current, done, dict(data.get("extra") or {}))
+        found = cls(path, current, done, dict(data.get("extra") or {}), bound)
+        if target is not None:
+            found.bind(target)
+        return found
 
     def save(self) -> None:
-        document = {"version": VERSION, "input": self.input, "done": self.done.ranges(), "extra": self.extra}
+        if self.target is None:
+            raise ValueError("bind the checkpoint to its target before saving it")
+        document = {
+            "version": VERSION,
+            "input": self.input,
+            "target": self.target,
+            "done": self.done.ranges(),
+            "extra": self.extra,
+        }
         temporary = self.path.with_name(self.path.name + ".tmp")
         temporary.write_text(json.dumps(document), encoding="utf-8")
         os.replace(temporary, self.path)

@@ -11,7 +11,8 @@ events.
 Failures: :class:`shared.lms.LmsTransientError` (429, 5xx, timeouts) is retried inline while the
 wait fits the inline budget, then raised for the worker's retry path; :class:`shared.lms.LmsPermanentError`
 (a refused secret, a course that no longer exists, an answer of the wrong shape) and
-:class:`FetchError` (the source's setup, or content that is still incomplete) are parked at once.
+:class:`FetchError` (the source's setup, or content that is still incomplete) are parked at once,
+unless the ledger already holds this event or a newer one (the worker then skips it as stale).
 """
 
 from __future__ import annotations

@@ -16,16 +16,28 @@ its life, and ``on_fallback`` is told once.
 
 Each item keeps its own ``Deadline`` (the push's, under its ledger lease): a batch is sent with the
 earliest deadline of its items, and a request it leaves without an answer marks every item's
-deadline unsettled (Graph may still apply it), as ``GraphClient.call`` does for a single push.
+deadline unsettled (Graph may still apply it), as ``GraphClient.call`` does for a single push. While
+a request is on its way the item's deadline is unsettled too, and it is settled again only when an
+answer comes: a caller that gives up meanwhile (a cancelled run) must keep the item's lease for the
+landing margin, since the writer's request may still land after the caller has gone.
+
+A batch failing as a whole for a reason that is not the service refusing batching (401, 403, any
+other non-transient status of the ``$batch`` itself) is a ``BatchRequestError``: it says nothing about
+the items, so the caller must not treat it as an answer for each of them.
+
+With a shared write budget (``GraphClient.budget``) whose ``burst`` is below ``batch_size``, batches
+hold at most ``burst`` requests: a larger batch would go over the budget's window bound
+(``shared.ratebudget.reserve``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -58,6 +70,18 @@ INNER_UNSUPPORTED = frozenset({405, 501})
 # How long the first item of a batch waits for others to join it: a backfill fills a batch in well
 # under a millisecond, while a lone reconcile item is not held up for long.
 DEFAULT_LINGER_SECONDS = 0.02
+
+
+class BatchRequestError(GraphPermanentError):
+    """The ``$batch`` request itself failed for good (401, 403, 413...): no item was answered."""
+
+
+@runtime_checkable
+class BurstBudget(Protocol):
+    """A write budget that says how many writes may go at once (``SharedWriteBudget.burst``)."""
+
+    @property
+    def burst(self) -> int: ...
 
 
 @dataclass
@@ -108,6 +132,8 @@ class BatchWriter:
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH_REQUESTS:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH_REQUESTS} requests, not {self.batch_size}")
+        if isinstance(self.graph.budget, BurstBudget):
+            self.batch_size = max(1, min(self.batch_size, self.graph.budget.burst))
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._slots = asyncio.Semaphore(max(1, self.concurrency))
         self._single_slots = asyncio.Semaphore(max(1, self.single_concurrency))
@@ -177,14 +203,15 @@ class BatchWriter:
                 return
             try:
                 self.stats.singles += 1
-                answer = await self.graph.upsert_content(job.registration_id, job.content, deadline=job.deadline)
+                with on_its_way(job.deadline) as deadline:
+                    answer = await self.graph.upsert_content(job.registration_id, job.content, deadline=deadline)
             except GraphError as error:
-                job.future.set_exception(error)
+                _reject(job, error)
             except Exception as error:  # a bug or an unexpected failure still reaches the item's caller
-                job.future.set_exception(error)
+                _reject(job, error)
                 raise
             else:
-                job.future.set_result(answer)
+                _resolve(job, answer)
 
     async def _batch(self, jobs: list[_Job]) -> None:
         try:
@@ -195,8 +222,7 @@ class BatchWriter:
             await self._send(jobs)
         except Exception as error:  # no job is left waiting forever, whatever went wrong
             for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(error)
+                _reject(job, error)
             raise
         finally:
             self._slots.release()
@@ -230,24 +256,28 @@ class BatchWriter:
         ]
         deadline = _earliest(live)
         self.stats.batches += 1
+        settled = _sending(live)  # on its way: unsettled until an answer comes (or for good, if none does)
         try:
             response = await self.graph.call(
                 "POST", BATCH_PATH, json={"requests": requests}, deadline=deadline, cost=len(requests)
             )
         except GraphError as error:
+            _answered(settled)
             # 501 is a 5xx, which the client calls transient: for a batch it is a refusal all the same.
             if error.status in BATCH_REFUSED:
                 self._fall_back(f"{error.status} {error.code}: {error.message[:200]}", live)
                 return
             if not isinstance(error, GraphTransientError):
+                whole = BatchRequestError(error.status, error.code, error.message, error.request_id)
                 for job in live:
-                    job.future.set_exception(error)
+                    _reject(job, whole)
                 return
             _spread_unsettled(deadline, live)
             # The upserts are idempotent PATCHes: a batch that may have been applied is safe to repeat.
             for job in live:
                 self._retry_later(job, error)
             return
+        _answered(settled)
         _spread_unsettled(deadline, live)
         await self._answers(by_id, response)
 
@@ -291,7 +321,7 @@ class BatchWriter:
         headers = httpx.Headers({str(k): str(v) for k, v in (answer.get("headers") or {}).items()})
         if classify(status, "PATCH") == "ok":
             body = answer.get("body")
-            job.future.set_result(body if isinstance(body, dict) else {})
+            _resolve(job, body if isinstance(body, dict) else {})
             return
         code, message = _inner_error(answer)
         request_id = headers.get("request-id")
@@ -305,13 +335,13 @@ class BatchWriter:
             )
             self._retry_later(job, error)
             return
-        job.future.set_exception(GraphPermanentError(status, code, message, request_id))
+        _reject(job, GraphPermanentError(status, code, message, request_id))
 
     def _may_attempt(self, job: _Job) -> bool:
         if job.future.done():
             return False
         if job.deadline is not None and job.deadline.remaining() < MIN_ATTEMPT_SECONDS:
-            job.future.set_exception(past_deadline(job.deadline, job.last, "PATCH not attempted in a batch"))
+            _reject(job, past_deadline(job.deadline, job.last, "PATCH not attempted in a batch"))
             return False
         return True
 
@@ -320,10 +350,10 @@ class BatchWriter:
         in whatever batch is forming then; give up past its attempts or its deadline."""
         delay = next_delay(error, job.attempts)
         if job.attempts >= MAX_INLINE_ATTEMPTS:
-            job.future.set_exception(error)
+            _reject(job, error)
             return
         if job.deadline is not None and job.deadline.remaining() - delay < MIN_ATTEMPT_SECONDS:
-            job.future.set_exception(past_deadline(job.deadline, error, f"PATCH not retried after {delay:.1f}s"))
+            _reject(job, past_deadline(job.deadline, error, f"PATCH not retried after {delay:.1f}s"))
             return
         job.last = error
         self.stats.inner_retries += 1
@@ -333,6 +363,50 @@ class BatchWriter:
     async def _requeue(self, job: _Job, delay: float) -> None:
         await self.sleep(delay)
         self._queue.put_nowait(job)
+
+
+@contextlib.contextmanager
+def on_its_way(deadline: Deadline | None) -> Iterator[Deadline | None]:
+    """The deadline to give one request's call: ``deadline`` is unsettled while the request is out, and
+    once the call is over (an answer, or a ``GraphError``) as the call left it (the copy yielded). A
+    call abandoned otherwise (cancelled, an unexpected error) leaves it unsettled: it may still land."""
+    if deadline is None:
+        yield None
+        return
+    before = deadline.unsettled
+    call = Deadline(deadline.at, deadline.clock)
+    deadline.unsettled = True
+    try:
+        yield call
+    except GraphError:
+        deadline.unsettled = before or call.unsettled
+        raise
+    deadline.unsettled = before or call.unsettled
+
+
+def _resolve(job: _Job, answer: dict[str, Any]) -> None:
+    if not job.future.done():  # its caller may have gone (a cancelled run): nobody waits for the answer
+        job.future.set_result(answer)
+
+
+def _reject(job: _Job, error: BaseException) -> None:
+    if not job.future.done():
+        job.future.set_exception(error)
+
+
+def _sending(jobs: list[_Job]) -> list[tuple[Deadline, bool]]:
+    """Mark each job's deadline unsettled while its request is on its way; what to restore after."""
+    marked = [(job.deadline, job.deadline.unsettled) for job in jobs if job.deadline is not None]
+    for deadline, _ in marked:
+        deadline.unsettled = True
+    return marked
+
+
+def _answered(marked: list[tuple[Deadline, bool]]) -> None:
+    """An answer (or a failure the client saw to its end) came: each deadline is as it was before the send;
+    ``GraphClient.call`` marks the batch's own deadline when it left a request unanswered (spread then)."""
+    for deadline, before in marked:
+        deadline.unsettled = before
 
 
 def _inner_error(answer: dict[str, Any]) -> tuple[str, str]:

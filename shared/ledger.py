@@ -19,6 +19,11 @@ Every writer (the worker, every ``vlsync`` write, replay, backfill) pushes throu
 claim the item's lease, push within a deadline that ends before the lease (``push_timing``), then
 record the push or, on an error, release the lease. A push that finds a newer event recorded after it
 (its lease ended under it) marks the item ``needsRepair`` (``Ledger.needs_repair`` lists them).
+
+Coalescing: a command that goes back to the queue to wait (the item busy, the write budget spent)
+first announces its event on the item's row (``Ledger.announce``, only ever forward); a claim for an
+older event than the one announced is refused ``Superseded`` (a ``StaleEvent``), since the newer
+command is still queued and will push the newer state. ``judge_claim`` holds the rule for both forms.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -99,6 +104,14 @@ class StaleEvent(LedgerConflict):
     code = "Stale"
 
 
+class Superseded(StaleEvent):
+    """A newer event of the item is announced (``Ledger.announce``): its command waits in the queue and
+    will push the newer state, so this older one is not pushed (coalescing: a course changed ten times
+    while its commands waited costs one Graph write)."""
+
+    code = "Superseded"
+
+
 class LeaseLost(LedgerConflict):
     """The push reached Graph, but a newer event had been recorded meanwhile: the item's lease ended
     before the push did (a clock that jumped, a storage call slower than the margin), so Graph may hold
@@ -156,10 +169,14 @@ class Push:
 @dataclass(frozen=True)
 class _Claim:
     stale: bool = False
+    superseded: bool = False  # stale because a newer event is announced, not recorded
     # The end of the owner's own lease, still live when it was claimed again: an earlier attempt of the
     # same message ended without letting go of it (a request it abandoned may still land until then,
     # or its process died mid-push).
     inherited_until: datetime | None = None
+    # The row's etag after the claim's write: while the row still has it, no newer event can have been
+    # recorded, so the record is one conditional write without a read (``_record_claimed``).
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +274,14 @@ def is_stale(
     return order_key(known.event_time, known.op, known.source_event_id) >= order_key(event_time, op, source_event_id)
 
 
+def announced_key(current: dict[str, Any] | None) -> tuple[datetime, int, str] | None:
+    """The order key of the newest event announced on the row (``Ledger.announce``), if any."""
+    if current is None or current.get("announcedTime") is None:
+        return None
+    return order_key(_utc(current["announcedTime"]), current.get("announcedOp") or "upsert",
+                     current.get("announcedEventId") or None)  # fmt: skip
+
+
 def judge_claim(
     current: dict[str, Any] | None,
     external_id: str,
@@ -275,12 +300,27 @@ def judge_claim(
     known = LedgerEntry.from_entity(current) if "pushedAt" in current else None
     if is_stale(known, event_time, op, source_event_id):
         return _Claim(stale=True)
+    announced = announced_key(current)
+    if announced is not None and announced > order_key(event_time, op, source_event_id):
+        return _Claim(stale=True, superseded=True)
     holder, until = current.get("leaseOwner") or "", current.get("leaseUntil")
     ends = _utc(until) if holder and until is not None else None
     live = ends if ends is not None and ends > now else None
     if live is not None and holder != owner:
         raise ItemBusy(f"{external_id!r} is being pushed by {holder} until {live.isoformat()}", live)
     return _Claim(inherited_until=live)
+
+
+def _refusal(claimed: _Claim, external_id: str) -> StaleEvent:
+    if claimed.superseded:
+        return Superseded(f"a newer event of {external_id!r} is announced and queued; this one was not pushed")
+    return StaleEvent(f"the ledger holds this event of {external_id!r} or a later one; it was not pushed")
+
+
+def _etag(written: Any) -> str | None:
+    """The etag a Table write answered with (its response metadata), ``None`` when it gave none."""
+    etag = written.get("etag") if isinstance(written, dict) else None
+    return str(etag) if etag else None
 
 
 def _if_unchanged(etag: str) -> dict[str, Any]:
@@ -456,10 +496,10 @@ class Ledger:
             try:
                 operation = self._claim_operation(registration_id, external_id, current, owner, now, lease_seconds)
                 if operation[0] == "create":
-                    self._table.create_entity(operation[1])
+                    written = self._table.create_entity(operation[1])
                 else:
-                    self._table.update_entity(operation[1], **operation[2])
-                return claimed
+                    written = self._table.update_entity(operation[1], **operation[2])
+                return replace(claimed, etag=_etag(written))
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # another worker moved first: read again
         raise ItemBusy(f"{external_id!r}: lease contended")
@@ -539,6 +579,61 @@ class Ledger:
                 continue  # another writer won the race: read again and compare
         raise LedgerConflict(f"the ledger row of {entry.external_id!r} kept changing; the push was not recorded")
 
+    def announce(
+        self,
+        registration_id: str,
+        external_id: str,
+        event_time: datetime,
+        *,
+        op: str = "upsert",
+        source_event_id: str | None = None,
+    ) -> bool:
+        """Announce that a command for this event waits in the queue (it found the item busy, or the write
+        budget spent), so that older commands of the item skip their push (``Superseded``): at least once
+        holds, the newer command is still queued and pushes the newer state. Only ever moves forward:
+        nothing is written when the row records or announces this event or a later one. Returns whether
+        it was written. Takes no lease and changes nothing a push judges except the announcement; a
+        conditional write, retried when another writer moved first."""
+        mine = order_key(event_time, op, source_event_id)
+        row = content_row_key(external_id)
+        for _ in range(5):
+            current = self._get(self._pk(registration_id), row)
+            known = LedgerEntry.from_entity(current) if current is not None and "pushedAt" in current else None
+            announced = announced_key(current)
+            if is_stale(known, event_time, op, source_event_id) or (announced is not None and announced >= mine):
+                return False
+            entity = {
+                "PartitionKey": self._pk(registration_id),
+                "RowKey": row,
+                "externalId": external_id,
+                "announcedTime": event_time,
+                "announcedOp": op,
+                "announcedEventId": source_event_id or "",
+            }
+            try:
+                if current is None:
+                    self._table.create_entity(entity)
+                else:
+                    self._table.update_entity(entity, **_if_unchanged(str(current.metadata["etag"])))
+                return True
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another writer moved first: read again
+        return False  # contended: an announcement only saves writes, so giving up loses nothing
+
+    def _record_claimed(self, entry: LedgerEntry, etag: str | None, owner: str, ends_lease: bool) -> bool:
+        """``record`` after a claim: while the row still has the claim's ``etag`` it holds no newer event
+        and ``owner``'s lease, so one conditional write records the push (ending the lease when
+        ``ends_lease``) without reading the row again; otherwise ``record`` reads and judges it."""
+        if etag is not None:
+            try:
+                self._table.update_entity(
+                    {**entry.to_entity(self.tenant_id), **(_NO_LEASE if ends_lease else {})}, **_if_unchanged(etag)
+                )
+                return True
+            except ResourceModifiedError:
+                pass  # another writer touched the row since the claim: read it and judge again
+        return self.record(entry, owner if ends_lease else None)
+
     @contextlib.asynccontextmanager
     async def pushing(
         self,
@@ -583,7 +678,7 @@ class Ledger:
         )
         claimed = await _claim_waiting(claim, busy)
         if claimed.stale:
-            raise StaleEvent(f"the ledger holds this event of {external_id!r} or a later one; it was not pushed")
+            raise _refusal(claimed, external_id)
         item = (registration_id, external_id, owner)
         try:
             yield Push(owner, deadline)
@@ -595,7 +690,7 @@ class Ledger:
                 registration_id, external_id, op, event_time, clock(), pushed_by, source, source_event_id
             )
             # Nothing left in flight: the record ends the lease in the same write.
-            recorded = await asyncio.to_thread(self.record, entry, owner if landing is None else None)
+            recorded = await asyncio.to_thread(self._record_claimed, entry, claimed.etag, owner, landing is None)
         except BaseException:
             await self._end_lease(*item, _landing(claimed, deadline, timing, clock), clock)
             raise
@@ -718,9 +813,7 @@ class Ledger:
         for external_id, claimed in list(claims.items()):
             if claimed.stale:
                 del claims[external_id]
-                refused[external_id] = StaleEvent(
-                    f"the ledger holds this event of {external_id!r} or a later one; it was not pushed"
-                )
+                refused[external_id] = _refusal(claimed, external_id)
         return claims, etags, refused
 
     async def _claim_one_waiting(

@@ -15,19 +15,29 @@ are ignored. It sorts items four ways:
   and in the catalog: pushed again even when Graph looks equal. One marked but not in the catalog is
   only reported (``repairMissing``): its newest state must come from the LMS (``vlsync replay``).
 
+A registration may be shared by several sources, each owning the items whose ``externalId`` starts
+with its ``externalIdPrefix``. With a ``prefix``, the diff sees only that part of the registration:
+Graph items without it are neither updated nor removed (counted as ``outsidePrefix``), and a catalog
+record without it is an invalid line. With ``may_remove`` false (the timer's choice for a source
+without a prefix in a shared registration: it cannot tell its items from the others'), nothing is
+removed, and what would have been is counted (``removalRefused``).
+
 Memory: the catalog is read in passes (``records`` is called again for each), holding a 32-byte digest
 and a line number per item; Graph's normalised item is kept only for items that differ or are to be
 removed.
 
 Applying goes through the backfill's leased chunks and writer (``shared.backfill``), so a newer webhook
 state is never overwritten. Event times: a catalog row's ``lastModifiedDateTime``, else ``as_of``
-(the catalog's own time); a removal's is ``as_of``. Each run's events carry the source event id
-``reconcile:<run start>``, which orders them after an earlier push of the same event time (a
-backfill's, or an earlier reconcile's): drift that no newer event explains is repaired.
+(the time of the catalog's export: an ``as_of`` later than the export would let the export's
+state override webhook events that came between the two); a removal's is ``as_of``. Each run's
+events carry the source event id ``reconcile:<run start>``, which orders them after an earlier push
+of the same event time (a backfill's, or an earlier reconcile's): drift that no newer event explains
+is repaired.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -37,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from shared.backfill import Backfill, ChunkPusher, Planned, Tally
+from shared.backfill import Backfill, ChunkPusher, Planned, RunStopped, Tally
 from shared.catalog import CatalogProblem, Record
 from shared.ledger import MAX_TRANSACTION_OPERATIONS, BatchEvent
 from shared.models import ABSENT_VALUES, LearningContent, parse_rfc3339, upsert_body
@@ -50,6 +60,7 @@ MANAGED: tuple[str, ...] = tuple(
 )
 _TIMES = frozenset({"createdDateTime", "lastModifiedDateTime"})
 SOURCE = "reconcile"
+YIELD_EVERY = 500  # records read between turns given to the event loop (the catalog is read synchronously)
 
 
 def normalised(item: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +104,8 @@ class Plan:
     unchanged: int = 0
     problems: list[CatalogProblem] = field(default_factory=list)
     invalid: int = 0
+    outside_prefix: int = 0  # Graph items of the registration outside the source's prefix: not compared
+    removal_refused: int = 0  # items the diff would remove, kept because removal is not allowed
 
     def lines(self) -> set[int]:
         return (
@@ -108,6 +121,8 @@ class Plan:
             "repairMissing": self.repair_missing,
             "unchanged": self.unchanged,
             "invalid": self.invalid,
+            "outsidePrefix": self.outside_prefix,
+            "removalRefused": self.removal_refused,
             "problems": [p.view() for p in self.problems],
         }
 
@@ -125,16 +140,26 @@ async def plan(
     needs_repair: Iterable[str],
     *,
     removal: Removal = "deactivate",
+    prefix: str = "",
+    may_remove: bool = True,
 ) -> Plan:
-    """The diff between the catalog (``records()`` streams it; called twice) and Graph."""
+    """The diff between the catalog (``records()`` streams it; called twice) and Graph, within ``prefix``
+    (see the module's rules)."""
     result = Plan()
     catalog: dict[str, tuple[bytes, int]] = {}
-    for record in records():
+    for count, record in enumerate(records(), start=1):
+        if count % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
         if record.content is None:
             result.invalid += 1
             result.problems.extend(record.problems[: max(0, 1000 - len(result.problems))])
             continue
         external_id = record.content.external_id
+        if not external_id.startswith(prefix):
+            result.invalid += 1
+            message = f"{external_id!r} does not start with the source's externalIdPrefix {prefix!r}"
+            result.problems.append(CatalogProblem(record.line, "/externalId", message))
+            continue
         if external_id in catalog:
             result.invalid += 1
             first = catalog[external_id][1]
@@ -145,17 +170,25 @@ async def plan(
     differing: dict[str, dict[str, Any]] = {}
     async for item in graph.list_contents(registration_id):
         external_id = str(item.get("externalId"))
+        if not external_id.startswith(prefix):  # another source's item in a shared registration
+            result.outside_prefix += 1
+            continue
         current = normalised(item)
         known = catalog.get(external_id)
         if known is None:
             if removal == "delete" or current.get("isActive") is not False:
-                result.remove.append(current)
+                if may_remove:
+                    result.remove.append(current)
+                else:
+                    result.removal_refused += 1
             continue
         in_graph.add(external_id)
         if digest(current) != known[0]:
             differing[external_id] = current
     marked = set(needs_repair)
-    for record in records():
+    for count, record in enumerate(records(), start=1):
+        if count % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
         content = record.content
         if content is None or catalog.get(content.external_id, (b"", -1))[1] != record.line:
             continue
@@ -169,7 +202,7 @@ async def plan(
             result.repair.append((record.line, external_id))
         else:
             result.unchanged += 1
-    result.repair_missing = sorted(marked - set(catalog))
+    result.repair_missing = sorted(e for e in marked - set(catalog) if e.startswith(prefix))
     return result
 
 
@@ -192,6 +225,8 @@ class Reconcile:
         tally = await run.run(r for r in records() if r.line in wanted)
         for chunk in _chunks(self._removals(result.remove, removal), MAX_TRANSACTION_OPERATIONS):
             await self.pusher.push(chunk, tally)
+        if self.pusher.stopped is not None:
+            raise RunStopped(self.pusher.stopped)
         return tally
 
     def _removals(self, items: list[dict[str, Any]], removal: Removal) -> Iterator[Planned]:

@@ -718,20 +718,26 @@ class Settings(BaseSettings):
         return storage.resolve(STORAGE_CONNECTION, service, values)
 
 
-def source_secret(source: SourceConfig) -> str | None:
-    """Read a source's webhook secret at request time, so a rotated Key Vault reference applies at once.
+def _secret_value(setting: str | None) -> str | None:
+    """The secret an app setting holds, read at call time, so a rotated Key Vault reference applies at once.
 
     An unresolved Key Vault reference (the platform leaves the ``@Microsoft.KeyVault(...)`` text in
     place when the secret is missing or unreadable) counts as no secret: a misconfiguration to
-    report, not a wrong signature to blame on the sender.
+    report, not a wrong signature or a refused call to blame on the other side.
     """
-    if source.secret_setting is None:  # a kind verified without a shared secret (Canvas: public keys)
+    if setting is None:
         return None
-    value = (os.environ.get(source.secret_setting) or "").strip()
+    value = (os.environ.get(setting) or "").strip()
     if value.startswith("@Microsoft.KeyVault("):
-        logger.error("setting %s is an unresolved Key Vault reference", source.secret_setting)
+        logger.error("setting %s is an unresolved Key Vault reference", setting)
         return None
     return value or None
+
+
+def source_secret(source: SourceConfig) -> str | None:
+    """A source's webhook secret (``secretSetting``), by ``_secret_value``'s rule. ``None`` also for a
+    kind verified without a shared secret (Canvas: public keys)."""
+    return _secret_value(source.secret_setting)
 
 
 FETCH_KINDS = ("canvas", "moodle", "openedx", "thinkific")
@@ -743,16 +749,8 @@ def fetch_back(source: SourceConfig) -> bool:
 
 
 def api_secret(source: SourceConfig) -> str | None:
-    """Read a fetch-back source's API secret at call time (``apiSecretSetting``), by ``source_secret``'s rule:
-    an unresolved Key Vault reference counts as no secret (a misconfiguration, reported as such)."""
-    setting = source.api_secret_setting if isinstance(source, ApiFetch) else None
-    if setting is None:
-        return None
-    value = (os.environ.get(setting) or "").strip()
-    if value.startswith("@Microsoft.KeyVault("):
-        logger.error("setting %s is an unresolved Key Vault reference", setting)
-        return None
-    return value or None
+    """A fetch-back source's API secret (``apiSecretSetting``), by ``_secret_value``'s rule."""
+    return _secret_value(source.api_secret_setting if isinstance(source, ApiFetch) else None)
 
 
 @lru_cache(maxsize=1)

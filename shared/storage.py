@@ -12,6 +12,7 @@ shortcut for the default connection.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
@@ -20,6 +21,8 @@ Service = Literal["queue", "table", "blob"]
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
 # The host accepts any letter case; the SDKs only the value "true" (with the key in any case).
 DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
+# The variables besides ``*_proxy`` that ``requests`` reads when its session trusts the environment.
+_CA_BUNDLE_VARIABLES = frozenset({"requests_ca_bundle", "curl_ca_bundle"})
 
 
 class StorageNotConfigured(ValueError):
@@ -79,11 +82,29 @@ def open_client(client_type: type[C], connection: StorageConnection, *, aio: boo
 
     An identity-based client owns its token credential; close the client, then ``client.credential``.
     """
+    options = {**environment_options(), **options}
     if connection.connection_string is not None:
         client: C = client_type.from_connection_string(connection.connection_string, **options)
         return client
     assert connection.endpoint is not None
     return client_type(connection.endpoint, credential=token_credential(connection, aio=aio), **options)
+
+
+def environment_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The SDK transport's ``use_env_settings``: off where the environment sets nothing it would read.
+
+    With it on (azure-core's default), ``requests`` scans the whole environment for ``*_proxy``
+    variables on every request, twice: about 0.1 ms of a request's 1.2 ms of client CPU with a few
+    dozen variables, more with the app's settings in the environment, on every Storage call of every
+    event (the webhook-path benchmark, ``docs/benchmarks.md``). The scans can only
+    find what was there at start (app settings change by restarting the app), so where no proxy
+    variable and no CA bundle variable is set they are skipped; set one and every request reads the
+    environment as before. (The storage SDKs sign each request themselves, so ``~/.netrc``, which a
+    trusting session would also read, never applied to them.)
+    """
+    names = {name.lower() for name in (os.environ if environ is None else environ)}
+    reads = any(name.endswith("_proxy") for name in names) or bool(names & _CA_BUNDLE_VARIABLES)
+    return {} if reads else {"use_env_settings": False}
 
 
 def token_credential(connection: StorageConnection, *, aio: bool = False) -> Any:

@@ -23,6 +23,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, Literal, Protocol
 
+from azure.core.exceptions import AzureError
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
@@ -36,7 +37,17 @@ from shared.graph import (
     GraphTransientError,
     WriteBudget,
 )
-from shared.ledger import ItemBusy, LeaseLost, Push, PushTiming, StaleEvent, push_timing
+from shared.ledger import (
+    ItemBusy,
+    LeaseLost,
+    LedgerEntry,
+    Push,
+    PushTiming,
+    StaleEvent,
+    Superseded,
+    is_stale,
+    push_timing,
+)
 from shared.lms import LmsError, LmsPermanentError, LmsTransientError
 from shared.models import CommandError, ContentCommand
 from shared.queue import CommandQueue
@@ -119,6 +130,23 @@ class LedgerPort(Protocol):
         ...
 
     def registration_enabled(self, registration_id: str, *, fresh: bool = False) -> bool: ...
+
+    def last_push(self, registration_id: str, external_id: str) -> LedgerEntry | None:
+        """The item's recorded event (``None``: nothing recorded), read without taking its lease."""
+        ...
+
+    def announce(
+        self,
+        registration_id: str,
+        external_id: str,
+        event_time: datetime,
+        *,
+        op: str = "upsert",
+        source_event_id: str | None = None,
+    ) -> bool:
+        """Announce a command that goes back to the queue to wait, so older ones of the item skip
+        their push (``shared.ledger.Superseded``)."""
+        ...
 
     def pushing(
         self,
@@ -229,10 +257,10 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
             return waiting
         # Fetch-back before the lease: the LMS call must not hold the item. What is parked or retried
         # later is the fetch command itself, so a replay asks the LMS again.
-        target = await _completed(command, ports)
         # The message id: a redelivery of this very message may take back the lease it left behind.
         owner = info.message_id or f"worker/{uuid.uuid4().hex[:8]}"
         try:
+            target = await _completed(command, ports)
             async with ports.ledger.pushing(
                 target.registration_id,
                 target.external_id,
@@ -248,8 +276,8 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
                 outcome = await _push(target, graph, push.deadline)
         except ItemBusy as busy:
             return await _wait_for_lease(command, busy, ports, log_args)
-        except StaleEvent:
-            return _skipped(command, log_args)
+        except StaleEvent as stale:
+            return _skipped(command, log_args, stale)
         except LeaseLost as lost:
             return _lease_lost(lost, log_args)
     except GraphTransientError as error:
@@ -368,7 +396,9 @@ async def _defer_for_budget(
     command: ContentCommand, wait: float, ports: WorkerPorts, log_args: tuple[str, ...], why: str
 ) -> Outcome:
     """Hidden in the queue for ``wait``, as a new message: no attempt spent and ``deferrals`` unchanged,
-    so a long throttle or a large backlog under a small budget drains nothing into poison."""
+    so a long throttle or a large backlog under a small budget drains nothing into poison. Announced
+    first, so the item's older commands waiting with it cost no write of their own."""
+    await _announce(command, ports)
     await asyncio.to_thread(ports.queue.defer, command.to_json(), wait)
     logger.info("waiting %s %s reg=%s message=%s correlation=%s: back in %.0fs (%s)", *log_args, wait, why)
     telemetry.COMMANDS_RETRIED.add(1, {"vlsync.budget": True})
@@ -415,17 +445,51 @@ async def _wait_for_lease(
     """
     remaining = (busy.until - datetime.now(UTC)).total_seconds() if busy.until else BUSY_RECHECK_SECONDS
     delay = max(1.0, min(remaining, BUSY_RECHECK_SECONDS))
+    await _announce(command, ports)
     await asyncio.to_thread(ports.queue.defer, command.to_json(), delay)
     logger.info("busy %s %s reg=%s message=%s correlation=%s: back in %.0fs (%s)", *log_args, delay, busy)
     telemetry.COMMANDS_RETRIED.add(1, {"vlsync.busy": True})
     return Outcome.DEFERRED
 
 
-def _skipped(command: ContentCommand, log_args: tuple[str, ...]) -> Outcome:
+async def _announce(command: ContentCommand, ports: WorkerPorts) -> None:
+    """Coalescing: the command is about to wait in the queue; announce its event on the item's ledger
+    row so the item's older commands skip their Graph write (``Superseded``), this one still being
+    queued. Written before the command goes back, so it is never announced without being queued (a
+    failed defer raises and the host redelivers the message). Only an optimisation: a storage error
+    here costs the older commands their writes, never this command."""
+    try:
+        await asyncio.to_thread(
+            partial(
+                ports.ledger.announce,
+                command.registration_id,
+                command.external_id,
+                command.event_time,
+                op=command.op,
+                source_event_id=command.source_event_id,
+            )
+        )
+    except AzureError as exc:
+        logger.warning(
+            "could not announce %s %s correlation=%s (%s); older commands will push their own state",
+            command.op,
+            command.external_id,
+            command.correlation_id,
+            type(exc).__name__,
+        )
+
+
+def _skipped(command: ContentCommand, log_args: tuple[str, ...], stale: StaleEvent) -> Outcome:
+    why = (
+        "a newer event is announced and queued"
+        if isinstance(stale, Superseded)
+        else "the ledger holds it or a later one"
+    )
     logger.info(
-        "skipped %s %s reg=%s message=%s correlation=%s: the ledger holds this event (%s) or a later one",
+        "skipped %s %s reg=%s message=%s correlation=%s: event %s (%s)",
         *log_args,
         command.event_time.isoformat(),
+        why,
     )
     telemetry.COMMANDS_SKIPPED_STALE.add(1)
     return Outcome.SKIPPED_STALE
@@ -465,7 +529,16 @@ async def _completed(command: ContentCommand, ports: WorkerPorts) -> ContentComm
         return command
     if ports.fetch is None:
         raise FetchError("fetchback-unconfigured", "this worker has no fetch-back port to complete a fetch command")
-    return await ports.fetch.complete(command)
+    try:
+        return await ports.fetch.complete(command)
+    except (LmsPermanentError, FetchError):
+        # A late event whose course is gone (or no longer completes) is not a failure when the ledger
+        # already holds this event or a newer one (a delete recorded first): judged by the ledger's
+        # own order (``is_stale``), as the lease would judge it.
+        known = await asyncio.to_thread(ports.ledger.last_push, command.registration_id, command.external_id)
+        if is_stale(known, command.event_time, command.op, command.source_event_id):
+            raise StaleEvent(f"the ledger holds this event of {command.external_id!r} or a later one") from None
+        raise
 
 
 async def _push(command: ContentCommand, graph: GraphPort, deadline: Deadline) -> Outcome:

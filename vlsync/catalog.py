@@ -35,10 +35,14 @@ if TYPE_CHECKING:  # loaded when a command runs
     from shared.graph import GraphClient
     from shared.graph_batch import BatchWriter
     from shared.ledger import Ledger
+    from shared.ratebudget import SharedWriteBudget
     from shared.reconcile import Plan
     from vlsync.config import CliConfig
 
 SHOWN = 20  # items listed per kind in the human diff; --json lists all
+# The longest wait for the shared write budget inside one call: a CLI run has no queue to carry a
+# wait, so it may wait long; each push's own deadline still bounds it.
+BUDGET_WAIT_SECONDS = 600.0
 
 FORMAT_OPTION = click.option(
     "--format",
@@ -48,8 +52,9 @@ FORMAT_OPTION = click.option(
 )
 AS_OF_OPTION = click.option(
     "--as-of",
-    help="Event time of records without lastModifiedDateTime (RFC 3339) [the file's modification time]. "
-    "A webhook event newer than it is never overwritten.",
+    help="When the export was taken (RFC 3339): the event time of records without lastModifiedDateTime, and "
+    "of reconcile's removals [the file's modification time, with a warning: a copied file's is later than "
+    "the export, and webhook events in between would lose]. A webhook event newer than it is never overwritten.",
 )
 WRITER_OPTIONS = [
     click.option(
@@ -69,11 +74,18 @@ WRITER_OPTIONS = [
 ]
 
 
-def _as_of(value: str | None, path: Path) -> datetime:
+def _as_of(value: str | None, path: Path, out: Printer | None = None) -> datetime:
     from shared.models import parse_rfc3339
 
     if value is None:
-        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        when = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        if out is not None:
+            out.note(
+                f"note: no --as-of: using the file's modification time {when.isoformat()}; if the file was "
+                "copied or edited after the export, give --as-of the export's time, else webhook events "
+                "between the two lose to the export's older state"
+            )
+        return when
     try:
         return parse_rfc3339(value)
     except ValueError as exc:
@@ -113,6 +125,37 @@ def _ledger(conf: CliConfig, what: str) -> Ledger:
             "give --storage-connection-string (or LearningSyncStorage) or --storage-account"
         )
     return checked(lambda: storage.ledger(conf))
+
+
+def _budget(conf: CliConfig, registration_id: str) -> SharedWriteBudget | None:
+    """The registration's shared write budget (``GRAPH_WRITE_*``, as the app reads them), the one the
+    worker spends from: a run of the CLI and the worker together stay within one rate. ``None`` when
+    GRAPH_WRITE_RATE_PER_SECOND is 0."""
+    from shared.ratebudget import RateBudgets
+    from vlsync import storage
+
+    tenant = checked(conf.require_tenant)
+
+    def build(settings: Any) -> RateBudgets | None:
+        home = settings.model_copy(update={"tenant_id": tenant})
+        return RateBudgets.from_settings(home, max_wait_seconds=BUDGET_WAIT_SECONDS)
+
+    budgets = checked(lambda: storage.opened(conf, build))
+    return budgets.for_registration(tenant, registration_id) if budgets is not None else None
+
+
+def _chunk_size(budget: SharedWriteBudget | None, client: GraphClient, in_flight: int) -> int:
+    """Items per ledger chunk: 100, or fewer when the budget could not send the chunks in flight within a
+    push's deadline (an item waiting past it fails and is sent again by the next run)."""
+    from shared.ledger import MAX_TRANSACTION_OPERATIONS
+    from vlsync import operations
+
+    if budget is None:
+        return MAX_TRANSACTION_OPERATIONS
+    deadline = operations.push_timing_of(client).deadline_seconds
+    # Half the deadline's worth of the budget's rate: room for retries and for the worker's own writes.
+    sendable = int(budget.policy.ceiling * deadline / 2) + budget.burst
+    return max(1, min(MAX_TRANSACTION_OPERATIONS, sendable // max(1, in_flight)))
 
 
 def _pusher(
@@ -260,12 +303,13 @@ def backfill(
     registration_id = checked(conf.require_registration)
     ledger = _ledger(conf, "backfill")
     checkpoint_file = checkpoint_path or default_path(file)
+    target = write_target(conf, registration_id, storage=True)
     try:
-        checkpoint = Checkpoint.open(checkpoint_file, file, restart=restart)
+        checkpoint = Checkpoint.open(checkpoint_file, file, target=target.view(), restart=restart)
     except CheckpointMismatch as exc:
         raise Failure(str(exc)) from None
     when = (
-        _as_of(as_of, file)
+        _as_of(as_of, file, out)
         if as_of or "asOf" not in checkpoint.extra
         else datetime.fromisoformat(checkpoint.extra["asOf"])
     )
@@ -273,32 +317,42 @@ def backfill(
     resumed = checkpoint.done.count()
     if resumed:
         out.note(f"resuming from {checkpoint_file}: {resumed} line(s) done (first {checkpoint.done.prefix()} in a row)")
-    target = write_target(conf, registration_id, storage=True)
     total = _line_count(file)
+    budget = _budget(conf, registration_id)
 
-    async def go() -> tuple[Tally, dict[str, Any], float]:
+    async def go() -> tuple[Tally, dict[str, Any], float, engine.RunStopped | None]:
         from vlsync import operations
 
-        async with graph("content", conf, out, target=target) as client:
+        async with graph("content", conf, out, target=target) as plain:
+            checkpoint.bind(target.view())  # the token named the tenant: a checkpoint of another is refused
+            client = plain.with_budget(budget)
             clock = await operations.graph_clock(client, registration_id)
             async with _writer(client, out, concurrency, batch_size) as writer:
                 runner = engine.Backfill(
                     _pusher(client, ledger, writer, registration_id, clock.now),
                     checkpoint,
                     when,
+                    chunk_size=_chunk_size(budget, client, concurrency),
                     in_flight=concurrency,
                     on_invalid=on_invalid,  # type: ignore[arg-type]
                     limit=limit,
                 )
                 started = time.monotonic()
+                stopped: engine.RunStopped | None = None
                 with _Bar(out, total, "backfill") as bar:
                     runner.progress = bar.update
-                    tally = await runner.run(_records(file, catalog_format)())
+                    try:
+                        tally = await runner.run(_records(file, catalog_format)())
+                    except engine.RunStopped as exc:
+                        tally, stopped = runner.tally, exc
                 if runner.stopped_at is not None:
                     out.note(f"stopped at line {runner.stopped_at.line} (--on-invalid stop)")
-                return tally, writer.stats.view(), time.monotonic() - started
+                return tally, writer.stats.view(), time.monotonic() - started, stopped
 
-    tally, requests, elapsed = run(go())
+    try:
+        tally, requests, elapsed, stopped = run(go())
+    except CheckpointMismatch as exc:
+        raise Failure(str(exc)) from None
     sent = tally.pushed + tally.failed + tally.lost
     summary = {
         "registrationId": registration_id,
@@ -311,6 +365,8 @@ def backfill(
         "doneLines": checkpoint.done.count(),
         "target": target.view(),
     }
+    if stopped is not None:
+        raise Failure(str(stopped), summary)
     _finish(out, summary, f"backfilled {tally.pushed} item(s) into registration {registration_id}")
 
 
@@ -380,13 +436,28 @@ def _dry_run(out: Printer, file: Path, fmt: CatalogFormat) -> None:
 @FORMAT_OPTION
 @click.option("--apply", "apply_", is_flag=True, help="Apply the diff (without it, only print it).")
 @click.option("--delete", is_flag=True, help="Delete items the catalog lacks instead of deactivating them.")
+@click.option(
+    "--external-id-prefix",
+    "prefix",
+    default="",
+    help="Only the registration's items whose externalId starts with this (a source's externalIdPrefix, in a "
+    "registration several sources share); the file's ids must start with it too [the whole registration].",
+)
 @AS_OF_OPTION
 @options(WRITER_OPTIONS, OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS, REGISTRATION_OPTIONS)
 def reconcile(
-    file: Path, fmt: str | None, apply_: bool, delete: bool, as_of: str | None, concurrency: int, batch_size: int
+    file: Path,
+    fmt: str | None,
+    apply_: bool,
+    delete: bool,
+    prefix: str,
+    as_of: str | None,
+    concurrency: int,
+    batch_size: int,
 ) -> None:
     """Compare a registration's content with the catalog; --apply makes Graph equal it."""
     from shared import reconcile as engine
+    from shared.backfill import RunStopped
     from shared.catalog import CatalogUnreadable
 
     conf, out = config(), printer()
@@ -396,20 +467,22 @@ def reconcile(
     if ledger is None:
         out.note("ledger not configured: items marked needsRepair are not known (give --storage-connection-string)")
     removal: engine.Removal = "delete" if delete else "deactivate"
-    when = _as_of(as_of, file)
+    when = _as_of(as_of, file, out if apply_ else None)
     records = _records(file, catalog_format)
     target = write_target(conf, registration_id, storage=ledger is not None)
+    budget = _budget(conf, registration_id) if apply_ else None
 
     async def go() -> tuple[Plan, Tally | None, dict[str, Any] | None]:
         import asyncio
 
         from vlsync import operations
 
-        async with graph("content", conf, out, target=target if apply_ else None) as client:
+        async with graph("content", conf, out, target=target if apply_ else None) as plain:
+            client = plain.with_budget(budget)
             marked: Iterable[str] = []
             if ledger is not None:
                 marked = [row["externalId"] for row in await asyncio.to_thread(ledger.needs_repair, registration_id)]
-            diff = await engine.plan(records, client, registration_id, marked, removal=removal)
+            diff = await engine.plan(records, client, registration_id, marked, removal=removal, prefix=prefix)
             if not apply_:
                 return diff, None, None
             assert ledger is not None
@@ -426,7 +499,7 @@ def reconcile(
 
     try:
         diff, tally, requests = run(go())
-    except CatalogUnreadable as exc:
+    except (CatalogUnreadable, RunStopped) as exc:
         raise Failure(str(exc)) from None
     view: dict[str, Any] = {"registrationId": registration_id, "diff": diff.view(removal), "applied": None}
     if tally is not None:

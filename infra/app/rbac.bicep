@@ -23,6 +23,9 @@ param hostContainerNames array
 @description('Blob container of the raw event archive (EVENT_ARCHIVE_CONTAINER): the intake writes it, replay reads it.')
 param archiveContainerName string
 
+@description('Blob container of the source catalogs (RECONCILE_CATALOGS): the reconcile timer reads it.')
+param catalogContainerName string
+
 @description('Object id of the user (or CI principal) running azd.')
 param userPrincipalId string = ''
 
@@ -39,6 +42,7 @@ param allowUserIdentityPrincipal bool = false
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
@@ -79,6 +83,11 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 resource archiveContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: archiveContainerName
+}
+
+resource catalogContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: catalogContainerName
 }
 
 resource hostContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for containerName in hostContainerNames: {
@@ -123,6 +132,18 @@ resource identityArchiveBlobRole 'Microsoft.Authorization/roleAssignments@2022-0
   scope: archiveContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: managedIdentityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The reconcile timer (shared/scheduled_reconcile.py) downloads catalog blobs and reads their
+// properties and metadata (exportedAt): read-only, on that container only.
+resource identityCatalogBlobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(catalogContainer.id, managedIdentityPrincipalId, storageBlobDataReader)
+  scope: catalogContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
     principalId: managedIdentityPrincipalId
     principalType: 'ServicePrincipal'
   }

@@ -36,6 +36,9 @@ param dedupeTableName string = 'deliveries'
 @description('Blob container of archived webhook events.')
 param archiveContainerName string = 'event-archive'
 
+@description('Blob container of the source catalogs the reconcile timer reads (RECONCILE_CATALOGS names blobs in it).')
+param catalogContainerName string = 'catalogs'
+
 @minValue(0)
 @maxValue(3650)
 @description('Days an archived webhook delivery is kept (EVENT_ARCHIVE_RETENTION_DAYS); 0: the archive is off and no retention rule is made.')
@@ -113,6 +116,15 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 resource archiveContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: archiveContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// The LMS exports (or an operator) upload each source's catalog here; the reconcile timer only reads it.
+resource catalogContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: catalogContainerName
   properties: {
     publicAccess: 'None'
   }
@@ -211,4 +223,5 @@ output heldQueueName string = heldQueue.name
 output ledgerTableName string = ledgerTable.name
 output dedupeTableName string = dedupeTable.name
 output archiveContainerName string = archiveContainer.name
+output catalogContainerName string = catalogContainer.name
 output hostContainerNames array = [for (containerName, i) in hostContainerNames: hostContainers[i].name]

@@ -31,7 +31,7 @@ class Sizes:
                 floor_patches=20_000,
                 baseline_items=500,
                 catalog_items=100_000,
-                throttled_items=9_000,  # 3 minutes at 50/s
+                throttled_items=4_000,  # 80 s at 50/s when the budget holds the rate
                 throttled_rate=50,
             )
         return cls(
@@ -39,7 +39,7 @@ class Sizes:
             floor_patches=2_000,
             baseline_items=60,
             catalog_items=3_000,
-            throttled_items=600,  # 12 seconds at 50/s
+            throttled_items=400,  # 8 s at 50/s when the budget holds the rate
             throttled_rate=50,
         )
 

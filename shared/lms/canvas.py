@@ -10,7 +10,8 @@ which ``shared.lms.check`` treats as transient. Errors come as ``{"errors": [{"m
 
 What maps to what: ``name`` -> title, ``public_description`` -> description, ``locale`` ->
 languageTag, ``image_download_url`` -> thumbnailWebUrl, ``created_at`` -> createdDateTime,
-``workflow_state`` -> isActive (``available`` only) or a delete (``deleted``). Canvas gives no
+``workflow_state`` -> isActive (``available`` only) or a delete (``deleted``), by the intake's rule
+(``shared.sources.canvas.state_action``). Canvas gives no
 course URL in the object: the page is ``{apiBaseUrl}/courses/{id}`` (the API root is the Canvas
 site's own address).
 """
@@ -25,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from shared.graph import Deadline
 from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiSecret, LmsCourse, LmsPermanentError, check, parse, send
+from shared.sources.canvas import state_action
 
 LMS = "Canvas"
-STATES = frozenset({"unpublished", "available", "completed", "deleted", "created", "claimed"})
 INCLUDES = (("include[]", "public_description"), ("include[]", "course_image"))
 
 
@@ -76,16 +77,13 @@ class CanvasClient:
 
 
 def to_course(course: CanvasCourse, base_url: str) -> LmsCourse:
-    if course.workflow_state not in STATES:
-        raise LmsPermanentError(
-            LMS,
-            200,
-            "invalid-response",
-            f"workflow_state {course.workflow_state!r} is not one of {', '.join(sorted(STATES))}",
-        )
-    if course.workflow_state == "deleted":
+    try:
+        action = state_action(course.workflow_state)  # the intake's own rule
+    except ValueError as exc:
+        raise LmsPermanentError(LMS, 200, "invalid-response", str(exc)) from None
+    if action == "delete":
         return LmsCourse(deleted=True)
-    fields: dict[str, Any] = {"title": course.name, "isActive": course.workflow_state == "available"}
+    fields: dict[str, Any] = {"title": course.name, "isActive": action == "upsert"}
     for graph, value in (
         ("description", course.public_description),
         ("languageTag", course.locale),

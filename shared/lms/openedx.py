@@ -24,10 +24,8 @@ about page, ``{apiBaseUrl}/courses/{course_key}/about``.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urljoin
 
@@ -36,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from shared.graph import Deadline
 from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiSecret, LmsCourse, LmsPermanentError, check, parse, send
+from shared.sources.normalize import clock_duration
 
 LMS = "Open edX"
 # Refresh this long before the token's own expiry, so a token never expires mid-request.
@@ -43,7 +42,6 @@ EXPIRY_MARGIN_SECONDS = 60.0
 # Course keys carry ':' and '+' (course-v1:Org+Num+Run) and legacy keys '/' (Org/Num/Run); the LMS's
 # URL patterns take them as they are in the path.
 _KEY_SAFE = ":+/@"
-_EFFORT = re.compile(r"^(?:(\d{1,3}):)?(\d{1,2}):(\d{2})$")
 
 
 class TokenAnswer(BaseModel):
@@ -177,18 +175,6 @@ def _oauth_error(response: httpx.Response) -> str:
     return response.reason_phrase
 
 
-def effort_duration(effort: str | None) -> timedelta | None:
-    """``H:MM`` or ``H:MM:SS`` (the Studio schedule page's "Hours of Effort per Week") as a duration;
-    free text ("4 hours") is left out rather than guessed."""
-    match = _EFFORT.match((effort or "").strip())
-    if match is None:
-        return None
-    first, second, third = match.groups()
-    if first is None:
-        return timedelta(hours=int(second), minutes=int(third))
-    return timedelta(hours=int(first), minutes=int(second), seconds=int(third))
-
-
 def to_course(course: OpenEdxCourse, base_url: str) -> LmsCourse:
     fields: dict[str, Any] = {"title": course.name}
     description = course.short_description or course.overview
@@ -201,7 +187,7 @@ def to_course(course: OpenEdxCourse, base_url: str) -> LmsCourse:
         thumbnail = urljoin(base_url + "/", media.course_image.uri)
     if thumbnail:
         fields["thumbnailWebUrl"] = thumbnail
-    duration = effort_duration(course.effort)
+    duration = clock_duration(course.effort)  # the effort rule is normalize's
     if duration is not None:
         fields["duration"] = duration
     if course.hidden is not None:

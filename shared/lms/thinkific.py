@@ -33,9 +33,9 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
 
 from shared.graph import Deadline
 from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiSecret, LmsCourse, check, parse, send
+from shared.sources.thinkific import status_hides  # the one visibility rule of a Thinkific product
 
 LMS = "Thinkific"
-HIDDEN_STATUSES = frozenset({"draft", "hidden", "unpublished"})
 
 
 class ThinkificCourse(BaseModel):
@@ -120,9 +120,8 @@ def to_course(course: ThinkificCourse, product: ThinkificProduct, subdomain: str
         fields["thumbnailWebUrl"] = image
     if product.created_at:
         fields["createdDateTime"] = product.created_at
-    status_hides = product.status is not None and product.status.lower() in HIDDEN_STATUSES
     if product.status is not None or product.hidden is not None:
-        fields["isActive"] = not status_hides and not product.hidden
+        fields["isActive"] = not status_hides(product.status) and not product.hidden
     slug = course.slug or product.slug
     return LmsCourse(
         fields=fields,

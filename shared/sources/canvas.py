@@ -7,7 +7,8 @@ is accepted only from a source configured with ``acceptUnsigned``.
 
 The event is thin: ``body`` has ``course_id`` (a string; global ids exceed 2^53), ``name``,
 ``created_at``, ``updated_at`` and ``workflow_state`` (``available`` published, ``created`` and
-``claimed`` unpublished, ``completed`` concluded, ``deleted``). Deleting a course is a
+``claimed`` unpublished, ``completed`` concluded, ``deleted``; ``state_action`` is the rule, shared
+with fetch-back). Deleting a course is a
 ``course_updated`` with ``workflow_state: "deleted"``. Times come as ISO-8601 or as
 ``2019-11-05 07:38:00 -0800``.
 """
@@ -46,7 +47,17 @@ from shared.sources.pipeline import commands
 logger = logging.getLogger(__name__)
 
 COURSE_EVENTS = ("course_created", "course_updated")
-HIDDEN_STATES = frozenset({"created", "claimed", "completed"})
+# A course's ``workflow_state``: the one Canvas visibility rule, for Live Events and Courses API answers
+# (``shared.lms.canvas``) alike. The Course object documents "unpublished", "available", "completed" and
+# "deleted" (https://canvas.instructure.com/doc/api/courses.html#Course); Live Events carry the model's
+# own states, where "created" and "claimed" are the unpublished ones (not confirmed in Instructure's
+# stored docs; Canvas's Course model). Only a published course ("available") is open to learners;
+# an unpublished one is not, and a completed (concluded) one is read-only for its past enrolments,
+# so both are listed as hidden (isActive false, or a delete with ``hiddenAs: delete``).
+VISIBLE_STATE = "available"
+DELETED_STATE = "deleted"
+HIDDEN_STATES = frozenset({"unpublished", "created", "claimed", "completed"})
+STATES = HIDDEN_STATES | {VISIBLE_STATE, DELETED_STATE}
 # The sender's clock and ours may differ a little when checking exp/nbf/iat.
 LEEWAY_SECONDS = 60
 # A token naming an unknown kid triggers a fetch; forged kids must not make us hammer the key server.
@@ -253,6 +264,14 @@ def _invalid(detail: str, pointer: str) -> Problem:
     return Problem(SCHEMA_VIOLATION, "invalid Live Event", [FieldError(detail, pointer)])
 
 
+def state_action(state: str) -> Action:
+    """What a course's ``workflow_state`` makes of the item; ``ValueError`` for a state Canvas does not
+    document (not guessed either way)."""
+    if state not in STATES:
+        raise ValueError(f"workflow_state {state!r} is not one of {', '.join(sorted(STATES))}")
+    return "delete" if state == DELETED_STATE else "upsert" if state == VISIBLE_STATE else "hidden"
+
+
 def course_event(document: Any) -> CourseEvent | None:
     """The course event of a Live Event (the JWT's claims, or the unsigned JSON); None for other events."""
     if not isinstance(document, dict):
@@ -273,7 +292,12 @@ def course_event(document: Any) -> CourseEvent | None:
     state = body.get("workflow_state")
     if state is not None and not isinstance(state, str):
         raise _invalid("workflow_state must be a string", "/body/workflow_state")
-    action: Action = "delete" if state == "deleted" else "hidden" if state in HIDDEN_STATES else "upsert"
+    action: Action = "upsert"  # an event without a state says nothing about visibility
+    if state is not None:
+        try:
+            action = state_action(state)
+        except ValueError as exc:
+            raise _invalid(str(exc), "/body/workflow_state") from None
 
     raw_time = metadata.get("event_time") or body.get("updated_at")
     event_time = None

@@ -230,6 +230,22 @@ def iso_duration(value: Any, unit: DurationUnit = "iso8601") -> str:
     return _format_duration(timedelta(seconds=value * (60 if unit == "minutes" else 1)))
 
 
+# "H:MM" or "H:MM:SS" (Open edX Studio's "Hours of Effort per Week" in its usual form).
+_CLOCK = re.compile(r"^(?:(\d{1,3}):)?(\d{1,2}):(\d{2})$")
+
+
+def clock_duration(value: str | None) -> timedelta | None:
+    """A clock-style duration, ``H:MM`` or ``H:MM:SS``; ``None`` for anything else (free text such as
+    "4 hours" is left out rather than guessed)."""
+    match = _CLOCK.match((value or "").strip())
+    if match is None:
+        return None
+    first, second, third = match.groups()
+    if first is None:
+        return timedelta(hours=int(second), minutes=int(third))
+    return timedelta(hours=int(first), minutes=int(second), seconds=int(third))
+
+
 def _format_duration(span: timedelta) -> str:
     if span < timedelta(0):
         raise ValueError("must not be negative")

@@ -7,7 +7,8 @@ text, UTC date-times, ISO-8601 durations, absolute URLs, the default language, t
 and the required Graph fields (a thin event that cannot fill them is refused with
 ``content-incomplete``, naming each missing field and what would fill it). A source with fetch-back
 (``apiBaseUrl``) queues its upserts as fetch commands instead, and :func:`complete` applies the same
-rules to the LMS's answer in the worker.
+rules to the LMS's answer in the worker: both go through :func:`normalise`, :func:`visibility` and
+:func:`build_content`, the one owner of each step.
 """
 
 from __future__ import annotations
@@ -141,6 +142,94 @@ _FILL_HINTS = {
 }
 
 
+@dataclass(frozen=True)
+class FieldProblem:
+    """A value the rules refuse: ``field`` is where it is located (a Graph property, or ``externalId``
+    for what the source's settings built), ``message`` says what is wrong, naming the property."""
+
+    field: str
+    message: str
+
+
+def normalise(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldProblem]]:
+    """Every raw value by its property's rule (``NORMALISERS``); empty values are left out."""
+    values: dict[str, Any] = {}
+    problems: list[FieldProblem] = []
+    for name, value in raw.items():
+        try:
+            normalised = NORMALISERS[name](value)
+        except ValueError as exc:
+            problems.append(FieldProblem(name, f"{name} {exc}"))
+            continue
+        if normalised not in ("", [], None):
+            values[name] = normalised
+    return values, problems
+
+
+def visibility(fields: dict[str, Any], hidden: bool, source: LmsSource) -> Literal["upsert", "delete"]:
+    """The hidden rule: a hidden item (``hidden``, or ``isActive`` false) is deleted when the source
+    says ``hiddenAs: delete``, else kept with ``isActive: false`` (set in ``fields``)."""
+    if not hidden and fields.get("isActive") is not False:
+        return "upsert"
+    if source.hidden_as == "delete":
+        return "delete"
+    fields["isActive"] = False
+    return "upsert"
+
+
+@dataclass(frozen=True)
+class Built:
+    """An upsert's ``content``, or why there is none: values refused (``wrong``) and required
+    properties nothing fills (``missing``)."""
+
+    content: LearningContent | None
+    wrong: list[FieldProblem]
+    missing: list[str]
+
+
+def build_content(
+    fields: Mapping[str, Any],
+    source: LmsSource,
+    *,
+    course_id: str,
+    url_values: Mapping[str, str],
+    external_id: str,
+    failed: frozenset[str] = frozenset(),
+    default_url: str | None = None,
+) -> Built:
+    """The fill and check steps of an upsert, for the intake and fetch-back alike: the URL template
+    (when nothing gave a URL), then ``default_url`` (the course page an LMS's address implies), the
+    default language, the required properties, and the model's own checks. ``fields`` are normalised;
+    ``failed`` names properties already refused (not filled, not reported missing, no content built)."""
+    values = dict(fields)
+    refused = set(failed)
+    wrong: list[FieldProblem] = []
+    template = source.content_web_url_template
+    if "contentWebUrl" not in values and "contentWebUrl" not in refused and template:
+        url = render_url_template(template, course_id, url_values)
+        if url is not None:
+            try:
+                values["contentWebUrl"] = absolute_url(url)
+            except ValueError as exc:
+                wrong.append(FieldProblem("externalId", f"contentWebUrl built from contentWebUrlTemplate {exc}"))
+                refused.add("contentWebUrl")
+    if "contentWebUrl" not in values and "contentWebUrl" not in refused and default_url:
+        values["contentWebUrl"] = default_url
+    if "languageTag" not in values and "languageTag" not in refused and source.default_language_tag:
+        values["languageTag"] = source.default_language_tag
+    missing = [name for name in REQUIRED_FIELDS if name not in values and name not in refused]
+    if refused or missing:
+        return Built(None, wrong, missing)
+    try:
+        content = LearningContent.model_validate({**values, "externalId": external_id}, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            name = str(err["loc"][0]) if err["loc"] else ""
+            wrong.append(FieldProblem(name, f"{name} {err['msg'].removeprefix('Value error, ')}"))
+        return Built(None, wrong, [])
+    return Built(content, [], [])
+
+
 def commands(
     events: Sequence[CourseEvent],
     request: WebhookRequest,
@@ -185,27 +274,17 @@ def _command(
     def at(name: str) -> str:
         return event.where.get(name, event.at)
 
-    errors_before, missing_before = len(wrong), len(missing)
-    failed: set[str] = set()
-    content_fields: dict[str, Any] = {}
-    for name, raw in event.fields.items():
-        try:
-            value = NORMALISERS[name](raw)
-        except ValueError as exc:
-            wrong.append(FieldError(f"{name} {exc}", at(name)))
-            failed.add(name)
-            continue
-        if value not in ("", [], None):
-            content_fields[name] = value
+    def located(problem: FieldProblem) -> FieldError:
+        return FieldError(problem.message, at(problem.field if problem.field in event.fields else "externalId"))
 
-    action = event.action
-    if action == "upsert" and content_fields.get("isActive") is False:
-        action = "hidden"
-    op: Literal["upsert", "delete"] = "upsert"
-    if action == "delete" or (action == "hidden" and source.hidden_as == "delete"):
-        op = "delete"
-    elif action == "hidden":
-        content_fields["isActive"] = False
+    errors_before = len(wrong)
+    content_fields, refused = normalise(event.fields)
+    wrong.extend(located(problem) for problem in refused)
+
+    hidden = event.action == "hidden" or (event.action == "upsert" and content_fields.get("isActive") is False)
+    op: Literal["upsert", "delete"] = "delete"
+    if event.action != "delete":
+        op = visibility(content_fields, hidden, source)
 
     external_id = source.external_id_prefix + event.course_id
     event_time = event.event_time or delivery.sent_at or request.received_at
@@ -223,37 +302,24 @@ def _command(
         fetch = FetchRef(
             kind=source.kind,  # type: ignore[arg-type]  # fetch_back() holds only for the four LMS kinds
             courseId=event.course_id,
-            hidden=action == "hidden",
+            hidden=hidden,
             fields={k: v for k, v in content_fields.items() if k != "isActive"},
             urlValues=dict(event.url_values),
         )
     elif op == "upsert":
-        template = source.content_web_url_template
-        if "contentWebUrl" not in content_fields and "contentWebUrl" not in failed and template:
-            url = render_url_template(template, event.course_id, event.url_values)
-            if url is not None:
-                try:
-                    content_fields["contentWebUrl"] = absolute_url(url)
-                except ValueError as exc:
-                    wrong.append(FieldError(f"contentWebUrl built from contentWebUrlTemplate {exc}", at("externalId")))
-                    failed.add("contentWebUrl")
-        if "languageTag" not in content_fields and "languageTag" not in failed and source.default_language_tag:
-            content_fields["languageTag"] = source.default_language_tag
-        for name in REQUIRED_FIELDS:
-            if name not in content_fields and name not in failed:
-                missing.append(FieldError(f"{name} is required: {_FILL_HINTS[name]}", at(name)))
-        if len(wrong) > errors_before or len(missing) > missing_before:
+        built = build_content(
+            content_fields,
+            source,
+            course_id=event.course_id,
+            url_values=event.url_values,
+            external_id=external_id,
+            failed=frozenset(problem.field for problem in refused),
+        )
+        wrong.extend(located(problem) for problem in built.wrong)
+        missing.extend(FieldError(f"{name} is required: {_FILL_HINTS[name]}", at(name)) for name in built.missing)
+        if built.content is None:
             return None
-        try:
-            content = LearningContent.model_validate(
-                {**content_fields, "externalId": external_id}, by_alias=True, by_name=False
-            )
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                name = str(err["loc"][0]) if err["loc"] else ""
-                where = at(name if name in event.fields else "externalId")
-                wrong.append(FieldError(f"{name} {err['msg'].removeprefix('Value error, ')}", where))
-            return None
+        content = built.content
     if len(wrong) > errors_before:
         return None
     try:
@@ -307,50 +373,32 @@ def complete(
     the course page the LMS's address implies, used when neither the LMS, the event nor the template
     gives one. None: the item is to be deleted (hidden, ``hiddenAs: delete``).
     """
-    fields: dict[str, Any] = dict(fetch.fields)
-    wrong: list[str] = []
-    for name, raw in lms_fields.items():
-        try:
-            value = NORMALISERS[name](raw)
-        except ValueError as exc:
-            wrong.append(f"{name} {exc}")
-            continue
-        if value not in ("", [], None):
-            fields[name] = value
-    if wrong:
-        raise CompletionError("content-invalid", wrong)
-    if "isActive" not in fields and fetch.hidden:
-        fields["isActive"] = False
-    if fields.get("isActive") is False and source.hidden_as == "delete":
+    fetched, refused = normalise(lms_fields)
+    if refused:
+        raise CompletionError("content-invalid", [problem.message for problem in refused])
+    fields: dict[str, Any] = {**fetch.fields, **fetched}
+    # The LMS's own visibility wins; one that says nothing leaves the event's hidden flag in force.
+    hidden = fields.get("isActive") is False or ("isActive" not in fields and fetch.hidden)
+    if visibility(fields, hidden, source) == "delete":
         return None
-    template = source.content_web_url_template
-    if "contentWebUrl" not in fields and template:
-        url = render_url_template(template, fetch.course_id, fetch.url_values)
-        if url is not None:
-            try:
-                fields["contentWebUrl"] = absolute_url(url)
-            except ValueError as exc:
-                raise CompletionError(
-                    "content-invalid", [f"contentWebUrl built from contentWebUrlTemplate {exc}"]
-                ) from None
-    if "contentWebUrl" not in fields and default_url:
-        fields["contentWebUrl"] = default_url
-    if "languageTag" not in fields and source.default_language_tag:
-        fields["languageTag"] = source.default_language_tag
-    missing = [name for name in REQUIRED_FIELDS if name not in fields]
-    if missing:
+    built = build_content(
+        fields,
+        source,
+        course_id=fetch.course_id,
+        url_values=fetch.url_values,
+        external_id=external_id,
+        default_url=default_url,
+    )
+    if built.wrong:
+        raise CompletionError("content-invalid", [problem.message for problem in built.wrong])
+    if built.missing:
         hints = {**_FILL_HINTS, "title": "neither the event nor the LMS gives the course a name"}
         raise CompletionError(
             "content-incomplete",
-            [f"{name} is required: {hints[name].replace('the event carries', 'the LMS gives')}" for name in missing],
-        )
-    try:
-        return LearningContent.model_validate({**fields, "externalId": external_id}, by_alias=True, by_name=False)
-    except ValidationError as exc:
-        raise CompletionError(
-            "content-invalid",
             [
-                f"{'.'.join(map(str, e['loc']))} {e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors(include_url=False)
+                f"{name} is required: {hints[name].replace('the event carries', 'the LMS gives')}"
+                for name in built.missing
             ],
-        ) from None
+        )
+    assert built.content is not None  # no problem and nothing missing: built
+    return built.content

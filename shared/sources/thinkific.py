@@ -34,8 +34,15 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "x-thinkific-hmac-sha256"
 TOPICS = {f"{r}.{a}" for r in ("product", "course") for a in ("created", "updated", "deleted")}
+# A product ``status`` that keeps the course out of the catalog; the one Thinkific visibility rule, for
+# webhooks and Admin API answers alike (``shared.lms.thinkific``).
 HIDDEN_STATUSES = frozenset({"draft", "hidden", "unpublished"})
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def status_hides(status: object) -> bool:
+    """Whether a product ``status`` hides the course (``HIDDEN_STATUSES``, any case)."""
+    return isinstance(status, str) and status.lower() in HIDDEN_STATUSES
 
 
 def sign(body: bytes, key: str) -> str:
@@ -116,8 +123,7 @@ def course_event(document: Any) -> CourseEvent | None:
 
     action: Action = "delete" if document["action"] == "deleted" else "upsert"
     if action == "upsert":
-        status = payload.get("status")
-        if isinstance(status, str) and status.lower() in HIDDEN_STATUSES:
+        if status_hides(payload.get("status")):
             action = "hidden"
         if payload.get("hidden") is not None:
             try:

@@ -89,7 +89,7 @@ def test_make_bench_small_writes_every_scenarios_table(tmp_path: Path) -> None:
     ]
     assert [row[0].split(":")[0] for row in throttled] == ["measured", "computed", "computed"]
     measured = throttled[0]
-    assert measured[1] == "600"
+    assert measured[1] == "400"
     assert re.fullmatch(r"\d+%", measured[4]), measured  # useful items/s as a fraction of R
     assert re.fullmatch(r"[\d,]+ \(\d+\.\d%\)", measured[6]), measured  # 429s and their share
     assert re.fullmatch(r"[\d,]+", measured[7]), measured  # items lost, from Graph's listing
@@ -103,3 +103,20 @@ def test_make_bench_small_writes_every_scenarios_table(tmp_path: Path) -> None:
         "Items lost",
     ]
     assert all(row[3] in ("pass", "**miss**") for row in verdicts), verdicts
+
+    # The webhook path (300 events small) and its raw floor, measured on one stack: every event visible,
+    # Graph's state the newest event of each course (the fault harness's oracle), bursts coalesced.
+    path = tables["Webhook path: 300 events through intake, queue, worker and Graph (40 ms)"]
+    assert [row[0] for row in path] == [
+        "raw floor (send, receive 32, PATCH, delete)",
+        "the app (intake → queue → worker)",
+    ]
+    app = path[1]
+    assert app[1] == "300", app  # every event accepted once
+    assert re.fullmatch(r"3\d\d \(\d+ duplicate\)", app[2]), app  # redeliveries answered duplicate
+    assert re.fullmatch(r"[\d.]+×", app[5]), app  # a ratio to the floor of the same run
+    assert re.fullmatch(r"\d\.\d\d", app[8]), app  # Graph writes per event, from the emulator's totals
+    assert app[10] == "0", app  # no course lost, resurrected or left stale
+    [steady] = tables["Webhook path at a steady 100 events/s"]
+    assert steady[0] == "300", steady
+    assert steady[7] == "0", steady

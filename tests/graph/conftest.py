@@ -16,6 +16,7 @@ import pytest
 from azure.identity.aio import ManagedIdentityCredential
 
 from local import demo
+from local.write_budget import LOCAL_WRITE_BUDGET
 from shared.credentials import AppCredential
 from shared.graph import GraphClient
 from shared.ledger import Ledger
@@ -97,6 +98,8 @@ def cli_side(graph_side: GraphSide, azurite: Any, tmp_path: Path) -> CliSide:
         "LEDGER_TABLE_NAME": f"cli{uuid.uuid4().hex[:10]}",
         "REGISTRATION_STATE_CACHE_SECONDS": "0",
         "VLS_DEV_DIR": str(tmp_path / "no-stack"),  # never the developer's own .dev/stack.env
+        # backfill and reconcile spend from the shared write budget: on, above what a test sends.
+        **LOCAL_WRITE_BUDGET,
         **app_sign_in_env(graph_side.identity),
     }
     return CliSide(graph_side, env, make_runner(env))

@@ -1,8 +1,8 @@
 """``vlsync backfill`` and ``vlsync reconcile`` in-process against the Graph emulator and Azurite.
 
-The emulator may or may not serve ``POST /$batch`` (``local/graph_emulator``): each test runs over
-both paths, batched and (with ``$batch`` refused as a whole) the single-request fallback, by turning
-``$batch`` away with a scripted 501 where the emulator would serve it."""
+The emulator serves ``POST /$batch`` (``local/graph_emulator``); the tests of the ``cli`` fixture run
+over both paths, batched and (with ``$batch`` refused as a whole by a scripted 501) the single-request
+fallback."""
 
 from __future__ import annotations
 
@@ -22,27 +22,14 @@ from shared.graph_batch import BatchWriter
 from shared.ledger import Ledger, LedgerEntry, push_timing
 from tests.conftest import TENANT_ID
 from tests.graph.conftest import CliSide, GraphSide, make_graph
-from tests.vlsync_runner import content_line
+from tests.vlsync_runner import content_line, make_runner
 
 BATCH_PATH = "/$batch"
 
 
-def emulator_serves_batch(cli: CliSide) -> bool:
-    """Whether the emulator answers a (minimal) batch with a batch answer rather than refusing it."""
-    response = httpx.post(
-        f"{cli.graph.url}/v1.0/$batch",
-        json={"requests": [{"id": "1", "method": "GET", "url": "/employeeExperience/learningProviders"}]},
-        headers=cli.graph.app_headers(),
-        timeout=10,
-    )
-    return response.status_code not in (400, 404, 405, 501) or "responses" in response.text
-
-
 @pytest.fixture(params=["batch", "fallback"])
 def cli(request: pytest.FixtureRequest, cli_side: CliSide) -> CliSide:
-    """``cli_side`` with ``$batch`` served (skipped where the emulator cannot serve it yet) or refused."""
-    if request.param == "batch" and not emulator_serves_batch(cli_side):
-        pytest.skip("the emulator does not serve $batch yet (helper C); the fallback run covers the writer")
+    """``cli_side`` with ``$batch`` served or refused."""
     if request.param == "fallback":
         # Refuse every $batch as a service without JSON batching would: 501 for the batch itself.
         cli_side.graph.script_faults([{"status": 501, "match": {"pathContains": "$batch"}}] * 50)
@@ -99,16 +86,21 @@ def test_backfill_interrupted_at_half_resumes_without_resending(cli: CliSide, tm
 async def test_a_run_cancelled_midway_keeps_its_checkpoint_and_the_next_sends_only_the_rest(
     graph_side: GraphSide, http: httpx.AsyncClient, ledger: Ledger, tmp_path: Path
 ) -> None:
-    """Ctrl-C (the run's task cancelled) after about half: what finished is in the checkpoint, the leases
-    of the chunks in flight are given back, and the next run sends only what is not done."""
+    """Ctrl-C (the run's task cancelled) after about half: what finished is in the checkpoint; the leases
+    of the items whose requests were still out are kept until those cannot land any more (the margin),
+    the others' are given back; the next run sends only what is not done, and finds the items still
+    leased busy until their leases end."""
     catalog = write_catalog(tmp_path / "catalog.ndjson", ids(400))
     graph = make_graph(graph_side, http)
     timing = push_timing(graph.timeout_seconds, graph.max_inline_retry_seconds)
+    target = {"tenant": TENANT_ID, "registrationId": graph_side.registration_id, "graph": graph_side.url}
 
-    async def start(limit_event: asyncio.Event | None) -> Backfill:
-        checkpoint = Checkpoint.open(default_path(catalog), catalog)
+    async def start(limit_event: asyncio.Event | None, later: timedelta = timedelta(0)) -> Backfill:
+        checkpoint = Checkpoint.open(default_path(catalog), catalog, target=target)
         async with BatchWriter(graph, concurrency=2) as writer:
-            pusher = ChunkPusher(graph, ledger, writer, graph_side.registration_id, timing, lambda: datetime.now(UTC))
+            pusher = ChunkPusher(
+                graph, ledger, writer, graph_side.registration_id, timing, lambda: datetime.now(UTC) + later
+            )
             run = Backfill(pusher, checkpoint, datetime(2026, 1, 1, tzinfo=UTC), chunk_size=20, in_flight=2)
             if limit_event is not None:
                 run.progress = lambda tally: limit_event.set() if tally.pushed >= 200 else None
@@ -121,7 +113,7 @@ async def test_a_run_cancelled_midway_keeps_its_checkpoint_and_the_next_sends_on
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    saved = Checkpoint.open(default_path(catalog), catalog)
+    saved = Checkpoint.open(default_path(catalog), catalog, target=target)
     done = saved.done.count()
     assert 200 <= done < 400
     assert saved.done.prefix() >= 200 - 2 * 20  # out-of-order completion stays within the chunks in flight
@@ -131,15 +123,26 @@ async def test_a_run_cancelled_midway_keeps_its_checkpoint_and_the_next_sends_on
     second = await start(None)
 
     assert second.tally.already_done == done
-    writes = [
-        r
-        for r in (await http.get(f"{graph_side.url}/_emulator/requests")).json()["value"]
-        if r["method"] == "PATCH" and "learningContents" in r["path"]
-    ]
     # Not one finished item is sent again; an item whose record landed just before the cancel (not yet in
-    # the checkpoint) is judged stale by the ledger instead of being sent.
-    assert len(writes) == second.tally.pushed
-    assert second.tally.pushed + second.tally.stale == 400 - done
+    # the checkpoint) is judged stale by the ledger instead of being sent; an item whose request was out
+    # at the cancel is still leased (busy): it is not sent either.
+    assert await item_writes_since(graph_side, http) == second.tally.pushed
+    assert second.tally.pushed + second.tally.stale + second.tally.busy == 400 - done
+    assert second.tally.busy <= 2 * 20  # at most the chunks that were in flight
+
+    # Once those leases have ended (a run on a clock past them), the rest goes, and nothing else.
+    (await http.delete(f"{graph_side.url}/_emulator/requests")).raise_for_status()
+    third = await start(None, later=timedelta(seconds=timing.lease_seconds + timing.margin_seconds + 1))
+    assert third.tally.pushed + third.tally.stale == second.tally.busy
+    assert third.tally.busy == 0
+    assert await item_writes_since(graph_side, http) == third.tally.pushed
+    assert all(ledger.last_push(graph_side.registration_id, i) is not None for i in ids(400))
+
+
+async def item_writes_since(graph_side: GraphSide, http: httpx.AsyncClient) -> int:
+    """Content writes in the emulator's log since it was last cleared."""
+    log = (await http.get(f"{graph_side.url}/_emulator/requests")).json()["value"]
+    return sum(1 for r in log if r["method"] == "PATCH" and "learningContents" in r["path"])
 
 
 def test_backfill_never_overwrites_a_newer_ledger_event(cli: CliSide, tmp_path: Path) -> None:
@@ -287,8 +290,6 @@ def test_reconcile_repairs_items_marked_needs_repair(cli_side: CliSide, tmp_path
 
 
 def test_an_inner_429_is_retried_alone(cli_side: CliSide, tmp_path: Path) -> None:
-    if not emulator_serves_batch(cli_side):
-        pytest.skip("the emulator does not serve $batch yet (helper C)")
     catalog = write_catalog(tmp_path / "catalog.ndjson", ids(20))
     # The first PATCH inside the first batch is throttled, with its own Retry-After; the other 19 land.
     cli_side.graph.script_faults(
@@ -315,3 +316,70 @@ def test_the_human_output_says_what_was_done(cli_side: CliSide, tmp_path: Path) 
     diff = cli_side.run("reconcile", str(write_catalog(tmp_path / "less.ndjson", ids(2))))
     assert diff.exit_code == 0, diff.stderr
     assert "to deactivate: 1\n  bf-003" in diff.stdout
+
+
+# -- run-level failures, the checkpoint's target, the shared budget ---------------------------------------
+
+
+def test_a_batch_refused_for_want_of_permission_stops_the_run_and_marks_nothing_done(
+    cli_side: CliSide, tmp_path: Path
+) -> None:
+    catalog = write_catalog(tmp_path / "catalog.ndjson", ids(50))
+    cli_side.graph.script_faults([{"status": 403, "match": {"pathContains": "$batch"}}] * 20)
+    result = cli_side.run("--json", "backfill", str(catalog))
+    assert result.exit_code == 1, result.stdout + result.stderr
+    error = json.loads(result.stderr.strip().splitlines()[-1])["error"]
+    assert "a failure of the run, not of an item" in error["message"]
+    assert error["doneLines"] == 0
+    assert error["pushed"] == 0
+    saved = json.loads(default_path(catalog).read_text(encoding="utf-8"))
+    assert saved["done"] == []
+
+
+def test_a_checkpoint_of_another_registration_is_refused(cli_side: CliSide, tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path / "catalog.ndjson", ids(3))
+    assert cli_side.json("backfill", str(catalog), "--limit", "2")["pushed"] == 2
+    elsewhere = make_runner({**cli_side.env, "REGISTRATION_ID": "another-registration"})
+    result = elsewhere("backfill", str(catalog))
+    assert result.exit_code == 1
+    assert "registrationId 'another-registration'" in result.stderr
+    assert "--restart" in result.stderr
+
+
+def test_a_backfill_spends_from_the_budget_the_worker_spends_from(cli_side: CliSide, tmp_path: Path) -> None:
+    """A backfill drains the registration's shared bucket: the worker's budget for the same registration
+    then has no room for a full batch, as if the worker had sent those writes itself."""
+    from azure.data.tables import TableServiceClient
+
+    from shared.graph import Deadline, GraphTransientError
+    from shared.ratebudget import Policy, RateBudgets
+
+    slow = {"GRAPH_WRITE_RATE_PER_SECOND": "1", "GRAPH_WRITE_BURST": "20", "GRAPH_WRITE_BLOCK_LIMIT": "0"}
+    runner = make_runner({**cli_side.env, **slow})
+    catalog = write_catalog(tmp_path / "catalog.ndjson", ids(22))
+    result = runner("--json", "backfill", str(catalog), "--batch-size", "20")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["pushed"] == 22
+
+    table = TableServiceClient.from_connection_string(cli_side.env["LearningSyncStorage"]).get_table_client(
+        cli_side.env["LEDGER_TABLE_NAME"]
+    )
+    worker_budgets = RateBudgets(table, Policy.from_figures(1, 20), home_tenant=TENANT_ID, max_wait_seconds=1)
+    budget = worker_budgets.for_registration(None, cli_side.registration_id)
+    # 22 writes from a bucket of 20 refilled at 1/s: a full batch now waits about 20 s, far past 1 s.
+    with pytest.raises(GraphTransientError) as waited:
+        asyncio.run(budget.acquire(20, Deadline.after(60)))
+    assert waited.value.code == "RateBudget"
+
+
+def test_reconcile_within_a_prefix_leaves_the_other_sources_items_alone(cli_side: CliSide, tmp_path: Path) -> None:
+    cli_side.json("backfill", str(write_catalog(tmp_path / "all.ndjson", ["a-1", "a-2", "b-1"])))
+    mine = write_catalog(tmp_path / "a.ndjson", ["a-1"])
+
+    view = cli_side.json("reconcile", str(mine), "--apply", "--external-id-prefix", "a-")
+
+    assert view["diff"]["deactivate"] == ["a-2"]
+    assert view["diff"]["outsidePrefix"] == 1
+    items = graph_items(cli_side)
+    assert items["a-2"]["isActive"] is False
+    assert items["b-1"]["isActive"] is True

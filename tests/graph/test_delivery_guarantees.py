@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -201,3 +202,53 @@ async def test_a_push_that_lands_after_a_newer_event_is_not_a_success(
     assert marked["lastPush"].source_event_id == "e-new"  # the event to apply again
     assert marked["stale"]["sourceEventId"] == "e-old"  # what Graph may hold instead
     assert graph_side.get_content("g-6").status_code == 200  # indeed: the delete's state is not in Graph
+
+
+def content_patches(graph_side: GraphSide, external_id: str) -> int:
+    records = graph_side.admin("GET", "/requests").json()["value"]
+    return sum(1 for r in records if r["method"] == "PATCH" and external_id in r["path"] and r["status"] < 300)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_course_changed_ten_times_while_busy_costs_one_write_with_the_newest_state(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, seed: int
+) -> None:
+    """Issue 11: each command that finds the item busy announces its event as it goes back to the queue;
+    when they come back, in any order, only the newest costs a Graph write, and Graph ends with it."""
+    reg = graph_side.registration_id
+    ports = WorkerPorts(graph=make_graph(graph_side, http), queue=queue, ledger=ledger)
+    assert ledger.claim(reg, "g-burst", T, "m-holder", 60)  # another message is pushing the item
+    bodies = [
+        (n, event("upsert", "g-burst", reg, f"e-{n:02d}", T + timedelta(seconds=n), title=f"rev {n}"))
+        for n in range(1, 11)
+    ]
+    random.Random(seed).shuffle(bodies)
+    first = [(n, body, await process(body, MessageInfo(f"m-{n}", 1), ports)) for n, body in bodies]
+    # Busy: each goes back to wait, announced; one older than an event announced before it is skipped at once.
+    assert {outcome for _, _, outcome in first} <= {Outcome.DEFERRED, Outcome.SKIPPED_STALE}
+    assert (10, Outcome.DEFERRED) in {(n, outcome) for n, _, outcome in first}
+    ledger.release(reg, "g-burst", "m-holder")
+    waiting = [(n, body) for n, body, outcome in first if outcome is Outcome.DEFERRED]
+    random.Random(seed + 100).shuffle(waiting)  # the deferred copies come back in another order
+    outcomes = [await process(body, MessageInfo(f"m-back-{n}", 1), ports) for n, body in waiting]
+    assert sorted(outcomes) == sorted([Outcome.UPSERTED] + [Outcome.SKIPPED_STALE] * (len(waiting) - 1))
+    assert content_patches(graph_side, "g-burst") == 1
+    assert graph_side.get_content("g-burst").json()["title"] == "rev 10"
+    assert ledger.last_push(reg, "g-burst").source_event_id == "e-10"  # type: ignore[union-attr]
+
+
+async def test_an_announced_event_never_holds_back_itself_or_a_newer_one(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger
+) -> None:
+    reg = graph_side.registration_id
+    ports = WorkerPorts(graph=make_graph(graph_side, http), queue=queue, ledger=ledger)
+    assert ledger.announce(reg, "g-ann", T + timedelta(seconds=5), source_event_id="e-5")
+    assert not ledger.announce(reg, "g-ann", T + timedelta(seconds=1), source_event_id="e-1")  # only forward
+    older = event("upsert", "g-ann", reg, "e-1", T + timedelta(seconds=1), title="rev 1")
+    assert await process(older, MessageInfo("m-1", 1), ports) is Outcome.SKIPPED_STALE
+    same = event("upsert", "g-ann", reg, "e-5", T + timedelta(seconds=5), title="rev 5")
+    assert await process(same, MessageInfo("m-5", 1), ports) is Outcome.UPSERTED
+    newer = event("delete", "g-ann", reg, "e-9", T + timedelta(seconds=9))
+    assert await process(newer, MessageInfo("m-9", 1), ports) is Outcome.DELETED
+    assert not ledger.announce(reg, "g-ann", T + timedelta(seconds=7), source_event_id="e-7")  # recorded is newer
+    assert graph_side.get_content("g-ann").status_code == 404

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from shared import scheduled_reconcile
-from shared.ledger import Ledger
+from shared.ledger import Ledger, LedgerEntry
 from shared.settings import Settings, SettingsError
 from tests.graph.conftest import GraphSide, make_graph
 from tests.vlsync_runner import content_line
@@ -86,3 +87,88 @@ def test_a_bad_catalog_setting_says_what_is_wrong(settings: Settings, catalogs: 
     configured = timer_settings(settings, "reg-1", {}).model_copy(update={"reconcile_catalogs_json": catalogs})
     with pytest.raises(SettingsError, match=message):
         _ = configured.reconcile_catalogs
+
+
+def shared_settings(settings: Settings, registration_id: str, catalogs: dict[str, Any]) -> Settings:
+    """Two sources in one registration: "moodle" owns the ids starting "moodle-", "lms" has no prefix."""
+    sources = {
+        "moodle": {
+            "kind": "moodle",
+            "registrationId": registration_id,
+            "secretSetting": "TEST_WEBHOOK_SECRET",
+            "externalIdPrefix": "moodle-",
+        },
+        "lms": {"kind": "cloudevents", "registrationId": registration_id, "secretSetting": "TEST_WEBHOOK_SECRET"},
+    }
+    return settings.model_copy(
+        update={"sources_json": json.dumps(sources), "reconcile_catalogs_json": json.dumps(catalogs)}
+    )
+
+
+def upload(blobs: BlobServiceClient, ids: list[str], exported_at: datetime | None = None) -> str:
+    container = f"catalogs{uuid.uuid4().hex[:8]}"
+    blobs.create_container(container)
+    metadata = {"exportedAt": exported_at.isoformat()} if exported_at else None
+    lines = "".join(content_line(i) + "\n" for i in ids)
+    blobs.get_blob_client(container, "export.ndjson").upload_blob(lines.encode("utf-8"), metadata=metadata)
+    return f"{container}/export.ndjson"
+
+
+async def test_a_source_reconciles_only_its_prefix_of_a_shared_registration(
+    graph_side: GraphSide, http: httpx.AsyncClient, settings: Settings, ledger: Ledger
+) -> None:
+    graph = make_graph(graph_side, http)
+    registration_id = graph_side.registration_id
+    for external_id in ("moodle-1", "moodle-old", "other-1"):
+        await graph.upsert_content(registration_id, json.loads(content_line(external_id)))
+    blobs = blob_service(settings)
+    configured = shared_settings(settings, registration_id, {"moodle": upload(blobs, ["moodle-1", "moodle-2"])})
+
+    [run] = await scheduled_reconcile.run(configured, graph, ledger, blobs)
+
+    assert (run.view()["create"], run.view()["remove"], run.view()["outsidePrefix"]) == (1, 1, 1)
+    assert graph_side.get_content("moodle-old").json()["isActive"] is False
+    assert graph_side.get_content("other-1").json()["isActive"] is True  # the other source's: untouched
+    assert graph_side.get_content("moodle-2").status_code == 200
+
+
+async def test_a_source_without_a_prefix_in_a_shared_registration_removes_nothing(
+    graph_side: GraphSide, http: httpx.AsyncClient, settings: Settings, ledger: Ledger
+) -> None:
+    graph = make_graph(graph_side, http)
+    registration_id = graph_side.registration_id
+    for external_id in ("moodle-1", "other-1"):
+        await graph.upsert_content(registration_id, json.loads(content_line(external_id)))
+    blobs = blob_service(settings)
+    configured = shared_settings(settings, registration_id, {"lms": upload(blobs, ["other-1", "other-2"])})
+
+    with pytest.raises(scheduled_reconcile.ReconcileFailed, match="lms"):
+        await scheduled_reconcile.run(configured, graph, ledger, blobs)
+
+    assert graph_side.get_content("moodle-1").json()["isActive"] is True  # not this source's to remove
+    assert graph_side.get_content("other-2").status_code == 200  # creates and updates still go
+
+
+async def test_the_export_time_orders_the_catalog_before_later_webhook_events(
+    graph_side: GraphSide, http: httpx.AsyncClient, settings: Settings, ledger: Ledger
+) -> None:
+    """An item a webhook created after the export (but before the upload) is not in the export: it is
+    kept, since the export's time (``exportedAt``), not the upload's, orders the removal."""
+    graph = make_graph(graph_side, http)
+    registration_id = graph_side.registration_id
+    exported_at = datetime.now(UTC) - timedelta(hours=1)
+    await graph.upsert_content(registration_id, json.loads(content_line("moodle-new")))
+    webhook = LedgerEntry(
+        registration_id, "moodle-new", "upsert", exported_at + timedelta(minutes=10), exported_at, "worker"
+    )
+    assert ledger.record(webhook)
+    blobs = blob_service(settings)
+    configured = shared_settings(settings, registration_id, {"moodle": upload(blobs, ["moodle-1"], exported_at)})
+
+    [run] = await scheduled_reconcile.run(configured, graph, ledger, blobs)
+
+    assert run.as_of == exported_at
+    assert run.view()["remove"] == 1
+    assert run.tally.stale == 1  # the webhook's event is newer than the export: the removal loses
+    assert graph_side.get_content("moodle-new").json()["isActive"] is True
+    assert ledger.last_push(registration_id, "moodle-new") == webhook

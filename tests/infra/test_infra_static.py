@@ -86,8 +86,11 @@ def test_storage_creates_the_queues_table_and_containers(bicep: Trees) -> None:
     assert {body(r)["name"] for r in containers.values()} == {
         "deploymentContainerName",
         "archiveContainerName",
+        "catalogContainerName",
         "containerName",
     }
+    # The reconcile timer's catalogs (RECONCILE_CATALOGS names blobs in it, docs/deploy.md).
+    assert main_storage["catalogContainerName"] == defaults["catalogContainerName"] == "catalogs"
     assert all(body(r)["properties"]["publicAccess"] == "None" for r in containers.values())
     # The host's containers exist before the identity gets a role on each (rbac.bicep).
     assert tree["variables"]["hostContainerNames"]["value"] == HOST_CONTAINERS
@@ -333,6 +336,7 @@ def test_the_identity_gets_each_data_role_on_the_narrowest_scope(bicep: Trees) -
         ("storage", uami, "ServicePrincipal", "roleId"),
         ("deploymentContainer", uami, "ServicePrincipal", "storageBlobDataContributor"),
         ("archiveContainer", uami, "ServicePrincipal", "storageBlobDataContributor"),
+        ("catalogContainer", uami, "ServicePrincipal", "storageBlobDataReader"),  # the reconcile timer only reads
         ("hostContainers[i]", uami, "ServicePrincipal", "storageBlobDataOwner"),
         ("applicationInsights", uami, "ServicePrincipal", "monitoringMetricsPublisher"),
         ("vault", uami, "ServicePrincipal", "keyVaultSecretsUser"),
@@ -351,12 +355,15 @@ def test_the_identity_gets_each_data_role_on_the_narrowest_scope(bicep: Trees) -
     assert {body(c)["name"] for c in containers.values()} == {
         "deploymentContainerName",
         "archiveContainerName",
+        "catalogContainerName",
         "containerName",
     }
+    assert tree["variables"]["storageBlobDataReader"]["value"] == "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
     rbac = body(bicep["main.bicep"]["modules"]["rbac"])["params"]
     assert accessor(rbac["deploymentContainerName"]) == "storage.outputs.deploymentContainerName"
     assert accessor(rbac["hostContainerNames"]) == "storage.outputs.hostContainerNames"
     assert accessor(rbac["archiveContainerName"]) == "storage.outputs.archiveContainerName"
+    assert accessor(rbac["catalogContainerName"]) == "storage.outputs.catalogContainerName"
     assert accessor(rbac["managedIdentityPrincipalId"]) == "identity.outputs.principalId"
 
 
@@ -392,7 +399,7 @@ def test_the_deploying_user_gets_data_roles_only_when_asked(bicep: Trees) -> Non
 def test_role_assignment_names_are_deterministic(infra_text: dict[str, str]) -> None:
     names = re.findall(r"^\s+name: (.+)$", infra_text["app/rbac.bicep"], re.MULTILINE)
     assignment_names = [n for n in names if n.startswith("guid(")]
-    assert len(assignment_names) == 8
+    assert len(assignment_names) == 9
     assert all(re.fullmatch(r"guid\(\w+(\[i\])?\.id, \w+, \w+\)", n) for n in assignment_names), assignment_names
 
 

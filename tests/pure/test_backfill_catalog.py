@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -55,12 +56,15 @@ def test_a_checkpoint_with_impossible_ranges_is_refused(bad: list[tuple[Any, Any
         DoneRanges(bad)
 
 
+TARGET = {"tenant": "t-1", "registrationId": "reg-1", "graph": "graph.microsoft.com (v1.0)", "storage": "acct"}
+
+
 def test_a_checkpoint_reads_back_and_refuses_another_input(tmp_path: Path) -> None:
     source = tmp_path / "catalog.ndjson"
     source.write_text("{}\n", encoding="utf-8")
     path = default_path(source)
     assert path.name == "catalog.ndjson.checkpoint.json"
-    checkpoint = Checkpoint.open(path, source)
+    checkpoint = Checkpoint.open(path, source, target=TARGET)
     for line in (1, 2, 5):
         checkpoint.done.add(line)
     checkpoint.extra["asOf"] = "2026-01-01T00:00:00+00:00"
@@ -80,7 +84,7 @@ def test_a_checkpoint_reads_back_and_refuses_another_input(tmp_path: Path) -> No
 def test_saving_never_leaves_half_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = tmp_path / "c.ndjson"
     source.write_text("{}\n", encoding="utf-8")
-    checkpoint = Checkpoint.open(default_path(source), source)
+    checkpoint = Checkpoint.open(default_path(source), source, target=TARGET)
     checkpoint.done.add(1)
     checkpoint.save()
 
@@ -92,6 +96,45 @@ def test_saving_never_leaves_half_a_checkpoint(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(OSError, match="disk gone"):
         checkpoint.save()
     assert Checkpoint.open(default_path(source), source).done.ranges() == [(1, 1)]
+
+
+@pytest.mark.parametrize("key", ["tenant", "registrationId", "graph", "storage"])
+def test_a_checkpoint_of_another_target_is_refused(tmp_path: Path, key: str) -> None:
+    """Lines done against one registration (tenant, Graph, ledger) are not done against another."""
+    source = tmp_path / "catalog.ndjson"
+    source.write_text("{}\n", encoding="utf-8")
+    checkpoint = Checkpoint.open(default_path(source), source, target=TARGET)
+    checkpoint.done.add(1)
+    checkpoint.save()
+    assert Checkpoint.open(default_path(source), source, target=TARGET).done.count() == 1
+    elsewhere = {**TARGET, key: "other"}
+    with pytest.raises(CheckpointMismatch, match=f"{key} 'other'.*--restart"):
+        Checkpoint.open(default_path(source), source, target=elsewhere)
+    assert Checkpoint.open(default_path(source), source, target=elsewhere, restart=True).done.count() == 0
+
+
+def test_a_target_known_later_is_filled_in_and_then_compared(tmp_path: Path) -> None:
+    """The CLI knows the tenant only once the token names it: an unknown part is filled in, not compared."""
+    source = tmp_path / "catalog.ndjson"
+    source.write_text("{}\n", encoding="utf-8")
+    checkpoint = Checkpoint.open(default_path(source), source, target={**TARGET, "tenant": None})
+    checkpoint.bind(TARGET)
+    assert checkpoint.target == TARGET
+    checkpoint.save()
+    with pytest.raises(CheckpointMismatch, match="tenant"):
+        Checkpoint.open(default_path(source), source, target={**TARGET, "tenant": "t-2"})
+
+
+def test_a_checkpoint_without_its_target_is_refused(tmp_path: Path) -> None:
+    """A checkpoint of the first version says nothing of its target: it cannot be trusted for this one."""
+    source = tmp_path / "catalog.ndjson"
+    source.write_text("{}\n", encoding="utf-8")
+    fingerprinted = Checkpoint.open(default_path(source), source).input
+    default_path(source).write_text(
+        json.dumps({"version": 1, "input": fingerprinted, "done": [[1, 1]], "extra": {}}), encoding="utf-8"
+    )
+    with pytest.raises(CheckpointMismatch, match="--restart"):
+        Checkpoint.open(default_path(source), source, target=TARGET)
 
 
 # -- the catalog reader ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from shared.graph import Deadline, GraphClient, GraphPermanentError, GraphTransientError
-from shared.graph_batch import BatchWriter
+from shared.graph_batch import BatchRequestError, BatchWriter
 
 ROOT = "https://graph.example/v1.0"
 
@@ -197,3 +197,99 @@ async def test_the_batch_keeps_the_earliest_deadline_and_marks_every_item_unsett
         )
     assert all(isinstance(r, GraphTransientError) for r in results)
     assert all(d.unsettled for d in deadlines)  # Graph may still apply the batch: leases are held
+
+
+# -- in flight, the budget's burst, a batch failing as a whole -------------------------------------------
+
+
+def held_graph(entered: asyncio.Event, release: asyncio.Event, budget: Any = None) -> GraphClient:
+    """A Graph whose batches are answered (200 each) only once ``release`` is set."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        entered.set()
+        await release.wait()
+        requests = json.loads(request.content)["requests"]
+        return httpx.Response(200, json={"responses": [{"id": r["id"], "status": 200, "body": {}} for r in requests]})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return GraphClient(http, StaticCredential(), root=ROOT, scope="s", sleep=Sleeps(), budget=budget)
+
+
+async def test_an_item_is_unsettled_while_its_batch_is_on_its_way() -> None:
+    """A caller that gives up while the request is out (a cancelled run) sees the item unsettled, so its
+    lease is kept for the landing margin; an answer settles it again."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    deadline = Deadline.after(60)
+    async with BatchWriter(held_graph(entered, release), linger_seconds=0) as writer:
+        pending = asyncio.create_task(writer.upsert("reg", item("a"), deadline=deadline))
+        await entered.wait()
+        assert deadline.unsettled is True
+        release.set()
+        await pending
+    assert deadline.unsettled is False
+
+
+async def test_a_batch_still_out_when_the_writer_closes_leaves_its_items_unsettled() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+    deadline = Deadline.after(60)
+    writer = BatchWriter(held_graph(entered, release), linger_seconds=0)
+    async with writer:
+        caller = asyncio.create_task(writer.upsert("reg", item("a"), deadline=deadline))
+        await entered.wait()
+        caller.cancel()  # the run is cancelled: its caller goes, the writer's request is still out
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert deadline.unsettled is True
+    assert deadline.unsettled is True  # closed before any answer: it may still land
+
+
+async def test_a_single_request_is_unsettled_while_out_too() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        entered.set()
+        await release.wait()
+        return httpx.Response(200, json={})
+
+    graph = GraphClient(
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)), StaticCredential(), root=ROOT, scope="s"
+    )
+    deadline = Deadline.after(60)
+    async with BatchWriter(graph, batching=False) as writer:
+        pending = asyncio.create_task(writer.upsert("reg", item("a"), deadline=deadline))
+        await entered.wait()
+        assert deadline.unsettled is True
+        release.set()
+        await pending
+    assert deadline.unsettled is False
+
+
+class BurstBudget(RecordingBudget):
+    burst = 5
+
+
+async def test_batches_hold_no_more_than_the_budgets_burst() -> None:
+    sizes: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests = json.loads(request.content)["requests"]
+        sizes.append(len(requests))
+        return httpx.Response(200, json={"responses": [{"id": r["id"], "status": 200, "body": {}} for r in requests]})
+
+    budget = BurstBudget()
+    writer = BatchWriter(graph_with(handler, budget), batch_size=20)
+    assert writer.batch_size == 5
+    results = await write_all(writer, [f"i{n}" for n in range(12)])
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert max(sizes) <= 5
+    assert sum(sizes) == 12
+    assert budget.acquired == sizes  # each batch spends what it holds
+
+
+async def test_a_batch_failing_as_a_whole_is_no_answer_for_its_items() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, json={"error": {"code": "Forbidden", "message": "no permission"}})
+
+    results = await write_all(BatchWriter(graph_with(handler)), ["a", "b"])
+    assert all(isinstance(r, BatchRequestError) for r in results)
+    assert {r.status for r in results} == {403}

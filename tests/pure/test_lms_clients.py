@@ -17,7 +17,7 @@ from shared.graph import Deadline
 from shared.lms import ApiSecret, LmsClient, LmsCourse, LmsPermanentError, LmsTransientError, retry_after
 from shared.lms.canvas import CanvasClient
 from shared.lms.moodle import MoodleClient
-from shared.lms.openedx import OpenEdxClient, effort_duration
+from shared.lms.openedx import OpenEdxClient, OpenEdxCourse, to_course
 from shared.lms.thinkific import ThinkificClient
 from tests.payloads import load
 
@@ -86,7 +86,10 @@ async def test_canvas_documented_course_maps_field_by_field() -> None:
     )
 
 
-@pytest.mark.parametrize(("state", "active"), [("unpublished", False), ("completed", False), ("available", True)])
+@pytest.mark.parametrize(
+    ("state", "active"),
+    [("unpublished", False), ("created", False), ("claimed", False), ("completed", False), ("available", True)],
+)
 async def test_canvas_workflow_state_sets_is_active(state: str, active: bool) -> None:
     body = {**load("canvas/api_course"), "workflow_state": state}
     course = await canvas(lambda r: json_answer(body)).course("1", deadline=deadline())
@@ -434,7 +437,8 @@ async def test_openedx_legacy_keys_keep_their_slashes_in_the_path() -> None:
 def test_openedx_effort_becomes_a_duration_only_when_unambiguous(
     effort: str | None, expected: timedelta | None
 ) -> None:
-    assert effort_duration(effort) == expected
+    course = OpenEdxCourse.model_validate({**load("openedx/api_course"), "effort": effort})
+    assert to_course(course, "https://lms.example.com").fields.get("duration") == expected
 
 
 # -- Thinkific ---------------------------------------------------------------------------------------

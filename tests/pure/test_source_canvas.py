@@ -10,10 +10,11 @@ from typing import Any
 import jwt
 import pytest
 
+from shared.lms.canvas import CanvasCourse, to_course
 from shared.models import ContentCommand
 from shared.problems import Problem
 from shared.settings import CanvasSource, parse_sources
-from shared.sources.canvas import CanvasAdapter, JwksCache, KeysUnavailable
+from shared.sources.canvas import STATES, CanvasAdapter, JwksCache, KeysUnavailable
 from tests.payloads import CanvasKeys, canvas_keys, load, request
 
 TEMPLATE = "https://oxana.instructure.com/courses/{id}"
@@ -215,6 +216,28 @@ def test_a_workflow_state_that_is_not_a_string_is_a_400_not_a_crash() -> None:
     assert [e.pointer for e in problem.errors] == ["/body/workflow_state"]
 
 
+def test_an_undocumented_workflow_state_is_a_400_naming_the_field() -> None:
+    event = load("canvas/course_created")
+    event["body"]["workflow_state"] = "frozen"
+    problem = rejected(canvas_keys().sign(event))
+    assert problem.kind.slug == "schema-violation"
+    assert [e.pointer for e in problem.errors] == ["/body/workflow_state"]
+    assert "'frozen' is not one of" in problem.errors[0].detail
+
+
+@pytest.mark.parametrize("state", sorted(STATES))
+def test_a_live_event_and_the_courses_api_agree_on_every_workflow_state(state: str) -> None:
+    """One visibility rule: what an event with ``state`` makes of the item is what fetch-back makes of
+    a Courses API answer with the same state."""
+    [cmd] = deliver(canvas_keys().sign(live_event(workflow_state=state)))
+    answer = CanvasCourse.model_validate({**load("canvas/api_course"), "workflow_state": state})
+    fetched = to_course(answer, "https://oxana.instructure.com")
+    assert (cmd.op == "delete") is fetched.deleted
+    if cmd.op == "upsert":
+        assert cmd.content is not None
+        assert (cmd.content.is_active is not False) is fetched.fields["isActive"]
+
+
 def test_an_unreadable_key_set_is_503_with_retry_after() -> None:
     def down(url: str) -> Any:
         raise KeysUnavailable("connection refused")
@@ -244,6 +267,7 @@ def live_event(**body: Any) -> dict[str, Any]:
     ("state", "op", "active"),
     [
         ("available", "upsert", None),  # published
+        ("unpublished", "upsert", False),  # the Courses API's name for created and claimed
         ("created", "upsert", False),  # unpublished
         ("claimed", "upsert", False),  # unpublished
         ("completed", "upsert", False),  # concluded

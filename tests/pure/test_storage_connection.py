@@ -5,6 +5,7 @@ nothing is called)."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -14,7 +15,7 @@ from azure.storage.queue.aio import QueueServiceClient as AsyncQueueServiceClien
 from shared.ledger import table_service
 from shared.queue import service_client
 from shared.settings import Settings
-from shared.storage import StorageConnection, StorageNotConfigured, open_client, resolve
+from shared.storage import StorageConnection, StorageNotConfigured, environment_options, open_client, resolve
 
 CS = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;QueueEndpoint=http://127.0.0.1:1/a;"
 
@@ -101,3 +102,27 @@ def test_identity_clients_own_a_closable_credential_sync_and_async(credential: s
         await client.credential.close()
 
     asyncio.run(build())
+
+
+@pytest.mark.parametrize(
+    ("environ", "trusted"),
+    [
+        ({"PATH": "/bin", "SOURCES": "{}"}, False),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, True),
+        ({"http_proxy": "http://proxy:3128"}, True),
+        ({"NO_PROXY": "localhost"}, True),
+        ({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"}, True),
+        ({"curl_ca_bundle": "/etc/ca.pem"}, True),
+    ],
+)
+def test_clients_read_the_environment_per_request_only_where_it_sets_something(
+    environ: dict[str, str], trusted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert environment_options(environ) == ({} if trusted else {"use_env_settings": False})
+    for name in [n for n in os.environ if n.lower().endswith("_proxy") or n.lower().endswith("_ca_bundle")]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    client = open_client(QueueServiceClient, StorageConnection("S", connection_string=CS))
+    assert client._pipeline._transport._use_env_settings is trusted  # the session's trust_env when it opens
+    client.close()

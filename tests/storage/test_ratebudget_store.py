@@ -15,6 +15,7 @@ from azure.data.tables import TableClient, TableServiceClient
 from shared.graph import GraphTransientError
 from shared.ratebudget import RATE_BUDGET, SLOT_VALIDITY_SECONDS, Policy, RateBudgets, SharedWriteBudget
 from shared.settings import Settings
+from tests.clocks import VirtualClock
 
 TENANT = "0f0e0d0c-0000-4000-8000-000000000001"
 INSTANCES = 4
@@ -31,9 +32,15 @@ def most_in_any_window(times: list[float], window: float) -> int:
 
 
 def run_instance(
-    budget: SharedWriteBudget, until: float, sent: list[float], lock: threading.Lock, refusals: list[str]
+    budget: SharedWriteBudget,
+    until: float,
+    sent: list[float],
+    lock: threading.Lock,
+    refusals: list[str],
+    counts: list[int],
+    index: int,
 ) -> None:
-    """One instance: 8 concurrent pushes writing as fast as the budget lets them."""
+    """One instance: 8 concurrent pushes writing as fast as the budget lets them (``counts[index]``: its writes)."""
 
     async def push_loop() -> None:
         while time.time() < until:
@@ -46,6 +53,7 @@ def run_instance(
             stamp = time.time()
             with lock:
                 sent.append(stamp)
+                counts[index] += 1
             await budget.settled(202, None)
 
     async def main() -> None:
@@ -69,7 +77,11 @@ def test_four_instances_together_stay_under_the_rate(settings: Settings) -> None
     lock = threading.Lock()
     start = time.time()
     until = start + 4.0
-    threads = [threading.Thread(target=run_instance, args=(b, until, sent, lock, refusals)) for b in budgets]
+    counts = [0] * INSTANCES
+    threads = [
+        threading.Thread(target=run_instance, args=(b, until, sent, lock, refusals, counts, i))
+        for i, b in enumerate(budgets)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -81,34 +93,34 @@ def test_four_instances_together_stay_under_the_rate(settings: Settings) -> None
     slack = policy.ceiling * SLOT_VALIDITY_SECONDS + 1
     for window in (0.25, 0.5, 1.0, 2.0, 4.0):
         assert most_in_any_window(sent, window) <= policy.bound(window) + slack, window
-    # and the budget is used, not starved (every instance took part)
-    assert len(sent) >= 0.5 * policy.ceiling * elapsed
+    # and the budget is used, not starved: counted, not timed (a loaded machine sends fewer, not more)
+    assert all(counts), counts  # every instance took part
+    assert len(sent) > policy.burst  # past the first burst: the shared row refilled and was shared
     print(f"\n{len(sent)} writes in {elapsed:.2f}s by {INSTANCES} instances: {len(sent) / elapsed:.1f}/s, ceiling 40/s")
 
 
 def test_a_throttle_on_one_instance_pauses_the_others_and_cuts_the_shared_rate(settings: Settings) -> None:
     name = f"budget{uuid.uuid4().hex[:10]}"
     policy = Policy(ceiling=10.0, burst=1)
-    a, b = (
-        RateBudgets(table(settings, name), policy, home_tenant=TENANT, max_wait_seconds=1.0).for_registration(
-            TENANT.upper(), "reg-1"
+    clock = VirtualClock()  # one clock for the "instances": their waits are exact, whatever the load
+
+    def instance() -> RateBudgets:
+        return RateBudgets(
+            table(settings, name), policy, home_tenant=TENANT, max_wait_seconds=1.0, clock=clock, sleep=clock.sleep
         )
-        for _ in range(2)
-    )
-    other_registration = RateBudgets(
-        table(settings, name), policy, home_tenant=TENANT, max_wait_seconds=1.0
-    ).for_registration(None, "reg-2")
+
+    a, b = (instance().for_registration(TENANT.upper(), "reg-1") for _ in range(2))
+    other_registration = instance().for_registration(None, "reg-2")
 
     async def scenario() -> None:
         await a.acquire(1, None)
         await a.settled(429, 3.0)
-        assert 2.0 < b.wait_seconds() <= 3.0  # the other instance sees the pause
-        assert 2.0 < other_registration.wait_seconds() <= 3.0  # notBefore is the tenant's
+        assert b.wait_seconds() == pytest.approx(3.0)  # the other instance sees the pause
+        assert other_registration.wait_seconds() == pytest.approx(3.0)  # notBefore is the tenant's
         with pytest.raises(GraphTransientError) as raised:
             await b.acquire(1, None)  # 3 s is longer than its 1 s inline budget
         assert raised.value.code == RATE_BUDGET
-        assert raised.value.retry_after is not None
-        assert 2.0 < raised.value.retry_after <= 3.0
+        assert raised.value.retry_after == pytest.approx(3.0)
 
     asyncio.run(scenario())
     rows = {e["RowKey"]: e for e in table(settings, name).query_entities(f"PartitionKey eq 'ratebudget:{TENANT}'")}
@@ -116,13 +128,13 @@ def test_a_throttle_on_one_instance_pauses_the_others_and_cuts_the_shared_rate(s
     assert rows["notBefore"]["status"] == 429
     assert "bucket:reg-2" not in rows  # the rate is per registration
 
-    time.sleep(3.1)
+    clock.advance(3.1)  # past the pause
 
     async def after_the_pause() -> list[float]:
         stamps = []
         for _ in range(4):
             await b.acquire(1, None)
-            stamps.append(time.time())
+            stamps.append(clock())
         return stamps
 
     stamps = asyncio.run(after_the_pause())

@@ -1,7 +1,6 @@
 """The bench's scenarios, in run order (``python -m local.bench --only NAME`` picks some).
 
-To add one (the ``vlsync backfill`` and webhook-path scenarios of issue 11 come next), write a module
-here with::
+To add one, write a module here with::
 
     def run(ctx: Context) -> list[Table]:
         items = write_catalog(ctx.workdir / "items.ndjson", ctx.sizes.catalog_items)  # local.bench.catalog

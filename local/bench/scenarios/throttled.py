@@ -185,7 +185,10 @@ def run(ctx: Context) -> list[Table]:
         f"{f.get('status')} {f.get('code')}: {f.get('message')}" for r in runs for f in r.summary.get("failures", [])
     )
     for reason, times in reasons.most_common(3):
-        measured.notes.append(f"The CLI reported {times:,} item(s) failed with {reason}")
+        measured.notes.append(
+            f"The CLI reported {times:,} item(s) failed with {reason} (exit 1; a lost item is reported, not "
+            "dropped silently: it stays not done in its checkpoint and a second run sends it again)"
+        )
 
     fraction = useful / rate
     targets = Table(
