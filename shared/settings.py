@@ -137,12 +137,24 @@ class ApiFetch(BaseModel):
             raise ValueError("must be the API's root URL, without a query or fragment")
         return url.rstrip("/")
 
+    def _companions(self, required: dict[str, object], optional: dict[str, object] | None = None) -> None:
+        """The fetch-back fields go with ``apiBaseUrl``: ``required`` (alias -> value, with why after a
+        ':' in the alias) must be set with it, and neither they nor ``optional`` without it."""
+        if self.api_base_url is not None:
+            for alias, value in required.items():
+                if value is None:
+                    name, _, why = alias.partition(":")
+                    raise ValueError(f"apiBaseUrl needs {name}:{why}")
+            return
+        given = [alias.partition(":")[0] for alias, v in {**required, **(optional or {})}.items() if v is not None]
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} only used with apiBaseUrl (fetch-back)"
+            )
+
     @model_validator(mode="after")
     def _secret_with_url(self) -> ApiFetch:
-        if self.api_base_url is not None and self.api_secret_setting is None:
-            raise ValueError("apiBaseUrl needs apiSecretSetting: the app setting that holds the LMS's API secret")
-        if self.api_base_url is None and self.api_secret_setting is not None:
-            raise ValueError("apiSecretSetting is only used with apiBaseUrl (fetch-back)")
+        self._companions({"apiSecretSetting: the app setting that holds the LMS's API secret": self.api_secret_setting})
         return self
 
 
@@ -207,10 +219,10 @@ class OpenEdxSource(KeyedSource, ApiFetch):
 
     @model_validator(mode="after")
     def _client_with_url(self) -> OpenEdxSource:
-        if self.api_base_url is not None and self.api_client_id is None:
-            raise ValueError("apiBaseUrl needs apiClientId: the OAuth2 application's client id (client credentials)")
-        if self.api_base_url is None and (self.api_client_id is not None or self.api_token_url is not None):
-            raise ValueError("apiClientId and apiTokenUrl are only used with apiBaseUrl (fetch-back)")
+        self._companions(
+            {"apiClientId: the OAuth2 application's client id (client credentials)": self.api_client_id},
+            {"apiTokenUrl": self.api_token_url},
+        )
         return self
 
     @property
@@ -236,10 +248,7 @@ class ThinkificSource(KeyedSource, ApiFetch):
 
     @model_validator(mode="after")
     def _subdomain_with_url(self) -> ThinkificSource:
-        if self.api_base_url is not None and self.api_subdomain is None:
-            raise ValueError("apiBaseUrl needs apiSubdomain: the site's Thinkific subdomain (X-Auth-Subdomain)")
-        if self.api_base_url is None and self.api_subdomain is not None:
-            raise ValueError("apiSubdomain is only used with apiBaseUrl (fetch-back)")
+        self._companions({"apiSubdomain: the site's Thinkific subdomain (X-Auth-Subdomain)": self.api_subdomain})
         return self
 
 
