@@ -98,6 +98,22 @@ class LmsClient(Protocol):
         ...
 
 
+class ApiClient:
+    """What every LMS client holds: the process's HTTP client, the API root, the secret, and the
+    timeout of one request (each is also cut to the push's deadline)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        secret: ApiSecret,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        self.http, self.base_url, self.secret = http, base_url.rstrip("/"), secret
+        self.request_timeout = request_timeout
+
+
 # -- the shared HTTP steps -------------------------------------------------------------------------
 
 

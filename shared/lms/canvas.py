@@ -21,11 +21,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from shared.graph import Deadline
-from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiSecret, LmsCourse, LmsPermanentError, check, parse, send
+from shared.lms import ApiClient, LmsCourse, LmsPermanentError, check, parse, send
 from shared.sources.canvas import state_action
 
 LMS = "Canvas"
@@ -47,19 +46,8 @@ class CanvasCourse(BaseModel):
     course_code: StrictStr | None = None
 
 
-class CanvasClient:
+class CanvasClient(ApiClient):
     lms = LMS
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        base_url: str,
-        secret: ApiSecret,
-        *,
-        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    ) -> None:
-        self.http, self.base_url, self.secret = http, base_url.rstrip("/"), secret
-        self.request_timeout = request_timeout
 
     async def course(self, course_id: str, *, deadline: Deadline) -> LmsCourse:
         response = await send(

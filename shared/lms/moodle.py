@@ -26,11 +26,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from shared.graph import Deadline
-from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiSecret, LmsCourse, LmsPermanentError, check, send, validate
+from shared.lms import ApiClient, LmsCourse, LmsPermanentError, check, send, validate
 from shared.sources.normalize import from_epoch
 
 LMS = "Moodle"
@@ -68,19 +67,8 @@ class MoodleCourses(BaseModel):
     warnings: list[Any] = Field(default_factory=list)
 
 
-class MoodleClient:
+class MoodleClient(ApiClient):
     lms = LMS
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        base_url: str,
-        secret: ApiSecret,
-        *,
-        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    ) -> None:
-        self.http, self.base_url, self.secret = http, base_url.rstrip("/"), secret
-        self.request_timeout = request_timeout
 
     async def course(self, course_id: str, *, deadline: Deadline) -> LmsCourse:
         if not course_id.isdigit():

@@ -33,7 +33,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from shared.graph import Deadline
-from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiSecret, LmsCourse, LmsPermanentError, check, parse, send
+from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiClient, ApiSecret, LmsCourse, LmsPermanentError, check, parse, send
 from shared.sources.normalize import clock_duration
 
 LMS = "Open edX"
@@ -85,7 +85,7 @@ class OpenEdxCourse(BaseModel):
     hidden: StrictBool | None = None
 
 
-class OpenEdxClient:
+class OpenEdxClient(ApiClient):
     lms = LMS
 
     def __init__(
@@ -99,8 +99,8 @@ class OpenEdxClient:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.request_timeout = request_timeout
-        self.http, self.base_url, self.client_id, self.secret = http, base_url.rstrip("/"), client_id, secret
+        super().__init__(http, base_url, secret, request_timeout=request_timeout)
+        self.client_id = client_id
         self.token_url = token_url or f"{self.base_url}/oauth2/access_token"
         self.clock = clock
         self._token: tuple[str, str, float] | None = None  # (type, token, refresh at)

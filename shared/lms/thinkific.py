@@ -32,7 +32,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
 
 from shared.graph import Deadline
-from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiSecret, LmsCourse, check, parse, send
+from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiClient, ApiSecret, LmsCourse, check, parse, send
 from shared.sources.thinkific import status_hides  # the one visibility rule of a Thinkific product
 
 LMS = "Thinkific"
@@ -62,7 +62,7 @@ class ThinkificProduct(BaseModel):
     created_at: StrictStr | None = None
 
 
-class ThinkificClient:
+class ThinkificClient(ApiClient):
     lms = LMS
 
     def __init__(
@@ -74,8 +74,8 @@ class ThinkificClient:
         *,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
-        self.http, self.base_url, self.subdomain, self.secret = http, base_url.rstrip("/"), subdomain, secret
-        self.request_timeout = request_timeout
+        super().__init__(http, base_url, secret, request_timeout=request_timeout)
+        self.subdomain = subdomain
 
     async def _get(self, path: str, what: str, deadline: Deadline) -> httpx.Response:
         response = await send(
