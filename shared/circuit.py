@@ -26,11 +26,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient
 
 from shared import telemetry
+from shared.tables import write_if_unchanged
 
 logger = logging.getLogger(__name__)
 
@@ -159,16 +159,7 @@ class TableCircuitStore:
             "until": circuit.until or datetime(1970, 1, 1, tzinfo=UTC),
             "changedAt": datetime.now(UTC),
         }
-        try:
-            if etag is None:
-                self._table.create_entity(entity)
-            else:
-                self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-        except (ResourceExistsError, ResourceModifiedError):
-            return False
-        return True
+        return write_if_unchanged(self._table, entity, etag)
 
 
 class CircuitBreaker:

@@ -59,6 +59,7 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from shared import storage
 from shared.graph import MIN_ATTEMPT_SECONDS, Deadline, GraphTransientError
 from shared.settings import Settings
+from shared.tables import write_if_unchanged
 
 logger = logging.getLogger(__name__)
 
@@ -273,16 +274,7 @@ class TableBudgetStore:
             "tat": float(bucket.tat),
             "rate": bucket.rate or 0.0,
         }
-        try:
-            if etag is None:
-                self._table.create_entity(entity)
-            else:
-                self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-        except (ResourceExistsError, ResourceModifiedError):
-            return False
-        return True
+        return write_if_unchanged(self._table, entity, etag)
 
     def pause(self, until: float, status: int | None) -> None:
         self._ensure()
