@@ -381,7 +381,7 @@ class SharedWriteBudget:
             horizon = self.max_wait_seconds
             if deadline is not None:
                 horizon = min(horizon, deadline.remaining() - MIN_ATTEMPT_SECONDS)
-            granted = self._from_grants(now) if cost == 1 else None
+            granted = self._from_grants(now, cost)
             if granted is not None:
                 at = granted
             else:
@@ -400,10 +400,16 @@ class SharedWriteBudget:
         if wait > 0:
             await self._sleep(wait)
 
-    def _from_grants(self, now: float) -> float | None:
+    def _from_grants(self, now: float, cost: int) -> float | None:
+        """The send time of ``cost`` writes from slots already reserved (``None``: a round trip is
+        needed). A batch takes ``cost`` slots and goes at the last of them, so only slots that all stay
+        valid until then: the earliest may not be sent more than SLOT_VALIDITY_SECONDS late."""
         while self._grants and self._grants[0] + SLOT_VALIDITY_SECONDS < now:
             self._grants.popleft()  # not sent in time: dropped, never sent late
-        return self._grants.popleft() if self._grants else None
+        if len(self._grants) < cost or self._grants[cost - 1] > self._grants[0] + SLOT_VALIDITY_SECONDS:
+            return None
+        taken = [self._grants.popleft() for _ in range(cost)]
+        return taken[-1]
 
     def _round_trip(self, cost: int, now: float, horizon: float, successes: int) -> tuple[float, list[float], Bucket]:
         """Reserve in the shared row (reporting ``successes``): the send time of this write (or batch),
@@ -413,20 +419,21 @@ class SharedWriteBudget:
             for _ in range(8):
                 bucket, etag = self._store.read()
                 bucket = grown(bucket, successes, self.policy)
-                if cost == 1:
-                    want = min(MAX_GRANT, max(1, math.floor(bucket.current_rate(self.policy) * GRANT_SECONDS)))
-                    after, times = reserve(bucket, 1, now, horizon, self.policy)
-                    if times:  # the extra grant: only writes due soon after the first
-                        after, more = reserve(after, want - 1, now, times[0] - now + GRANT_SECONDS, self.policy)
-                        times += more
-                else:
-                    after, times = reserve(bucket, cost, now, horizon, self.policy, together=True)
+                # Beyond this write (or batch), a grant of single slots due soon after it, as many as the
+                # current rate fills in GRANT_SECONDS: the next writes of this instance, batches
+                # included (``_from_grants``), then cost no round trip.
+                want = min(MAX_GRANT, math.floor(bucket.current_rate(self.policy) * GRANT_SECONDS))
+                after, times = reserve(bucket, cost, now, horizon, self.policy, together=cost > 1)
                 if not times:
                     # When it would be due, were there no horizon (a batch: when its last write is).
                     _, due = reserve(bucket, cost, now, math.inf, self.policy, together=cost > 1)
                     raise self._too_long(max(due[0] - now, 0.0), bucket.not_before > now)
+                at = max(times)
+                extra: list[float] = []
+                if want > cost:
+                    after, extra = reserve(after, want - cost, now, at - now + GRANT_SECONDS, self.policy)
                 if self._store.write(after, etag):
-                    return times[0], times[1:] if cost == 1 else [], after
+                    return at, extra, after
                 # another instance moved first: read again
             raise self._too_long(1.0, False)
         except AzureError as exc:

@@ -217,6 +217,28 @@ def test_a_high_rate_grants_several_writes_per_round_trip_and_drops_stale_ones()
     asyncio.run(run())
 
 
+def test_batches_draw_on_granted_slots_and_keep_the_bound() -> None:
+    """At a high rate a round trip grants the slots of the next batches too; the writes they carry,
+    stamped at their send times, still keep every window's bound (plus the slots' validity)."""
+    clock, store = Clock(), MemoryStore()
+    policy = Policy(ceiling=400.0, burst=20)
+    budget = SharedWriteBudget(store, policy, max_wait_seconds=3.0, clock=clock, sleep=clock.sleep)
+    sent: list[float] = []
+
+    async def run() -> None:
+        for _ in range(50):
+            await budget.acquire(20, None)
+            sent.extend([clock.now] * 20)
+
+    asyncio.run(run())
+    assert len(sent) == 1000
+    assert store.round_trips <= 25, store.round_trips  # 50 batches, a grant of 100 slots each trip
+    slack = policy.ceiling * SLOT_VALIDITY_SECONDS
+    for window in (0.05, 0.25, 1.0, 2.5):
+        most = max(sum(1 for t in sent if start <= t < start + window) for start in sent)
+        assert most <= policy.bound(window) + slack, window
+
+
 def test_a_batch_waits_for_all_its_writes_or_is_raised() -> None:
     clock, store = Clock(), MemoryStore()
     budget = SharedWriteBudget(
