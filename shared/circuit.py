@@ -35,7 +35,9 @@ from shared.tables import write_if_unchanged
 logger = logging.getLogger(__name__)
 
 State = Literal["closed", "open", "half-open"]
-Event = Literal["success", "failure"]
+# "unused": the command admitted (perhaps as the probe) ended without calling Graph (the ledger skipped
+# it, or it went back to the queue to wait): it says nothing about Graph.
+Event = Literal["success", "failure", "unused"]
 
 # Five failures in a row: the queue's own attempt budget (maxDequeueCount 5), so one message that
 # fails all its attempts is enough evidence; fewer would open the circuit on a couple of bad items.
@@ -96,7 +98,11 @@ def admit(circuit: Circuit, now: datetime, policy: Policy = DEFAULT_POLICY) -> C
 
 
 def transition(circuit: Circuit, event: Event, now: datetime, policy: Policy = DEFAULT_POLICY) -> Circuit:
-    """The state after Graph answered a call made under ``circuit``."""
+    """The state after Graph answered a call made under ``circuit`` (or, ``unused``, was not called)."""
+    if event == "unused":
+        # A probe that never called Graph hands the probe back at once, rather than holding the
+        # circuit half-open for PROBE_SECONDS: the next command probes.
+        return replace(circuit, state="open", until=now) if circuit.state == "half-open" else circuit
     if event == "success":
         return policy.closed()  # closed, counters reset, cool-down back to its first length
     if circuit.state == "closed":
@@ -222,7 +228,10 @@ class CircuitBreaker:
                     return
                 if self._store.write(after, etag):
                     self._seen = None
-                    self._announce(circuit, after)
+                    if event == "unused":
+                        logger.info("graph circuit: the probe ended without calling Graph; the next command probes")
+                    else:
+                        self._announce(circuit, after)
                     return
                 self._read(fresh=True)
         except AzureError as exc:

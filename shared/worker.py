@@ -183,7 +183,7 @@ class CircuitPort(Protocol):
 
     def wait_seconds(self) -> float: ...
 
-    def record(self, event: Literal["success", "failure"]) -> None: ...
+    def record(self, event: Literal["success", "failure", "unused"]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,7 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
             return waiting
         budget = ports.budgets.for_registration(command.tenant_id, command.registration_id) if ports.budgets else None
         if budget is not None and (waiting := await _budget_wait(command, budget, ports, log_args)) is not None:
+            await _graph_unused(ports)
             return waiting
         # Fetch-back before the lease: the LMS call must not hold the item. What is parked or retried
         # later is the fetch command itself, so a replay asks the LMS again.
@@ -275,8 +276,10 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
                 graph = ports.graph.with_budget(budget) if budget is not None else ports.graph
                 outcome = await _push(target, graph, push.deadline)
         except ItemBusy as busy:
+            await _graph_unused(ports)
             return await _wait_for_lease(command, busy, ports, log_args)
         except StaleEvent as stale:
+            await _graph_unused(ports)
             return _skipped(command, log_args, stale)
         except LeaseLost as lost:
             return _lease_lost(lost, log_args)
@@ -450,6 +453,14 @@ async def _wait_for_lease(
     logger.info("busy %s %s reg=%s message=%s correlation=%s: back in %.0fs (%s)", *log_args, delay, busy)
     telemetry.COMMANDS_RETRIED.add(1, {"vlsync.busy": True})
     return Outcome.DEFERRED
+
+
+async def _graph_unused(ports: WorkerPorts) -> None:
+    """The command passed the circuit but ends without calling Graph (skipped, or back to the queue to
+    wait). Were it the half-open circuit's probe, the probe would stay out until it expires (two
+    minutes) and every command wait that long; the breaker hands it back at once."""
+    if ports.circuit is not None:
+        await asyncio.to_thread(ports.circuit.record, "unused")
 
 
 async def _announce(command: ContentCommand, ports: WorkerPorts) -> None:

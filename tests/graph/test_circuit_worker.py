@@ -35,15 +35,22 @@ def graph_calls(graph_side: GraphSide) -> int:
     return len(body.get("value", body) if isinstance(body, dict) else body)
 
 
-async def test_an_outage_opens_the_circuit_and_nothing_is_parked(
+def with_breaker(
     graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, settings: Settings
-) -> None:
+) -> tuple[Clock, CircuitBreaker, WorkerPorts]:
+    """The worker's ports with a breaker on the ledger table, read fresh every time, on a clock the test moves."""
     clock = Clock()
     table = TableServiceClient.from_connection_string(settings.storage_connection_string or "").get_table_client(
         settings.ledger_table_name
     )
     breaker = CircuitBreaker(TableCircuitStore(table), clock=clock, cache_seconds=0)
-    ports = WorkerPorts(graph=make_graph(graph_side, http), queue=queue, ledger=ledger, circuit=breaker)
+    return clock, breaker, WorkerPorts(graph=make_graph(graph_side, http), queue=queue, ledger=ledger, circuit=breaker)
+
+
+async def test_an_outage_opens_the_circuit_and_nothing_is_parked(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, settings: Settings
+) -> None:
+    clock, breaker, ports = with_breaker(graph_side, http, queue, ledger, settings)
     reg = graph_side.registration_id
     graph_side.admin("PUT", "/faults", json={"serverErrorRatio": 1.0, "serverErrorStatus": 503}).raise_for_status()
 
@@ -87,4 +94,28 @@ async def test_throttling_does_not_open_the_circuit(
             assert await process(body, MessageInfo(f"t-{n}", 1), ports) is Outcome.DEFERRED
     finally:
         graph_side.admin("DELETE", "/faults")
+    assert breaker.view()["state"] == "closed"
+
+
+async def test_a_probe_the_ledger_skips_hands_the_probe_to_the_next_command(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, settings: Settings
+) -> None:
+    """Coalescing skips many queued commands; one of them drawn as the probe must not hold the circuit
+    half-open for two minutes (the fault suite's 40-second outage then never drained)."""
+    clock, breaker, ports = with_breaker(graph_side, http, queue, ledger, settings)
+    reg = graph_side.registration_id
+    newer = command("upsert", "cb-skip", reg, at=datetime(2026, 11, 28, tzinfo=UTC))
+    assert await process(newer, MessageInfo("m-new", 1), ports) is Outcome.UPSERTED
+    graph_side.admin("PUT", "/faults", json={"serverErrorRatio": 1.0, "serverErrorStatus": 503}).raise_for_status()
+    for n in range(FAILURES_TO_OPEN - 1):
+        with pytest.raises(GraphTransientError):
+            await process(command("upsert", f"cb-s{n}", reg), MessageInfo(f"m-s{n}", 1), ports)
+    assert await process(command("upsert", "cb-s4", reg), MessageInfo("m-s4", 1), ports) is Outcome.DEFERRED
+    graph_side.admin("DELETE", "/faults").raise_for_status()
+    clock.now += FIRST_COOLDOWN
+
+    older = command("upsert", "cb-skip", reg)  # drawn as the probe, then skipped: the ledger holds a newer event
+    assert await process(older, MessageInfo("m-old", 1), ports) is Outcome.SKIPPED_STALE
+    assert breaker.view()["state"] == "open"  # the probe handed back, not held half-open
+    assert await process(command("upsert", "cb-next", reg), MessageInfo("m-next", 1), ports) is Outcome.UPSERTED
     assert breaker.view()["state"] == "closed"

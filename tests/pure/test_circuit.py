@@ -49,7 +49,21 @@ def test_a_late_answer_does_not_move_an_open_circuit() -> None:
     assert transition(opened, "failure", T0) == opened
 
 
-@given(st.lists(st.tuples(st.sampled_from(["success", "failure", "admit"]), st.integers(0, 2000)), max_size=60))
+def test_a_probe_that_never_called_graph_hands_the_probe_back_at_once() -> None:
+    opened = Circuit("open", 0, 2 * FIRST_COOLDOWN, T0)
+    probe = admit(opened, T0)
+    assert probe is not None
+    later = T0 + timedelta(seconds=3)
+    handed_back = transition(probe, "unused", later)  # e.g. the ledger skipped the probe's command
+    assert (handed_back.state, handed_back.cooldown, handed_back.until) == ("open", 2 * FIRST_COOLDOWN, later)
+    assert admit(handed_back, later) is not None  # the next command probes now, not after PROBE_SECONDS
+    assert transition(Circuit(), "unused", later) == Circuit()
+    assert transition(opened, "unused", later) == opened
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["success", "failure", "unused", "admit"]), st.integers(0, 2000)), max_size=60)
+)
 def test_invariants_hold_for_any_history(steps: list[tuple[str, int]]) -> None:
     circuit, now, failed_probes = Circuit(), T0, 0
     for kind, seconds in steps:
@@ -67,6 +81,9 @@ def test_invariants_hold_for_any_history(steps: list[tuple[str, int]]) -> None:
         if kind == "success":
             assert circuit == Circuit()
             failed_probes = 0
+        elif kind == "unused":  # says nothing about Graph: only a probe is handed back
+            assert circuit.cooldown == before.cooldown
+            assert circuit.state == ("open" if before.state == "half-open" else before.state)
         elif before.state == "half-open":
             failed_probes += 1
             assert circuit.cooldown == min(FIRST_COOLDOWN * 2**failed_probes, MAX_COOLDOWN)
