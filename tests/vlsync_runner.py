@@ -9,26 +9,12 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from vlsync import cli
+from vlsync.config import TARGET_ENVIRONMENT
 
 Vlsync = Callable[..., Result]
 
 # Environment variables that would change which credential, sign-in or storage vlsync picks.
-CLEARED = (
-    "AZURE_CLIENT_ID",
-    "AZURE_AUTHORITY_HOST",
-    "GRAPH_AUTH_MODE",
-    "VIVA_APP_CLIENT_ID",
-    "VIVA_APP_TENANT_ID",
-    "SSL_CERT_FILE",
-    "VLSYNC_CREDENTIAL",
-    "VLSYNC_CLIENT_ID",
-    "VLSYNC_TENANT_ID",
-    "VLSYNC_ENV_FILE",
-    "VLSYNC_STORAGE_ACCOUNT",
-    "GRAPH_API_VERSION",
-    "LearningSyncStorage",
-    "REGISTRATION_ID",
-)
+CLEARED = TARGET_ENVIRONMENT
 
 
 def make_runner(env: dict[str, str]) -> Vlsync:

@@ -61,6 +61,24 @@ DEFAULT_LEDGER_TABLE: str = _app_default("ledger_table_name")
 DEFAULT_STATE_CACHE_SECONDS: float = _app_default("registration_state_cache_seconds")
 # The CLI's own: an operator waits longer for Graph than a queue invocation may.
 DEFAULT_MAX_RETRY_SECONDS = 120.0
+# The environment variables that choose vlsync's credential, sign-in, storage and target: a harness
+# that runs vlsync against a stack of its own (tests, the bench) clears them first.
+TARGET_ENVIRONMENT = (
+    "AZURE_CLIENT_ID",
+    "AZURE_AUTHORITY_HOST",
+    "GRAPH_AUTH_MODE",
+    "VIVA_APP_CLIENT_ID",
+    "VIVA_APP_TENANT_ID",
+    "SSL_CERT_FILE",
+    "VLSYNC_CREDENTIAL",
+    "VLSYNC_CLIENT_ID",
+    "VLSYNC_TENANT_ID",
+    "VLSYNC_ENV_FILE",
+    "VLSYNC_STORAGE_ACCOUNT",
+    "GRAPH_API_VERSION",
+    "LearningSyncStorage",
+    "REGISTRATION_ID",
+)
 DEFAULT_TIMEOUT_SECONDS: float = _app_default("graph_timeout_seconds")
 
 # option name -> environment variable (and env-file key) that supplies it when the option is absent;

@@ -24,29 +24,13 @@ from local.azurite import running_azurite
 from local.identity import AppRegistration, Identity, run_in_thread
 from local.identity.tls import ca_bundle
 from local.stack import STACK_APP_CLIENT_ID, STACK_IDENTITY_CLIENT_ID
+from vlsync.config import TARGET_ENVIRONMENT
 
 from .emulator import PROVIDER_PREFIX, REPO_ROOT, RunningProcess, emulator_process
 
 IDENTITY_HEADER = "bench-identity-header"
 # Settings that would make vlsync pick another credential, storage or target than the bench's.
-CLEARED = (
-    "AZURE_CLIENT_ID",
-    "AZURE_AUTHORITY_HOST",
-    "GRAPH_AUTH_MODE",
-    "VIVA_APP_CLIENT_ID",
-    "VIVA_APP_TENANT_ID",
-    "SSL_CERT_FILE",
-    "VLSYNC_CREDENTIAL",
-    "VLSYNC_CLIENT_ID",
-    "VLSYNC_TENANT_ID",
-    "VLSYNC_ENV_FILE",
-    "VLSYNC_STORAGE_ACCOUNT",
-    "GRAPH_API_VERSION",
-    "LearningSyncStorage",
-    "REGISTRATION_ID",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-)
+CLEARED = (*TARGET_ENVIRONMENT, "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
 # Listing Graph at the end (the lost-items check): 1,000 a page keeps 100,000 items to 100 round trips.
 LIST_PAGE_SIZE = 1000
 
