@@ -102,6 +102,8 @@ ENV_NAMES: dict[str, str] = {
     "app_client_id": _app_name("viva_app_client_id"),
     "graph_auth_mode": _app_name("graph_auth_mode_setting"),
     "authority_host": _app_name("authority_host"),
+    # The CA bundle that trusts the local stack's sign-in host (its own CA; stack.env names it).
+    "ca_file": "SSL_CERT_FILE",
 }
 # Read when the option's own variable is unset: one app registers the provider and pushes content,
 # so an admin signs in through the app the deployment made (azd output VIVA_APP_CLIENT_ID) in its tenant.
@@ -162,6 +164,7 @@ class CliConfig:
     app_client_id: str | None = None  # the app the worker pushes as (VIVA_APP_CLIENT_ID)
     graph_auth_mode: str | None = None  # the worker's GRAPH_AUTH_MODE, as the deployment set it
     authority_host: str | None = None
+    ca_file: str | None = None  # SSL_CERT_FILE, from the environment or the env file
     env_file: Path | None = None
     ignored_env_file: Path | None = None  # the default stack.env, left out because Graph is not local
 
@@ -172,6 +175,11 @@ class CliConfig:
     @property
     def graph_host(self) -> str:
         return urlsplit(self.graph_base_url).netloc
+
+    def tls_options(self) -> dict[str, Any]:
+        """The CA bundle for the sign-in's TLS, from the environment or the env file (where ``make dev``
+        names the stack's): ``shared.credentials.tls_options`` reads only the process environment."""
+        return {"connection_verify": self.ca_file} if self.ca_file else {}
 
     @property
     def local_stack(self) -> bool:
@@ -310,6 +318,7 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str], file_values:
         app_client_id=pick("app_client_id"),
         graph_auth_mode=pick("graph_auth_mode"),
         authority_host=pick("authority_host"),
+        ca_file=pick("ca_file"),
         env_file=options.get("env_file_path"),
         ignored_env_file=options.get("ignored_env_file_path"),
     )

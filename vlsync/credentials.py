@@ -110,7 +110,7 @@ class LocalDelegatedCredential:
 
 def worker_credential(config: CliConfig) -> ClosableCredential:
     """The worker's own credential (``shared.credentials.graph_credential``) from the CLI's settings."""
-    from shared.credentials import graph_credential, tls_options
+    from shared.credentials import graph_credential
     from shared.settings import Settings, SettingsError
 
     try:
@@ -123,7 +123,7 @@ def worker_credential(config: CliConfig) -> ClosableCredential:
                 "AZURE_AUTHORITY_HOST": config.authority_host,
             }
         )
-        return graph_credential(settings, **tls_options())
+        return graph_credential(settings, **config.tls_options())
     except (SettingsError, ValueError) as exc:
         raise ConfigError(f"the worker's credential: {exc}") from None
 

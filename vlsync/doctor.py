@@ -85,7 +85,7 @@ async def diagnose(conf: CliConfig) -> Report:
     from azure.core.exceptions import AzureError
     from azure.identity.aio import ManagedIdentityCredential
 
-    from shared.credentials import EXCHANGE_SCOPE, AppCredential, tls_options
+    from shared.credentials import EXCHANGE_SCOPE, AppCredential
     from vlsync.operations import token_claims
 
     report = Report()
@@ -120,7 +120,7 @@ async def diagnose(conf: CliConfig) -> Report:
         os.environ["IDENTITY_HEADER"] = conf.identity_header
     identity = ManagedIdentityCredential(client_id=conf.managed_identity_client_id)
     app_credential = AppCredential(
-        identity, client_id=app_id, home_tenant=tenant, authority=conf.authority_host, **tls_options()
+        identity, client_id=app_id, home_tenant=tenant, authority=conf.authority_host, **conf.tls_options()
     )
     try:
         try:

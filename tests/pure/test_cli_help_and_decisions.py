@@ -49,6 +49,15 @@ def test_every_command_has_help_with_an_example() -> None:
 # -- settings -------------------------------------------------------------------------------------
 
 
+def test_the_stack_ca_bundle_comes_from_the_env_file_too() -> None:
+    """make dev's sign-in host has its own CA, named in stack.env: vlsync must trust it without the
+    user sourcing the file (shared.credentials.tls_options reads only the process environment)."""
+    file_values = {"GRAPH_BASE_URL": "http://127.0.0.1:1", "SSL_CERT_FILE": "/dev-dir/ca-bundle.pem"}
+    assert resolve({}, {}, file_values).tls_options() == {"connection_verify": "/dev-dir/ca-bundle.pem"}
+    assert resolve({}, {"SSL_CERT_FILE": "/env.pem"}, file_values).tls_options() == {"connection_verify": "/env.pem"}
+    assert resolve({}, {}, {}).tls_options() == {}
+
+
 def test_option_beats_environment_beats_env_file_beats_default() -> None:
     file_values = {"GRAPH_BASE_URL": "http://127.0.0.1:1", "REGISTRATION_ID": "from-file", "IDENTITY_ENDPOINT": "e"}
     environ = {"REGISTRATION_ID": "from-env"}
