@@ -366,6 +366,8 @@ def run(ports: Ports, *, use_func: bool | None = None, sources_path: Path | None
                 **source_settings,
                 **intake_urls,
                 **sign_in,
+                # The host's write budget, so that vlsync (backfill, reconcile) spends from the same one.
+                **local_write_budget(base_env),
             },
         )
         env_shown = env_file.relative_to(REPO_ROOT) if env_file.is_relative_to(REPO_ROOT) else env_file

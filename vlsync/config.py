@@ -81,6 +81,16 @@ TARGET_ENVIRONMENT = (
 )
 DEFAULT_TIMEOUT_SECONDS: float = _app_default("graph_timeout_seconds")
 
+# The write budget's settings, by the app's names (shared.ratebudget reads them through Settings).
+WRITE_BUDGET_SETTINGS = tuple(
+    _app_name(name)
+    for name in (
+        "graph_write_rate_per_second",
+        "graph_write_burst",
+        "graph_write_block_limit",
+        "graph_write_block_seconds",
+    )
+)
 # option name -> environment variable (and env-file key) that supplies it when the option is absent;
 # the app's settings by the app's own names.
 ENV_NAMES: dict[str, str] = {
@@ -165,6 +175,10 @@ class CliConfig:
     graph_auth_mode: str | None = None  # the worker's GRAPH_AUTH_MODE, as the deployment set it
     authority_host: str | None = None
     ca_file: str | None = None  # SSL_CERT_FILE, from the environment or the env file
+    # The write budget's app settings (GRAPH_WRITE_*) the env file holds and the environment does not
+    # (the app's Settings reads the environment itself): make dev's budget is the stack's, not the
+    # production default, so a backfill against it is not paced at 1 write/s.
+    env_file_budget: tuple[tuple[str, str], ...] = ()
     env_file: Path | None = None
     ignored_env_file: Path | None = None  # the default stack.env, left out because Graph is not local
 
@@ -318,7 +332,12 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str], file_values:
         app_client_id=pick("app_client_id"),
         graph_auth_mode=pick("graph_auth_mode"),
         authority_host=pick("authority_host"),
-        ca_file=pick("ca_file"),
+        # The env file's bundle first: make dev wrote it (certifi + the stack's own CA) for the very sign-in
+        # host the file points at, while a machine-wide SSL_CERT_FILE (Nix, corporate images) lacks that CA.
+        ca_file=file_values.get("SSL_CERT_FILE") or pick("ca_file"),
+        env_file_budget=tuple(
+            (name, file_values[name]) for name in WRITE_BUDGET_SETTINGS if name in file_values and name not in environ
+        ),
         env_file=options.get("env_file_path"),
         ignored_env_file=options.get("ignored_env_file_path"),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -41,6 +41,8 @@ def settings(config: CliConfig) -> Settings:
     account = config.storage_account
     if account and not _ACCOUNT_NAME.match(account):
         raise ConfigError(f"storage account name {account!r} is not valid (3-24 lower-case letters/digits)")
+    # By the app's setting names, as the environment gives them (Settings reads the environment too).
+    budget: dict[str, Any] = dict(config.env_file_budget)
     try:
         return Settings(
             storage_connection_string=None if account else config.storage_connection_string,
@@ -48,6 +50,7 @@ def settings(config: CliConfig) -> Settings:
             storage_table_service_uri=f"https://{account}.table.core.windows.net" if account else None,
             content_queue_name=config.queue,
             ledger_table_name=config.ledger_table,
+            **budget,
         )
     except ValidationError as exc:
         problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors(include_url=False))

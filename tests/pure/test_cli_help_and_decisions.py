@@ -54,8 +54,32 @@ def test_the_stack_ca_bundle_comes_from_the_env_file_too() -> None:
     user sourcing the file (shared.credentials.tls_options reads only the process environment)."""
     file_values = {"GRAPH_BASE_URL": "http://127.0.0.1:1", "SSL_CERT_FILE": "/dev-dir/ca-bundle.pem"}
     assert resolve({}, {}, file_values).tls_options() == {"connection_verify": "/dev-dir/ca-bundle.pem"}
-    assert resolve({}, {"SSL_CERT_FILE": "/env.pem"}, file_values).tls_options() == {"connection_verify": "/env.pem"}
+    # A machine-wide bundle in the environment lacks the stack's CA: the env file's wins.
+    machine = {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"}
+    assert resolve({}, machine, file_values).tls_options() == {"connection_verify": "/dev-dir/ca-bundle.pem"}
+    assert resolve({}, machine, {}).tls_options() == {"connection_verify": "/etc/ssl/certs/ca-certificates.crt"}
     assert resolve({}, {}, {}).tls_options() == {}
+
+
+def test_the_stack_write_budget_comes_from_the_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make dev's host spends from a local budget; vlsync against the stack must use the same one, not
+    the production default of 1 write/s (the environment, which the app's Settings reads, still wins)."""
+    from vlsync.storage import settings as storage_settings
+
+    for name in ("GRAPH_WRITE_RATE_PER_SECOND", "GRAPH_WRITE_BURST", "GRAPH_WRITE_BLOCK_LIMIT"):
+        monkeypatch.delenv(name, raising=False)
+    file_values = {
+        "GRAPH_BASE_URL": "http://127.0.0.1:1",
+        "LearningSyncStorage": "UseDevelopmentStorage=true",
+        "GRAPH_WRITE_RATE_PER_SECOND": "1000",
+        "GRAPH_WRITE_BURST": "1000",
+        "GRAPH_WRITE_BLOCK_LIMIT": "0",
+    }
+    app = storage_settings(resolve({}, {}, file_values))
+    assert (app.graph_write_rate_per_second, app.graph_write_burst, app.graph_write_block_limit) == (1000, 1000, 0)
+    monkeypatch.setenv("GRAPH_WRITE_RATE_PER_SECOND", "5")
+    app = storage_settings(resolve({}, {"GRAPH_WRITE_RATE_PER_SECOND": "5"}, file_values))
+    assert app.graph_write_rate_per_second == 5
 
 
 def test_option_beats_environment_beats_env_file_beats_default() -> None:
