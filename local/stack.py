@@ -36,8 +36,7 @@ import httpx
 from local import demo, sources_file
 from local.azurite import REPO_ROOT, running_azurite
 from local.lms_emulator.config import DEFAULT_OPENEDX_CLIENT_ID, DEFAULT_THINKIFIC_SUBDOMAIN
-from local.timer_settings import DEFAULT_RECONCILE_SCHEDULE
-from local.write_budget import local_write_budget
+from local.write_budget import local_app_settings, local_write_budget
 from shared.settings import STORAGE_CONNECTION
 from vlsync import envfile
 
@@ -332,9 +331,8 @@ def run(ports: Ports, *, use_func: bool | None = None, sources_path: Path | None
             "IDENTITY_ENDPOINT": identity_endpoint,
             "IDENTITY_HEADER": local_secrets["IDENTITY_HEADER"],
             **sign_in,
-            **local_write_budget(base_env),  # never the emulator's bottleneck (local/write_budget.py)
-            # The reconcile timer's %RECONCILE_SCHEDULE% must resolve, as in Azure (handlers/reconcile.py).
-            "RECONCILE_SCHEDULE": base_env.get("RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE),
+            # The write budget (never the emulator's bottleneck) and the timers' settings: local/write_budget.py.
+            **local_app_settings(base_env),
         }
         func = shutil.which("func") if use_func is not False else None
         if func:

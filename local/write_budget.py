@@ -1,4 +1,7 @@
-"""The Graph write budget of the local stacks (``make dev``, the stack tests, the fault harness).
+"""The app settings every local stack sets beyond its own (``make dev``, the stack tests, the fault
+harness): the Graph write budget, and the settings the timer triggers name as ``%SETTING%``.
+
+The write budget.
 
 Production keeps the draft's figure (GRAPH_WRITE_RATE_PER_SECOND 1, burst 20, 500 per 10 minutes:
 0.8 writes/s, ``shared.ratebudget``). Here the Graph emulator stands in for Graph, and at 0.8/s the
@@ -16,6 +19,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from shared.settings import Settings
+
 LOCAL_WRITE_BUDGET = {
     "GRAPH_WRITE_RATE_PER_SECOND": "1000",
     "GRAPH_WRITE_BURST": "1000",
@@ -23,6 +28,18 @@ LOCAL_WRITE_BUDGET = {
 }
 
 
+# The Functions host resolves a trigger's %SETTING% when it indexes the app and refuses the function
+# when the setting is missing, so every stack sets them as Azure's app settings do (infra/main.bicep);
+# the default is owned by shared.settings.
+TIMER_SETTINGS = {"RECONCILE_SCHEDULE": str(Settings.model_fields["reconcile_schedule"].default)}
+LOCAL_APP_SETTINGS = {**LOCAL_WRITE_BUDGET, **TIMER_SETTINGS}
+
+
 def local_write_budget(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The settings above, each unless ``environ`` already sets it."""
+    """The write budget above, each setting unless ``environ`` already sets it."""
     return {name: environ.get(name, value) for name, value in LOCAL_WRITE_BUDGET.items()}
+
+
+def local_app_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Every setting above, each unless ``environ`` already sets it."""
+    return {name: environ.get(name, value) for name, value in LOCAL_APP_SETTINGS.items()}

@@ -36,8 +36,7 @@ from local import demo
 from local.azurite import REPO_ROOT, AzuriteEndpoints, free_port, running_azurite
 from local.identity.tls import ca_bundle
 from local.stack import STACK_APP_CLIENT_ID, STACK_IDENTITY_CLIENT_ID, admin_token
-from local.timer_settings import DEFAULT_RECONCILE_SCHEDULE
-from local.write_budget import LOCAL_WRITE_BUDGET
+from local.write_budget import LOCAL_APP_SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -318,9 +317,7 @@ class FaultStack:
             "AZURE_AUTHORITY_HOST": str(health["authorityHost"]),
             "SSL_CERT_FILE": str(bundle),
             # The write budget stays on but above what the harness sends (local/write_budget.py).
-            **LOCAL_WRITE_BUDGET,
-            # The reconcile timer's %RECONCILE_SCHEDULE% must resolve, as in Azure (handlers/reconcile.py).
-            "RECONCILE_SCHEDULE": DEFAULT_RECONCILE_SCHEDULE,
+            **LOCAL_APP_SETTINGS,  # the write budget and the timers' settings (local/write_budget.py)
             **self.host_env,
         }
         if self.clocks.inline_retry_seconds is not None:

@@ -15,8 +15,7 @@ from azure.storage.queue import QueueClient
 
 from local import demo
 from local.devhost import DevHost
-from local.timer_settings import DEFAULT_RECONCILE_SCHEDULE
-from local.write_budget import LOCAL_WRITE_BUDGET
+from local.write_budget import LOCAL_APP_SETTINGS
 from shared import bootstrap
 from shared.odata import content_by_external_id
 from tests.conftest import APP_CLIENT_ID, REPO, SECRET, app_sign_in_env
@@ -90,8 +89,7 @@ def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
         "GRAPH_CIRCUIT_COOLDOWN_SECONDS": "2",
         # The write budget on, above what the tests send (local/write_budget.py: the draft's 0.8/s
         # would pace a test's dozens of writes over a minute); tests/storage covers its arithmetic.
-        **LOCAL_WRITE_BUDGET,
-        "RECONCILE_SCHEDULE": DEFAULT_RECONCILE_SCHEDULE,  # %RECONCILE_SCHEDULE% resolves as in Azure
+        **LOCAL_APP_SETTINGS,  # the write budget, and %RECONCILE_SCHEDULE% resolves as in Azure
         **identity_server.env,
         **app_sign_in_env(identity_server),
     }

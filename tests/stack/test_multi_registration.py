@@ -20,8 +20,7 @@ import pytest
 
 from local import demo
 from local.devhost import DevHost
-from local.timer_settings import DEFAULT_RECONCILE_SCHEDULE
-from local.write_budget import LOCAL_WRITE_BUDGET
+from local.write_budget import LOCAL_APP_SETTINGS
 from shared import bootstrap
 from tests.conftest import REPO, SECRET, app_sign_in_env
 from tests.queues import peek_json
@@ -99,8 +98,7 @@ def app(
         "MULTI_SECRET": SECRET,
         "GRAPH_BASE_URL": emulator.url,
         "GRAPH_MAX_INLINE_RETRY_SECONDS": "3",
-        **LOCAL_WRITE_BUDGET,  # on, but never the bottleneck (local/write_budget.py)
-        "RECONCILE_SCHEDULE": DEFAULT_RECONCILE_SCHEDULE,  # %RECONCILE_SCHEDULE% resolves as in Azure
+        **LOCAL_APP_SETTINGS,  # the budget on but never the bottleneck; %RECONCILE_SCHEDULE% resolves
         **identity_server.env,
         **app_sign_in_env(identity_server),
     }
