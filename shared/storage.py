@@ -21,8 +21,8 @@ Service = Literal["queue", "table", "blob"]
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
 # The host accepts any letter case; the SDKs only the value "true" (with the key in any case).
 DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
-# The variables besides ``*_proxy`` that ``requests`` reads when its session trusts the environment.
-_CA_BUNDLE_VARIABLES = frozenset({"requests_ca_bundle", "curl_ca_bundle"})
+# The CA bundle variables ``requests`` reads when its session trusts the environment, in its order.
+_CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 class StorageNotConfigured(ValueError):
@@ -82,7 +82,7 @@ def open_client(client_type: type[C], connection: StorageConnection, *, aio: boo
 
     An identity-based client owns its token credential; close the client, then ``client.credential``.
     """
-    options = {**environment_options(), **options}
+    options = {**environment_options(aio=aio), **options}
     if connection.connection_string is not None:
         client: C = client_type.from_connection_string(connection.connection_string, **options)
         return client
@@ -90,21 +90,29 @@ def open_client(client_type: type[C], connection: StorageConnection, *, aio: boo
     return client_type(connection.endpoint, credential=token_credential(connection, aio=aio), **options)
 
 
-def environment_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The SDK transport's ``use_env_settings``: off where the environment sets nothing it would read.
+def environment_options(environ: Mapping[str, str] | None = None, *, aio: bool = False) -> dict[str, Any]:
+    """The SDK transport's ``use_env_settings``: off where the environment sets no proxy.
 
     With it on (azure-core's default), ``requests`` scans the whole environment for ``*_proxy``
-    variables on every request, twice: about 0.1 ms of a request's 1.2 ms of client CPU with a few
-    dozen variables, more with the app's settings in the environment, on every Storage call of every
-    event (the webhook-path benchmark, ``docs/benchmarks.md``). The scans can only
-    find what was there at start (app settings change by restarting the app), so where no proxy
-    variable and no CA bundle variable is set they are skipped; set one and every request reads the
-    environment as before. (The storage SDKs sign each request themselves, so ``~/.netrc``, which a
-    trusting session would also read, never applied to them.)
+    variables on every request, twice: with the hundred-odd variables of a machine or an app's
+    settings that was a quarter of the host's CPU in the webhook-path profile (``docs/benchmarks.md``),
+    on every Storage call of every event. The scans can only find what was there at start (app
+    settings change by restarting the app), so where no proxy variable is set they are skipped. The
+    one other thing a trusting session reads, a CA bundle (``REQUESTS_CA_BUNDLE``, then
+    ``CURL_CA_BUNDLE``), is read here once and passed as ``connection_verify``, so it still applies.
+    Set a proxy variable and every request reads the environment as before. (The storage SDKs sign
+    each request themselves, so ``~/.netrc``, which a trusting session would also read, never applied.)
+    The ``aio`` clients' aiohttp never read those bundle variables, and builds a new SSL context from a
+    ``connection_verify`` path on every request (40% of the dev host's CPU, measured), so they get none.
     """
-    names = {name.lower() for name in (os.environ if environ is None else environ)}
-    reads = any(name.endswith("_proxy") for name in names) or bool(names & _CA_BUNDLE_VARIABLES)
-    return {} if reads else {"use_env_settings": False}
+    env = os.environ if environ is None else environ
+    if any(name.lower().endswith("_proxy") for name in env):
+        return {}
+    options: dict[str, Any] = {"use_env_settings": False}
+    bundle = next((env[name] for name in _CA_BUNDLE_VARIABLES if env.get(name)), None)
+    if bundle and not aio:
+        options["connection_verify"] = bundle
+    return options
 
 
 def token_credential(connection: StorageConnection, *, aio: bool = False) -> Any:

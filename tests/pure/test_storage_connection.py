@@ -105,24 +105,32 @@ def test_identity_clients_own_a_closable_credential_sync_and_async(credential: s
 
 
 @pytest.mark.parametrize(
-    ("environ", "trusted"),
+    ("environ", "trusted", "verify"),
     [
-        ({"PATH": "/bin", "SOURCES": "{}"}, False),
-        ({"HTTPS_PROXY": "http://proxy:3128"}, True),
-        ({"http_proxy": "http://proxy:3128"}, True),
-        ({"NO_PROXY": "localhost"}, True),
-        ({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"}, True),
-        ({"curl_ca_bundle": "/etc/ca.pem"}, True),
+        ({"PATH": "/bin", "SOURCES": "{}"}, False, True),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, True, True),
+        ({"http_proxy": "http://proxy:3128"}, True, True),
+        ({"NO_PROXY": "localhost"}, True, True),
+        ({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"}, False, "/etc/ca.pem"),
+        ({"CURL_CA_BUNDLE": "/etc/curl.pem"}, False, "/etc/curl.pem"),
+        ({"CURL_CA_BUNDLE": "/etc/curl.pem", "REQUESTS_CA_BUNDLE": "/etc/ca.pem"}, False, "/etc/ca.pem"),
+        ({"REQUESTS_CA_BUNDLE": "/etc/ca.pem", "https_proxy": "http://proxy:3128"}, True, True),
     ],
 )
-def test_clients_read_the_environment_per_request_only_where_it_sets_something(
-    environ: dict[str, str], trusted: bool, monkeypatch: pytest.MonkeyPatch
+def test_clients_read_the_environment_per_request_only_where_it_sets_a_proxy(
+    environ: dict[str, str], trusted: bool, verify: bool | str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert environment_options(environ) == ({} if trusted else {"use_env_settings": False})
+    options = environment_options(environ)
+    assert options.get("use_env_settings", True) is trusted
+    assert options.get("connection_verify", True) == verify  # a CA bundle still applies, read once
     for name in [n for n in os.environ if n.lower().endswith("_proxy") or n.lower().endswith("_ca_bundle")]:
         monkeypatch.delenv(name)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     client = open_client(QueueServiceClient, StorageConnection("S", connection_string=CS))
     assert client._pipeline._transport._use_env_settings is trusted  # the session's trust_env when it opens
+    assert client._pipeline._transport.connection_config.verify == verify
     client.close()
+    # aiohttp never read the bundle variables, and would build an SSL context from a path per request
+    assert "connection_verify" not in environment_options(environ, aio=True)
+    assert environment_options(environ, aio=True).get("use_env_settings", True) is trusted
