@@ -24,6 +24,12 @@ Coalescing: a command that goes back to the queue to wait (the item busy, the wr
 first announces its event on the item's row (``Ledger.announce``, only ever forward); a claim for an
 older event than the one announced is refused ``Superseded`` (a ``StaleEvent``), since the newer
 command is still queued and will push the newer state. ``judge_claim`` holds the rule for both forms.
+
+Known rows: a ``Ledger`` (and its tenant views) remembers each content row as its own last read or write
+left it, with the row's etag (``_KnownRows``). A write judged on that row is conditional on its etag,
+so it saves the read where nothing changed since (a claim after this instance's record is one request,
+not two); a write the service refuses (412, 404), and any judgement that writes nothing, is made again
+on a fresh read. The service still decides: a remembered row is never an answer by itself.
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ import contextlib
 import functools
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -327,6 +335,92 @@ def _if_unchanged(etag: str) -> dict[str, Any]:
     return {"mode": UpdateMode.MERGE, "etag": etag, "match_condition": MatchConditions.IfNotModified}
 
 
+# How many content rows a ``Ledger`` remembers (``_KnownRows``): an instance has at most 24 queue
+# messages in flight (host.json: batchSize 16 + newBatchThreshold 8) and a backfill 4 chunks of 100
+# items (``shared.backfill``), so 4,096 rows hold those and the items of a burst window of thousands of
+# commands besides. A row is a dozen short properties (under 2 KB): a few MB at most.
+KNOWN_ROWS = 4096
+
+_RowKey = tuple[str, str]  # (PartitionKey, RowKey)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A content row as a read returns it (``entity``: its properties, the keys included, never
+    mutated), and its etag. ``known``: remembered from this ledger's own read or write, not read now,
+    so only a write conditional on ``etag`` may be based on it."""
+
+    entity: dict[str, Any]
+    etag: str
+    known: bool = False
+
+
+def _as_read(written: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``written``'s properties as a read of the row returns them (azure-data-tables 12): a ``None`` is
+    not sent, a str and a bool come back as sent, a datetime in UTC to the microsecond (the SDK sends
+    six digits; it takes a naive one as local time). ``None`` where another type's read-back form could
+    differ (an int64 comes back an ``EntityProperty``): the row is then not remembered."""
+    shown: dict[str, Any] = {}
+    for name, value in written.items():
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            shown[name] = value.astimezone(UTC)
+        elif type(value) in (str, bool):
+            shown[name] = value
+        else:
+            return None
+    return shown
+
+
+def _entity(row: _Row | None) -> dict[str, Any] | None:
+    return row.entity if row is not None else None
+
+
+def _unread(row: _Row | None) -> bool:
+    """Judged on a remembered row: a judgement that writes nothing needs a read to confirm it."""
+    return row is not None and row.known
+
+
+class _KnownRows:
+    """The content rows a ledger last read or wrote, by (PartitionKey, RowKey): a bounded LRU shared by
+    a ledger's tenant views (the keys hold the tenant) and locked, since claims run in many threads.
+    An entry may be stale (another instance wrote since, or two threads' answers crossed); it is only
+    ever the basis of a write conditional on its etag, which the service refuses then."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._rows: OrderedDict[_RowKey, _Row] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: _RowKey) -> _Row | None:
+        with self._lock:
+            row = self._rows.get(key)
+            if row is not None:
+                self._rows.move_to_end(key)
+            return row
+
+    def at(self, key: _RowKey, etag: str) -> _Row | None:
+        """The remembered row if it has ``etag``: the row exactly as a write conditional on it found it."""
+        row = self.get(key)
+        return row if row is not None and row.etag == etag else None
+
+    def put(self, key: _RowKey, entity: dict[str, Any] | None, etag: str | None) -> None:
+        """Remember the row (``None`` for either: forget it, its state being unknown)."""
+        if entity is None or etag is None or self._size <= 0:
+            self.drop(key)
+            return
+        with self._lock:
+            self._rows[key] = _Row(entity, etag, known=True)
+            self._rows.move_to_end(key)
+            while len(self._rows) > self._size:
+                self._rows.popitem(last=False)
+
+    def drop(self, key: _RowKey) -> None:
+        with self._lock:
+            self._rows.pop(key, None)
+
+
 def _landing(claimed: _Claim, deadline: Deadline, timing: PushTiming, clock: Callable[[], datetime]) -> datetime | None:
     """Until when a request of this push, or of the owner's earlier attempt, may still land at Graph
     (``None``: nothing is in flight). One the push left without an answer gets the margin from now."""
@@ -355,13 +449,21 @@ def table_service(settings: Settings) -> TableServiceClient:
 class Ledger:
     """Reads and writes the ledger table; creates the table on first use (Azurite starts empty)."""
 
-    def __init__(self, table: TableClient, *, tenant_id: str, state_cache_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        table: TableClient,
+        *,
+        tenant_id: str,
+        state_cache_seconds: float = 10.0,
+        known_rows: int = KNOWN_ROWS,
+    ) -> None:
         self._table = table
         self.tenant_id = tenant_id.lower()
         self._ensured = False
         self._cache_seconds = state_cache_seconds
         self._states: dict[str, tuple[float, bool]] = {}
         self._tenants: dict[str, Ledger] = {self.tenant_id: self}  # shared by every tenant's view
+        self._known = _KnownRows(known_rows)  # shared by every tenant's view too (see the module's doc)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Ledger:
@@ -378,6 +480,7 @@ class Ledger:
             found = Ledger(self._table, tenant_id=tenant_id, state_cache_seconds=self._cache_seconds)
             found._ensured = self._ensured
             found._tenants = self._tenants
+            found._known = self._known
             self._tenants[found.tenant_id] = found
         return found
 
@@ -411,8 +514,10 @@ class Ledger:
             with contextlib.suppress(ResourceExistsError):
                 self._table.create_entity(adopted)
                 moved += 1
+            self._known.drop((adopted["PartitionKey"], row))
             with contextlib.suppress(ResourceNotFoundError):
                 self._table.delete_entity(partition, row)
+            self._known.drop((partition, row))
         self._table.upsert_entity(
             {"PartitionKey": _META_PARTITION, "RowKey": _KEYS_MIGRATED, "tenantId": self.tenant_id, "moved": moved}
         )
@@ -438,9 +543,52 @@ class Ledger:
 
     # -- content ------------------------------------------------------------------------------
 
+    def _read(self, partition: str, row: str) -> _Row | None:
+        """A content row as read now (``None``: there is none), remembered for the next write on it."""
+        entity = self._get(partition, row)
+        if entity is None:
+            self._known.drop((partition, row))
+            return None
+        read = _Row(dict(entity), str(entity.metadata["etag"]))
+        self._known.put((partition, row), read.entity, read.etag)
+        return read
+
+    def _rows_to_judge(self, partition: str, row: str, reads: int) -> Iterator[_Row | None]:
+        """The rows to judge a write on, in turn: first as this ledger knows it (if it does), then read,
+        up to ``reads`` times. A writer takes the next after a conflict, and after a judgement on the
+        known row that writes nothing: only a write's etag condition proves the known row current."""
+        known = self._known.get((partition, row))
+        if known is not None:
+            yield known
+        for _ in range(reads):
+            yield self._read(partition, row)
+
+    def _wrote(self, current: _Row | None, written: dict[str, Any], answer: Any, *, created: bool = False) -> None:
+        """Remember the row as a successful write left it: ``written`` merged onto ``current`` (the row
+        the write's etag condition found), or ``written`` alone when it ``created`` the row; forgotten
+        when the row it was merged onto is unknown (``current`` ``None``)."""
+        key = (str(written["PartitionKey"]), str(written["RowKey"]))
+        shown = _as_read(written)
+        if shown is not None and created:
+            self._known.put(key, shown, _etag(answer))
+        elif shown is not None and current is not None:
+            self._known.put(key, {**current.entity, **shown}, _etag(answer))
+        else:
+            self._known.drop(key)
+
+    def _beaten(self, key: _RowKey, current: _Row | None, error: AzureError) -> bool:
+        """After a write the service refused: forget the row, and whether to judge it again on a read.
+        A 404 means "changed since" only for a write judged on the known row (deleted since); after a
+        read it is the caller's error (the table is gone), as it always was."""
+        self._known.drop(key)
+        if _unread(current):
+            logger.debug("ledger: %s changed since this instance last saw it; reading it", key[1])
+            return True
+        return not isinstance(error, ResourceNotFoundError)
+
     def last_push(self, registration_id: str, external_id: str) -> LedgerEntry | None:
-        entity = self._get(self._pk(registration_id), content_row_key(external_id))
-        return LedgerEntry.from_entity(entity) if entity and "pushedAt" in entity else None
+        read = self._read(self._pk(registration_id), content_row_key(external_id))
+        return LedgerEntry.from_entity(read.entity) if read and "pushedAt" in read.entity else None
 
     def claim(
         self,
@@ -486,70 +634,84 @@ class Ledger:
         source_event_id: str | None,
         clock: Callable[[], datetime],
     ) -> _Claim:
-        row = content_row_key(external_id)
-        for _ in range(5):
+        """``claim``: judged first on the row as this ledger last wrote or read it, where it knows it
+        (one request when the row is still so), else on the row as read."""
+        partition, row = self._pk(registration_id), content_row_key(external_id)
+        for current in self._rows_to_judge(partition, row, reads=5):
             now = clock()
-            current = self._get(self._pk(registration_id), row)
-            claimed = judge_claim(current, external_id, event_time, owner, op, source_event_id, now)
+            try:
+                claimed = judge_claim(_entity(current), external_id, event_time, owner, op, source_event_id, now)
+            except ItemBusy:
+                if _unread(current):
+                    continue  # only a read may refuse: the lease may have ended since
+                raise
+            if claimed.stale and _unread(current):
+                continue
             if claimed.stale:
                 return claimed
+            operation = self._claim_operation(registration_id, external_id, current, owner, now, lease_seconds)
             try:
-                operation = self._claim_operation(registration_id, external_id, current, owner, now, lease_seconds)
                 if operation[0] == "create":
                     written = self._table.create_entity(operation[1])
                 else:
                     written = self._table.update_entity(operation[1], **operation[2])
-                return replace(claimed, etag=_etag(written))
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # another worker moved first: read again
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
+                if self._beaten((partition, row), current, error):
+                    continue  # another worker moved first: read again
+                raise
+            self._wrote(current, operation[1], written, created=operation[0] == "create")
+            return replace(claimed, etag=_etag(written))
         raise ItemBusy(f"{external_id!r}: lease contended")
 
     def _claim_operation(
         self,
         registration_id: str,
         external_id: str,
-        current: TableEntity | None,
+        current: _Row | None,
         owner: str,
         now: datetime,
         lease_seconds: float,
     ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """The write that takes the lease on a row read as ``current`` (a table transaction operation):
-        a create where there is no row, else a merge that holds only if the row is still as read."""
+        """The write that takes the lease on a row judged as ``current`` (a table transaction operation):
+        a create where there is no row, else a merge that holds only if the row is still as judged."""
         lease = {"leaseOwner": owner, "leaseUntil": now + timedelta(seconds=lease_seconds)}
         keys = {"PartitionKey": self._pk(registration_id), "RowKey": content_row_key(external_id)}
         if current is None:
             return "create", {**keys, "externalId": external_id, **lease}, {}
-        return "update", {**keys, **lease}, _if_unchanged(str(current.metadata["etag"]))
+        return "update", {**keys, **lease}, _if_unchanged(current.etag)
 
     def release(self, registration_id: str, external_id: str, owner: str) -> None:
         """Give the lease back after a failed push, so the retry need not wait for it to expire."""
-        row = content_row_key(external_id)
         try:
-            current = self._get(self._pk(registration_id), row)
-            if current is not None and current.get("leaseOwner") == owner:
-                self._table.update_entity(
-                    {"PartitionKey": self._pk(registration_id), "RowKey": row, **_NO_LEASE},
-                    mode=UpdateMode.MERGE,
-                    etag=current.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
+            self._change_own_lease(registration_id, external_id, owner, _NO_LEASE)
         except AzureError:
             logger.warning("could not release the lease on %s; it expires by itself", external_id)
 
     def hold(self, registration_id: str, external_id: str, owner: str, until: datetime) -> None:
         """Let ``owner``'s lease end at ``until`` (a request of its push may still land until then)."""
-        row = content_row_key(external_id)
         try:
-            current = self._get(self._pk(registration_id), row)
-            if current is not None and current.get("leaseOwner") == owner:
-                self._table.update_entity(
-                    {"PartitionKey": self._pk(registration_id), "RowKey": row, "leaseUntil": until},
-                    mode=UpdateMode.MERGE,
-                    etag=current.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
+            self._change_own_lease(registration_id, external_id, owner, {"leaseUntil": until})
         except AzureError:
             logger.warning("could not shorten the lease on %s; it lasts its full length", external_id)
+
+    def _change_own_lease(self, registration_id: str, external_id: str, owner: str, change: dict[str, Any]) -> None:
+        """Write ``change`` onto the item's row while ``owner`` holds its lease: one write on the row as
+        read (another writer changing it first raises), after one on the known row where there is one."""
+        partition, row = self._pk(registration_id), content_row_key(external_id)
+        for current in self._rows_to_judge(partition, row, reads=1):
+            if current is None or current.entity.get("leaseOwner") != owner:
+                if _unread(current):
+                    continue
+                return
+            entity = {"PartitionKey": partition, "RowKey": row, **change}
+            try:
+                written = self._table.update_entity(entity, **_if_unchanged(current.etag))
+            except (ResourceModifiedError, ResourceNotFoundError) as error:
+                if self._beaten((partition, row), current, error) and current.known:
+                    continue  # the known row was stale: judge the row as read
+                raise  # the row as read changed under the write: the caller reports it, as it always did
+            self._wrote(current, entity, written)
+            return
 
     def record(self, entry: LedgerEntry, owner: str | None = None) -> bool:
         """Record a push (and end ``owner``'s lease; ``None``: leave the lease to expire).
@@ -557,26 +719,26 @@ class Ledger:
         Returns ``False`` when it was not recorded because the ledger already holds a newer event;
         raises ``LedgerConflict`` when other writers kept changing the row (nothing recorded).
         """
-        row = content_row_key(entry.external_id)
-        for _ in range(5):
-            current = self._get(self._pk(entry.registration_id), row)
+        partition, row = self._pk(entry.registration_id), content_row_key(entry.external_id)
+        for current in self._rows_to_judge(partition, row, reads=5):
             try:
                 if current is None:
-                    self._table.create_entity(entry.to_entity(self.tenant_id))
+                    entity = entry.to_entity(self.tenant_id)
+                    self._wrote(None, entity, self._table.create_entity(entity), created=True)
                     return True
-                known = LedgerEntry.from_entity(current) if "pushedAt" in current else None
+                known = LedgerEntry.from_entity(current.entity) if "pushedAt" in current.entity else None
                 if is_stale(known, entry.event_time, entry.op, entry.source_event_id):
+                    if current.known:
+                        continue  # only a read may refuse
                     return False
-                ends_lease = owner is not None and current.get("leaseOwner") == owner
-                self._table.update_entity(
-                    {**entry.to_entity(self.tenant_id), **(_NO_LEASE if ends_lease else {})},
-                    mode=UpdateMode.MERGE,
-                    etag=current.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
+                ends_lease = owner is not None and current.entity.get("leaseOwner") == owner
+                entity = {**entry.to_entity(self.tenant_id), **(_NO_LEASE if ends_lease else {})}
+                self._wrote(current, entity, self._table.update_entity(entity, **_if_unchanged(current.etag)))
                 return True
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # another writer won the race: read again and compare
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
+                if not self._beaten((partition, row), current, error):
+                    raise
+                # another writer won the race: read again and compare
         raise LedgerConflict(f"the ledger row of {entry.external_id!r} kept changing; the push was not recorded")
 
     def announce(
@@ -595,15 +757,17 @@ class Ledger:
         it was written. Takes no lease and changes nothing a push judges except the announcement; a
         conditional write, retried when another writer moved first."""
         mine = order_key(event_time, op, source_event_id)
-        row = content_row_key(external_id)
-        for _ in range(5):
-            current = self._get(self._pk(registration_id), row)
-            known = LedgerEntry.from_entity(current) if current is not None and "pushedAt" in current else None
-            announced = announced_key(current)
+        partition, row = self._pk(registration_id), content_row_key(external_id)
+        for current in self._rows_to_judge(partition, row, reads=5):
+            judged = _entity(current)
+            known = LedgerEntry.from_entity(judged) if judged is not None and "pushedAt" in judged else None
+            announced = announced_key(judged)
             if is_stale(known, event_time, op, source_event_id) or (announced is not None and announced >= mine):
+                if _unread(current):
+                    continue  # only a read may refuse
                 return False
             entity = {
-                "PartitionKey": self._pk(registration_id),
+                "PartitionKey": partition,
                 "RowKey": row,
                 "externalId": external_id,
                 "announcedTime": event_time,
@@ -612,12 +776,14 @@ class Ledger:
             }
             try:
                 if current is None:
-                    self._table.create_entity(entity)
+                    self._wrote(None, entity, self._table.create_entity(entity), created=True)
                 else:
-                    self._table.update_entity(entity, **_if_unchanged(str(current.metadata["etag"])))
+                    self._wrote(current, entity, self._table.update_entity(entity, **_if_unchanged(current.etag)))
                 return True
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # another writer moved first: read again
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
+                if not self._beaten((partition, row), current, error):
+                    raise
+                # another writer moved first: read again
         return False  # contended: an announcement only saves writes, so giving up loses nothing
 
     def _record_claimed(self, entry: LedgerEntry, etag: str | None, owner: str, ends_lease: bool) -> bool:
@@ -625,13 +791,15 @@ class Ledger:
         and ``owner``'s lease, so one conditional write records the push (ending the lease when
         ``ends_lease``) without reading the row again; otherwise ``record`` reads and judges it."""
         if etag is not None:
+            entity = {**entry.to_entity(self.tenant_id), **(_NO_LEASE if ends_lease else {})}
+            key = (str(entity["PartitionKey"]), str(entity["RowKey"]))
             try:
-                self._table.update_entity(
-                    {**entry.to_entity(self.tenant_id), **(_NO_LEASE if ends_lease else {})}, **_if_unchanged(etag)
-                )
-                return True
+                written = self._table.update_entity(entity, **_if_unchanged(etag))
             except ResourceModifiedError:
-                pass  # another writer touched the row since the claim: read it and judge again
+                self._known.drop(key)  # another writer touched the row since the claim: read it and judge again
+            else:
+                self._wrote(self._known.at(key, etag), entity, written)
+                return True
         return self.record(entry, owner if ends_lease else None)
 
     @contextlib.asynccontextmanager
@@ -855,10 +1023,10 @@ class Ledger:
             )
         )
 
-    def _rows(self, registration_id: str, external_ids: list[str]) -> dict[str, TableEntity]:
+    def _rows(self, registration_id: str, external_ids: list[str]) -> dict[str, _Row]:
         """The content rows of ``external_ids`` that exist, by external id: point reads, because a
         filter that ORs row keys makes Table storage scan the whole partition."""
-        rows = ((e, self._get(self._pk(registration_id), content_row_key(e))) for e in external_ids)
+        rows = ((e, self._read(self._pk(registration_id), content_row_key(e))) for e in external_ids)
         return {e: row for e, row in rows if row is not None}
 
     def _claim_fresh(
@@ -879,7 +1047,9 @@ class Ledger:
         try:
             answers = self._table.submit_transaction(operations)
         except (TableTransactionError, ResourceExistsError):
-            return None
+            return None  # a transaction fails as a whole: the rows are as they were
+        for operation, answer in zip(operations, answers, strict=True):
+            self._wrote(None, operation[1], answer, created=True)
         etags = {event.external_id: str(answer["etag"]) for event, answer in zip(events, answers, strict=True)}
         return {event.external_id: _Claim() for event in events}, etags, {}
 
@@ -905,7 +1075,7 @@ class Ledger:
             current = rows.get(event.external_id)
             try:
                 claimed = judge_claim(
-                    current, event.external_id, event.event_time, owner, event.op, event.source_event_id, now
+                    _entity(current), event.external_id, event.event_time, owner, event.op, event.source_event_id, now
                 )
             except ItemBusy as busy:
                 refused[event.external_id] = busy
@@ -920,8 +1090,11 @@ class Ledger:
             return claims, {}, refused
         try:
             answers = self._table.submit_transaction(operations)
+            for event, operation, answer in zip(claimable, operations, answers, strict=True):
+                self._wrote(rows.get(event.external_id), operation[1], answer, created=operation[0] == "create")
             return claims, {e.external_id: str(a["etag"]) for e, a in zip(claimable, answers, strict=True)}, refused
         except (TableTransactionError, ResourceExistsError, ResourceModifiedError):
+            # A transaction fails as a whole: the rows are as read, so the known rows still hold.
             logger.info("ledger: a batch claim met another writer; claiming its %d item(s) one by one", len(claimable))
         for event in claimable:  # the single form: reads again, judges again, retries its own conflicts
             try:
@@ -962,8 +1135,11 @@ class Ledger:
                 for entry in direct
             ]
             try:
-                self._table.submit_transaction(operations)
+                answers = self._table.submit_transaction(operations)
                 recorded.update((entry.external_id, True) for entry in direct)
+                for entry, (_, entity, _condition), answer in zip(direct, operations, answers, strict=True):
+                    key = (str(entity["PartitionKey"]), str(entity["RowKey"]))
+                    self._wrote(self._known.at(key, etags[entry.external_id]), entity, answer)
             except (TableTransactionError, ResourceModifiedError):
                 logger.info("ledger: a batch record met another writer; recording its items one by one")
         for entry in entries:
@@ -1003,20 +1179,21 @@ class Ledger:
         """Mark the item ``needsRepair``: ``entry``'s push reached Graph after a newer event was recorded,
         so Graph may hold the older state. Any later recorded push clears the mark (it decided the state)."""
         self._ensure()
-        self._table.upsert_entity(
-            {
-                "PartitionKey": self._pk(entry.registration_id),
-                "RowKey": content_row_key(entry.external_id),
-                "externalId": entry.external_id,
-                "needsRepair": True,
-                "staleOp": entry.op,
-                "staleEventTime": entry.event_time,
-                "staleSourceEventId": entry.source_event_id or "",
-                "stalePushedAt": entry.pushed_at,
-                "stalePushedBy": entry.pushed_by,
-            },
-            mode=UpdateMode.MERGE,
-        )
+        entity: dict[str, Any] = {
+            "PartitionKey": self._pk(entry.registration_id),
+            "RowKey": content_row_key(entry.external_id),
+            "externalId": entry.external_id,
+            "needsRepair": True,
+            "staleOp": entry.op,
+            "staleEventTime": entry.event_time,
+            "staleSourceEventId": entry.source_event_id or "",
+            "stalePushedAt": entry.pushed_at,
+            "stalePushedBy": entry.pushed_by,
+        }
+        try:
+            self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
+        finally:  # merged onto whatever the row was: the next judgement reads it
+            self._known.drop((entity["PartitionKey"], entity["RowKey"]))
         logger.error(
             "%s of %s (event %s) reached Graph after a newer event was recorded; marked needsRepair",
             entry.op,
@@ -1049,15 +1226,13 @@ class Ledger:
     def mark_deactivated(self, registration_id: str, external_id: str, by: str | None) -> None:
         """Set (``by``) or clear (``None``) who deactivated the item; call it while holding its lease."""
         self._ensure()
-        self._table.upsert_entity(
-            {
-                "PartitionKey": self._pk(registration_id),
-                "RowKey": content_row_key(external_id),
-                "externalId": external_id,
-                "deactivatedBy": by or "",
-            },
-            mode=UpdateMode.MERGE,
-        )
+        keys = {"PartitionKey": self._pk(registration_id), "RowKey": content_row_key(external_id)}
+        try:
+            self._table.upsert_entity(
+                {**keys, "externalId": external_id, "deactivatedBy": by or ""}, mode=UpdateMode.MERGE
+            )
+        finally:  # merged onto whatever the row was: the next judgement reads it
+            self._known.drop((keys["PartitionKey"], keys["RowKey"]))
 
     def deactivated_items(self, registration_id: str, by: str) -> list[str]:
         """The external ids of the registration's items that ``by`` deactivated (and nothing pushed since)."""
