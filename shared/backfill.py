@@ -36,7 +36,8 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -296,13 +297,20 @@ class Backfill:
         problem = CatalogProblem(record.line, "/externalId", f"{external_id!r} repeats line {first}")
         return Record(record.line, problems=(problem,))
 
-    async def run(self, records: Iterable[Record]) -> Tally:
+    async def run(self, records: Iterable[Record] | AsyncIterable[Record]) -> Tally:
+        """Push ``records`` (a file's, read synchronously, or an LMS's list, ``shared.lms_catalog``); an
+        error the records raise (an LMS that fails for good) ends the run after the chunks in flight,
+        with the checkpoint saved."""
+        async with aclosing(_each(records)) as stream:
+            return await self._run(stream)
+
+    async def _run(self, records: AsyncIterator[Record]) -> Tally:
         slots = asyncio.Semaphore(max(1, self.in_flight))
         tasks: set[asyncio.Task[None]] = set()
         chunk: list[Planned] = []
         taken = 0
         try:
-            for read in records:
+            async for read in records:
                 record = self._unique(read)  # before the checkpoint: a resumed run knows the done lines' ids
                 if self.pusher.stopped is not None:
                     break
@@ -375,6 +383,15 @@ class Backfill:
     def _progress(self) -> None:
         if self.progress is not None:
             self.progress(self.tally)
+
+
+async def _each(records: Iterable[Record] | AsyncIterable[Record]) -> AsyncGenerator[Record, None]:
+    if isinstance(records, AsyncIterable):
+        async for record in records:
+            yield record
+    else:
+        for record in records:
+            yield record
 
 
 async def _settle(tasks: set[asyncio.Task[None]]) -> None:

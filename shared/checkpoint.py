@@ -83,6 +83,18 @@ def default_path(input_path: Path) -> Path:
     return input_path.with_name(input_path.name + ".checkpoint.json")
 
 
+def source_input(name: str, identity: dict[str, Any]) -> dict[str, Any]:
+    """The recorded input of an LMS source's backfill (``vlsync backfill --source``): its name and what
+    says which LMS catalog it lists (``identity``: kind, API root, account), in place of a file's size and
+    modification time. A checkpoint of another source, or of this one re-pointed, is refused."""
+    return {"source": name, **identity}
+
+
+def default_source_path(name: str, directory: Path) -> Path:
+    """In ``directory`` (the working directory): ``source-NAME.checkpoint.json``."""
+    return directory / f"source-{name}.checkpoint.json"
+
+
 @dataclass
 class Checkpoint:
     """The done ranges of one input, plus what a resumed run must reuse (the run's event time)."""
@@ -116,12 +128,17 @@ class Checkpoint:
 
     @classmethod
     def open(
-        cls, path: Path, input_path: Path, *, target: dict[str, Any] | None = None, restart: bool = False
+        cls,
+        path: Path,
+        input_path: Path | dict[str, Any],
+        *,
+        target: dict[str, Any] | None = None,
+        restart: bool = False,
     ) -> Checkpoint:
-        """The checkpoint at ``path`` for ``input_path``, bound to ``target`` (``bind``): a new one when
-        there is none (or ``restart``); ``CheckpointMismatch`` when the one there belongs to another input
-        or another target."""
-        current = fingerprint(input_path)
+        """The checkpoint at ``path`` for ``input_path`` (a file, or the recorded input of another kind of
+        catalog: ``source_input``), bound to ``target`` (``bind``): a new one when there is none (or
+        ``restart``); ``CheckpointMismatch`` when the one there belongs to another input or another target."""
+        current = input_path if isinstance(input_path, dict) else fingerprint(input_path)
         if restart or not path.exists():
             fresh = cls(path, current)
             if target is not None:
@@ -138,6 +155,11 @@ class Checkpoint:
             raise CheckpointMismatch(
                 f"{path} is not a checkpoint this version can read ({exc}); use --restart"
             ) from None
+        if recorded != current and ("source" in recorded or "source" in current):
+            raise CheckpointMismatch(
+                f"{path} was written for {_described(recorded)}, not {_described(current)}; use --restart to "
+                "start over, or --checkpoint to name another file"
+            )
         if recorded != current:
             raise CheckpointMismatch(
                 f"{path} was written for {recorded.get('name')!r} of {recorded.get('size')} bytes "
@@ -162,3 +184,13 @@ class Checkpoint:
         temporary = self.path.with_name(self.path.name + ".tmp")
         temporary.write_text(json.dumps(document), encoding="utf-8")
         os.replace(temporary, self.path)
+
+
+def _described(recorded: dict[str, Any]) -> str:
+    if "source" in recorded:
+        return (
+            "source "
+            + ", ".join(f"{key} {value!r}" for key, value in recorded.items() if key != "source")
+            + (f" named {recorded['source']!r}")
+        )
+    return f"file {recorded.get('name')!r}"

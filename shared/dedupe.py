@@ -1,4 +1,4 @@
-"""Delivery dedupe: a sender's redelivery of a delivery already accepted gets 202 and queues nothing.
+"""Delivery dedupe: a sender's redelivery of a delivery already accepted gets 202 and keeps nothing queued.
 
 Senders deliver at least once: a 202 that is lost on the way back (a timeout, a dropped connection)
 makes them send the same delivery again, minutes or hours later. The intake remembers each accepted
@@ -20,12 +20,16 @@ event dropped: a duplicate is the same id with the same bytes. A redelivery that
 queued again and is harmless, because the worker's ledger skips an event it has applied (same
 ``sourceEventId``) or one older than what Graph has.
 
-Order, for at-least-once: the id is remembered only after the enqueue succeeded, so a failed enqueue
-(503) lets the sender's retry through. Two identical deliveries at the same moment on one instance
-are serialised (:data:`IN_FLIGHT`): the second waits and then finds the first's row. On two
-instances both may pass the check and both enqueue; the worker's ledger makes the second copy a
-no-op. A dedupe table that cannot be read or written never rejects a delivery: the intake logs,
-counts (``vlsync.dedupe.degraded``) and accepts.
+Order, for at-least-once: the commands are queued first and the delivery is remembered after
+(:meth:`DeliveryDedupe.claim`: an insert that fails if the key is taken), so a failed enqueue (503)
+lets the sender's retry through, and a new delivery costs one table request, not a read and a
+write. A redelivery finds the key taken: its commands, just queued, are withdrawn again
+(``CommandQueue.withdraw``), and the answer is ``"duplicate": true``. A withdrawal that fails (a
+worker received the message meanwhile) leaves a copy that the worker's ledger makes a no-op. Two
+identical deliveries at the same moment on one instance are serialised (:data:`IN_FLIGHT`); on two
+instances exactly one insert wins, and the other delivery is answered as a duplicate. A dedupe
+table that cannot be read or written never rejects a delivery: the intake logs, counts
+(``vlsync.dedupe.degraded``) and accepts.
 
 Table storage has no time-to-live: a row older than the horizon reads as absent and is replaced by
 the next acceptance of that key; :meth:`TableDeliveryDedupe.purge` deletes expired rows (run it from
@@ -40,11 +44,12 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 from opentelemetry import metrics
 
@@ -64,6 +69,9 @@ DEGRADED = _meter.create_counter(
     description="Deliveries accepted without dedupe because its table failed, per source and step",
 )
 
+# How often a claim looks again when the key's row changes under it (a purge, another acceptance):
+# each round is a redelivery racing another; more than a few means something else is wrong.
+CLAIM_ROUNDS = 3
 # Table storage's limit for one entity-group transaction (all rows in one partition).
 PURGE_CHUNK = 100
 # A table property holds at most 64 KiB (32 K UTF-16 characters); larger id lists are not kept.
@@ -95,14 +103,19 @@ class SeenDelivery:
     seen_at: datetime  # the last acceptance or redelivery: the horizon counts from here
 
 
+class DedupeContended(Exception):
+    """The key's row kept changing while a claim looked at it; the intake accepts without dedupe."""
+
+
 class DeliveryDedupe(Protocol):
-    """The intake's dedupe port. ``key`` is :func:`delivery_key`'s; ``at`` the time of receipt."""
+    """The intake's dedupe port. ``key`` is :func:`delivery_key`'s."""
 
-    def seen(self, source: str, key: str, at: datetime) -> SeenDelivery | None:
-        """The delivery accepted under ``key`` within the horizon before ``at``, or None."""
+    def claim(self, source: str, key: str, delivery: SeenDelivery) -> SeenDelivery | None:
+        """Remember ``delivery`` (just queued) under ``key`` and return None, unless a delivery accepted
+        under ``key`` is within the horizon at ``delivery.seen_at``: then return that one, with its
+        ``seen_at`` moved to this redelivery's (the horizon counts from the last one), and remember
+        nothing of ``delivery``."""
         ...
-
-    def remember(self, source: str, key: str, delivery: SeenDelivery) -> None: ...
 
 
 class TableDeliveryDedupe:
@@ -122,10 +135,14 @@ class TableDeliveryDedupe:
         return cls(service.get_table_client(settings.dedupe_table_name), timedelta(hours=settings.dedupe_horizon_hours))
 
     def seen(self, source: str, key: str, at: datetime) -> SeenDelivery | None:
+        """The delivery remembered under ``key`` within the horizon before ``at``, or None."""
         try:
             entity = self._table.get_entity(source, key)
         except ResourceNotFoundError:  # no such row, or no table yet (it is made on the first write)
             return None
+        return self._earlier(entity, at)
+
+    def _earlier(self, entity: Any, at: datetime) -> SeenDelivery | None:
         seen_at = _utc(entity.get("seenAt"))
         if seen_at is None or at - seen_at > self.horizon:
             return None  # expired: Table storage keeps rows until deleted
@@ -138,7 +155,60 @@ class TableDeliveryDedupe:
             seen_at=seen_at,
         )
 
+    def claim(self, source: str, key: str, delivery: SeenDelivery) -> SeenDelivery | None:
+        """One insert for a new delivery; a taken key is read, and taken over when its row expired."""
+        entity = self._entity(source, key, delivery)
+        for _ in range(CLAIM_ROUNDS):
+            try:
+                self._table.create_entity(entity)
+                return None
+            except ResourceExistsError:
+                pass
+            except ResourceNotFoundError:  # the table does not exist yet (Azurite starts empty)
+                self._ensure()
+                continue
+            try:
+                current = self._table.get_entity(source, key)
+            except ResourceNotFoundError:  # purged meanwhile: insert again
+                continue
+            earlier = self._earlier(current, delivery.seen_at)
+            if earlier is not None and _same(earlier, delivery):
+                # Our own insert: it landed, its answer did not, and the SDK's retry found the row taken.
+                return None
+            if earlier is None:  # expired: this acceptance takes the key, unless another moved first
+                try:
+                    self._table.update_entity(
+                        entity,
+                        mode=UpdateMode.REPLACE,
+                        etag=current.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    return None
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue
+            self._refresh(source, key, max(earlier.seen_at, delivery.seen_at))
+            return replace(earlier, seen_at=max(earlier.seen_at, delivery.seen_at))
+        raise DedupeContended(f"the dedupe row of {source}/{key} kept changing")
+
+    def _refresh(self, source: str, key: str, seen_at: datetime) -> None:
+        """Move a remembered delivery's horizon to its latest redelivery. Only that is lost if it fails:
+        the duplicate is known, so its commands are withdrawn either way."""
+        try:
+            self._table.update_entity({"PartitionKey": source, "RowKey": key, "seenAt": seen_at}, mode=UpdateMode.MERGE)
+        except AzureError as exc:
+            logger.warning("dedupe: could not move the horizon of %s/%s: %s", source, key, exc)
+
     def remember(self, source: str, key: str, delivery: SeenDelivery) -> None:
+        """Write the row for ``key`` whatever was there (operator tools and tests; the intake claims)."""
+        entity = self._entity(source, key, delivery)
+        try:
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except ResourceNotFoundError:  # the table does not exist yet (Azurite starts empty)
+            self._ensure()
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    @staticmethod
+    def _entity(source: str, key: str, delivery: SeenDelivery) -> dict[str, Any]:
         entity: dict[str, Any] = {
             "PartitionKey": source,
             "RowKey": key,
@@ -151,11 +221,7 @@ class TableDeliveryDedupe:
             if len(text) <= MAX_MESSAGE_IDS_CHARS:
                 entity["messageIds"] = text
             entity["messageCount"] = len(delivery.message_ids)
-        try:
-            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-        except ResourceNotFoundError:  # the table does not exist yet (Azurite starts empty)
-            self._ensure()
-            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        return entity
 
     def purge(self, now: datetime | None = None) -> int:
         """Delete the rows older than the horizon; returns how many were found (deleted now or by a
@@ -200,6 +266,15 @@ class TableDeliveryDedupe:
             with contextlib.suppress(ResourceExistsError):
                 self._table.create_table()
             self._ensured = True
+
+
+def _same(row: SeenDelivery, delivery: SeenDelivery) -> bool:
+    """The row was written for ``delivery``: message ids are unique, so equal ids mean the same enqueue."""
+    return (
+        bool(delivery.message_ids)
+        and row.message_ids == delivery.message_ids
+        and (row.correlation_id == delivery.correlation_id)
+    )
 
 
 def _utc(value: Any) -> datetime | None:

@@ -4,7 +4,7 @@ Order matters: the source is looked up and the body size checked before any work
 checked before the body is parsed (unauthenticated input is never interpreted), and every command
 is encoded and measured before the first one is enqueued. Then, around the enqueue, two ports that
 never reject a valid delivery: the dedupe table (``shared.dedupe``: a redelivery gets 202 with
-``"duplicate": true`` and queues nothing; the delivery is remembered only after its enqueue
+``"duplicate": true`` and keeps nothing queued; the delivery is remembered only after its enqueue
 succeeded) and the raw event archive (``shared.archive``: every accepted delivery, best-effort).
 """
 
@@ -15,7 +15,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ from shared.problems import (
     UNKNOWN_SOURCE,
     Problem,
 )
-from shared.queue import MAX_MESSAGE_BYTES, CommandQueue, QueueUnavailable, encoded_size
+from shared.queue import MAX_MESSAGE_BYTES, CommandQueue, QueueUnavailable, SentMessage, encoded_size, message_ids
 from shared.settings import Settings, SourceConfig, SourcesError, source_secret
 from shared.sources import Reply, WebhookRequest, adapter_for
 
@@ -250,9 +250,9 @@ def _receive(
         # A delivery without commands queues nothing, so there is nothing to guard against repeating.
         store = _port(dedupe_port, "dedupe", request, lambda: _degraded(request, "open")) if commands else None
         if store is None:
-            ids, earlier = _enqueue(request, queue, texts), None
+            ids, earlier = message_ids(_enqueue(request, queue(), texts)), None
         else:
-            ids, earlier = _enqueue_once(request, queue, texts, store, decision.delivery_key)
+            ids, earlier = _enqueue_once(request, queue(), texts, store, decision.delivery_key)
     except Problem as problem:
         return _rejected(request, problem, instance)
     except Reply as reply:
@@ -273,9 +273,9 @@ def _receive(
     )
 
 
-def _enqueue(request: WebhookRequest, queue: Callable[[], CommandQueue], texts: list[str]) -> list[str]:
+def _enqueue(request: WebhookRequest, queue: CommandQueue, texts: list[str]) -> list[SentMessage]:
     try:
-        return queue().send_all(texts)
+        return queue.send_all(texts)
     except QueueUnavailable as exc:
         logger.error("queue unavailable correlation=%s: %s", request.correlation_id, exc)
         raise Problem(
@@ -286,23 +286,22 @@ def _enqueue(request: WebhookRequest, queue: Callable[[], CommandQueue], texts: 
 
 
 def _enqueue_once(
-    request: WebhookRequest, queue: Callable[[], CommandQueue], texts: list[str], store: DeliveryDedupe, key: str
+    request: WebhookRequest, queue: CommandQueue, texts: list[str], store: DeliveryDedupe, key: str
 ) -> tuple[list[str], SeenDelivery | None]:
-    """Check, enqueue, remember, in that order: the key is remembered only once the commands are
-    queued, so a failed enqueue (a Problem) lets the sender's retry through. One instance runs the
-    three steps for one key at a time (``dedupe.IN_FLIGHT``)."""
+    """Enqueue, then claim the key: a new delivery costs one insert, and is remembered only once its
+    commands are queued, so a failed enqueue (a Problem) lets the sender's retry through. A redelivery
+    finds the key taken and its commands are withdrawn again (``shared.dedupe``). One instance runs the
+    steps for one key at a time (``dedupe.IN_FLIGHT``)."""
     source = request.source_name
     with dedupe.IN_FLIGHT.hold(f"{source}\n{key}"):
-        earlier = _best_effort("check", request, lambda: store.seen(source, key, request.received_at))
-        if earlier is not None:
-            # The horizon counts from the last redelivery, so a sender's whole retry schedule is covered.
-            refreshed = replace(earlier, seen_at=max(earlier.seen_at, request.received_at))
-            _best_effort("remember", request, lambda: store.remember(source, key, refreshed))
-            return [], earlier
-        ids = _enqueue(request, queue, texts)
+        sent = _enqueue(request, queue, texts)
+        ids = message_ids(sent)
         seen = SeenDelivery(request.correlation_id, tuple(ids), request.received_at, request.received_at)
-        _best_effort("remember", request, lambda: store.remember(source, key, seen))
-        return ids, None
+        earlier = _best_effort("claim", request, lambda: store.claim(source, key, seen))
+        if earlier is None:
+            return ids, None
+        queue.withdraw(sent)  # logs what it could not take back: the worker's ledger skips that copy
+        return [], earlier
 
 
 def _best_effort(step: str, request: WebhookRequest, call: Callable[[], Any]) -> Any:

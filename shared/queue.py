@@ -88,14 +88,22 @@ class QueueSnapshot:
 
 @dataclass(frozen=True)
 class SentMessage:
+    """A message just sent; its pop receipt lets the sender take it back until a worker receives it."""
+
     message_id: str
     pop_receipt: str
 
 
-class CommandQueue(Protocol):
-    """The content-command queues as intake (``send_all``) and the worker (the rest) use them."""
+def message_ids(sent: Sequence[SentMessage]) -> list[str]:
+    return [message.message_id for message in sent]
 
-    def send_all(self, texts: Sequence[str]) -> list[str]: ...
+
+class CommandQueue(Protocol):
+    """The content-command queues as intake (``send_all``, ``withdraw``) and the worker (the rest) use them."""
+
+    def send_all(self, texts: Sequence[str]) -> list[SentMessage]: ...
+
+    def withdraw(self, sent: Sequence[SentMessage]) -> int: ...
 
     def park(self, text: str) -> str: ...
 
@@ -149,24 +157,29 @@ class StorageCommandQueue:
                 client.create_queue()
             self._created.add(client.queue_name)
 
-    def send_all(self, texts: Sequence[str]) -> list[str]:
+    def send_all(self, texts: Sequence[str]) -> list[SentMessage]:
         """Enqueue every message or none: on a failure, those already sent are deleted again."""
         sent: list[SentMessage] = []
         try:
             for text in texts:
                 sent.append(self._send(self._queue, text))
         except AzureError as exc:
-            self._compensate(sent)
+            self.withdraw(sent)
             raise QueueUnavailable(f"enqueue failed after {len(sent)} of {len(texts)} message(s): {exc}") from exc
-        return [s.message_id for s in sent]
+        return sent
 
-    def _compensate(self, sent: list[SentMessage]) -> None:
+    def withdraw(self, sent: Sequence[SentMessage]) -> int:
+        """Delete messages this queue just sent (a partial enqueue, a redelivery found after its enqueue);
+        returns how many. One a worker has received meanwhile has a new pop receipt and stays: the worker
+        applies it, and its ledger makes a repeat of an applied event a no-op, so this is never a loss."""
+        withdrawn = 0
         for message in sent:
             try:
                 self._queue.delete_message(message.message_id, message.pop_receipt)
-            except AzureError:
-                # The worker will still apply it: a duplicate of an accepted-later retry, never a loss.
-                logger.exception("could not withdraw message %s after a partial enqueue", message.message_id)
+                withdrawn += 1
+            except AzureError as exc:
+                logger.warning("could not withdraw message %s (it is applied instead): %s", message.message_id, exc)
+        return withdrawn
 
     def park(self, text: str) -> str:
         """Put a command on the poison queue, where operators inspect and replay it."""

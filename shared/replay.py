@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared import intake, telemetry
 from shared.archive import ArchivedDelivery, ArchiveUnreadable
 from shared.models import ContentCommand, parse_rfc3339
-from shared.queue import QueueUnavailable, StoredMessage
+from shared.queue import QueueUnavailable, SentMessage, StoredMessage, message_ids
 from shared.settings import Settings, SourcesError
 
 logger = logging.getLogger(__name__)
@@ -381,7 +381,7 @@ class ArchiveReader(Protocol):
 class CommandSender(Protocol):
     """The work queue as replay writes it (``shared.queue.StorageCommandQueue``)."""
 
-    def send_all(self, texts: Sequence[str]) -> list[str]: ...
+    def send_all(self, texts: Sequence[str]) -> list[SentMessage]: ...
 
 
 @dataclass(frozen=True)
@@ -511,7 +511,7 @@ def replay_archive(
         commands = [c.model_copy(update={"trace_context": trace_context}) for c in result.commands]
         sent: list[str] = []
         if commands and not dry_run:
-            sent = queue.send_all([c.to_json() for c in commands])
+            sent = message_ids(queue.send_all([c.to_json() for c in commands]))
         _log(delivery, outcome, commands, result, dry_run)
         report.items.append(
             ArchivedItem(

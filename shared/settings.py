@@ -492,6 +492,17 @@ class Settings(BaseSettings):
         description="Days an archived delivery is kept (a lifecycle rule in Azure deletes older blobs); "
         "0 turns the archive off.",
     )
+    # The sender no longer waits for a blob write per delivery: records are written in the background as
+    # one blob per source and hour. A crash loses at most this much of the archive (never a command,
+    # queued before), so a minute is the most it may be.
+    event_archive_flush_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        validation_alias="EVENT_ARCHIVE_FLUSH_SECONDS",
+        description="Seconds the raw event archive buffers records before writing them as one segment blob per "
+        "source and hour; 0: one blob per delivery, written while the sender waits.",
+    )
     sources_json: str = Field(
         default="{}",
         validation_alias="SOURCES",

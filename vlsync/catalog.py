@@ -4,7 +4,9 @@ equal the catalog). The work is in ``shared.backfill`` and ``shared.reconcile``;
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +37,10 @@ if TYPE_CHECKING:  # loaded when a command runs
     from shared.graph import GraphClient
     from shared.graph_batch import BatchWriter
     from shared.ledger import Ledger
+    from shared.lms_catalog import Listing as LmsListing
     from shared.ratebudget import SharedWriteBudget
     from shared.reconcile import Plan
+    from shared.settings import LmsSource
     from vlsync.config import CliConfig
 
 SHOWN = 20  # items listed per kind in the human diff; --json lists all
@@ -90,6 +94,108 @@ def _as_of(value: str | None, path: Path, out: Printer | None = None) -> datetim
         return parse_rfc3339(value)
     except ValueError as exc:
         raise click.BadParameter(f"{value!r} {exc}", param_hint="--as-of") from None
+
+
+def _as_of_now(value: str | None) -> datetime:
+    """An LMS's list is its state now: the event time of its courses without lastModifiedDateTime."""
+    from shared.models import parse_rfc3339
+
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} {exc}", param_hint="--as-of") from None
+
+
+@dataclass(frozen=True)
+class _LmsCatalog:
+    """``--source NAME``: one source of the app's SOURCES, read from its LMS's list API."""
+
+    name: str
+    source: LmsSource
+    request_timeout: float
+
+    def input(self) -> dict[str, Any]:
+        """What the checkpoint records of it: which catalog it lists (``shared.checkpoint.source_input``)."""
+        from shared.checkpoint import source_input
+        from shared.lms_catalog import canvas_account
+        from shared.settings import CanvasSource
+
+        identity: dict[str, Any] = {"kind": self.source.kind, "apiBaseUrl": getattr(self.source, "api_base_url", None)}
+        if isinstance(self.source, CanvasSource):
+            identity["account"] = canvas_account(self.source)
+        return source_input(self.name, identity)
+
+    @asynccontextmanager
+    async def listing(self, page_size: int) -> AsyncIterator[tuple[LmsListing, AsyncIterator[Record]]]:
+        import httpx
+
+        from shared.lms import Paging
+        from shared.lms_catalog import Listing, SourceUnusable, lister_for, records
+
+        async with httpx.AsyncClient() as http:
+            try:
+                lister = lister_for(http, self.name, self.source, self.request_timeout)
+            except SourceUnusable as exc:
+                raise Failure(str(exc)) from None
+            listing = Listing(Paging(page_size=page_size))
+            yield listing, records(lister, self.source, listing)
+
+
+def _lms_source(conf: CliConfig, name: str) -> _LmsCatalog:
+    """Source ``name`` of the app's SOURCES, from the environment or the env file (the app's setting name)."""
+    import os
+
+    from shared.settings import LmsSource, SourcesError, parse_sources
+    from vlsync import envfile
+    from vlsync.config import _app_name
+
+    setting = _app_name("sources_json")
+    file_values = envfile.read(conf.env_file) if conf.env_file else {}
+    text = os.environ.get(setting) or file_values.get(setting)
+    if not text:
+        raise click.UsageError(f"--source needs the app's {setting} setting in the environment (or the env file)")
+    try:
+        sources = parse_sources(text)
+    except SourcesError as exc:
+        raise Failure(f"{setting} is invalid: {exc}") from None
+    source = sources.get(name)
+    if source is None:
+        raise click.UsageError(
+            f"--source {name!r} is not in {setting} (it has: {', '.join(sorted(sources)) or 'none'})"
+        )
+    if not isinstance(source, LmsSource):
+        raise click.UsageError(f"--source {name!r} is a {source.kind} source, which has no LMS list API")
+    return _LmsCatalog(name, source, conf.timeout_seconds)
+
+
+def _dry_run_source(out: Printer, lms: _LmsCatalog, page_size: int) -> None:
+    from shared.backfill import Tally
+    from shared.lms import LmsError
+
+    async def read() -> tuple[Tally, int, dict[str, Any]]:
+        tally, valid = Tally(), 0
+        async with lms.listing(page_size) as (listing, stream):
+            async for record in stream:
+                if record.content is None:
+                    tally.problem(record)
+                else:
+                    valid += 1
+        return tally, valid, listing.view()
+
+    try:
+        tally, valid, listed = run(read())
+    except LmsError as exc:
+        raise Failure(f"stopped: {exc}") from None
+    view = {"valid": valid, "invalid": tally.invalid, "problems": [p.view() for p in tally.problems], "dryRun": True,
+            "source": {"name": lms.name, **listed}}  # fmt: skip
+    if tally.invalid:
+        raise Failure(f"{tally.invalid} invalid course(s), {valid} valid; nothing was sent", view)
+    if out.as_json:
+        out.json(view)
+    else:
+        out.line(f"{valid} valid course(s) in source {lms.name}; nothing was sent (--dry-run)")
 
 
 def _format(path: Path, fmt: str | None) -> CatalogFormat:
@@ -207,7 +313,7 @@ def _rate_column() -> Any:
 class _Bar:
     """The progress bar on stderr (rate and ETA), shown only on a terminal."""
 
-    def __init__(self, out: Printer, total: int, label: str) -> None:
+    def __init__(self, out: Printer, total: int | None, label: str) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(
@@ -252,20 +358,37 @@ def _summary_lines(out: Printer, view: dict[str, Any]) -> None:
         "vlsync backfill catalog.csv --concurrency 8",
         "vlsync backfill catalog.ndjson --limit 1000        # a trial: the first 1,000, then stop",
         "vlsync backfill catalog.ndjson --dry-run           # validate only",
-        more="Streams the file (NDJSON, or CSV with property names as columns and list properties "
+        "vlsync backfill --source canvas                    # the LMS's whole catalog, from its list API",
+        more="--source NAME lists the courses of SOURCES' source NAME (canvas, moodle, openedx, thinkific with "
+        "apiBaseUrl; its apiSecretSetting read from the environment) page by page, mapped as fetch-back maps them "
+        "(checkpoint: source-NAME.checkpoint.json). "
+        "Streams the file (NDJSON, or CSV with property names as columns and list properties "
         "';'-separated), 20 upserts per Graph $batch, each item under its ledger lease. Interrupted, it "
         "resumes from its checkpoint (FILE.checkpoint.json) and re-sends nothing that finished. An item "
         "whose lastModifiedDateTime (else --as-of) is older than an event the ledger holds is skipped. "
         "docs/cli.md has the details.",
     ),
 )
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--source",
+    "source_name",
+    metavar="NAME",
+    help="Instead of FILE: the source NAME of the app's SOURCES (env SOURCES), read from its LMS's list API.",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 100),
+    default=100,
+    show_default=True,
+    help="With --source: courses per LMS page (Moodle lists all at once).",
+)
 @FORMAT_OPTION
 @click.option(
     "--checkpoint",
     "checkpoint_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Checkpoint file [FILE.checkpoint.json].",
+    help="Checkpoint file [FILE.checkpoint.json, or source-NAME.checkpoint.json with --source].",
 )
 @click.option("--restart", is_flag=True, help="Ignore (and overwrite) the checkpoint: start from the first line.")
 @AS_OF_OPTION
@@ -280,7 +403,9 @@ def _summary_lines(out: Printer, view: dict[str, Any]) -> None:
 @click.option("--dry-run", is_flag=True, help="Read and validate the file; send nothing, write nothing.")
 @options(WRITER_OPTIONS, OUTPUT_OPTIONS, GRAPH_OPTIONS, STORAGE_OPTIONS, REGISTRATION_OPTIONS)
 def backfill(
-    file: Path,
+    file: Path | None,
+    source_name: str | None,
+    page_size: int,
     fmt: str | None,
     checkpoint_path: Path | None,
     restart: bool,
@@ -291,36 +416,51 @@ def backfill(
     concurrency: int,
     batch_size: int,
 ) -> None:
-    """Load a whole catalog (NDJSON or CSV) into a registration, resumably."""
+    """Load a whole catalog (NDJSON or CSV, or an LMS source's list API) into a registration, resumably."""
     from shared import backfill as engine
-    from shared.checkpoint import Checkpoint, CheckpointMismatch, default_path
+    from shared.checkpoint import Checkpoint, CheckpointMismatch, default_path, default_source_path
+    from shared.lms import LmsError
 
     conf, out = config(), printer()
-    catalog_format = _format(file, fmt)
+    if (file is None) == (source_name is None):
+        raise click.UsageError("give FILE or --source NAME (one of them)")
+    lms = _lms_source(conf, source_name) if source_name is not None else None
+    catalog_format = _format(file, fmt) if file is not None else None
     if dry_run:
-        _dry_run(out, file, catalog_format)
+        if lms is not None:
+            _dry_run_source(out, lms, page_size)
+        else:
+            assert file is not None
+            assert catalog_format is not None
+            _dry_run(out, file, catalog_format)
         return
     registration_id = checked(conf.require_registration)
     ledger = _ledger(conf, "backfill")
-    checkpoint_file = checkpoint_path or default_path(file)
+    if lms is not None:
+        checkpoint_file = checkpoint_path or default_source_path(lms.name, Path.cwd())
+        recorded: Path | dict[str, Any] = lms.input()
+    else:
+        assert file is not None
+        checkpoint_file, recorded = checkpoint_path or default_path(file), file
     target = write_target(conf, registration_id, storage=True)
     try:
-        checkpoint = Checkpoint.open(checkpoint_file, file, target=target.view(), restart=restart)
+        checkpoint = Checkpoint.open(checkpoint_file, recorded, target=target.view(), restart=restart)
     except CheckpointMismatch as exc:
         raise Failure(str(exc)) from None
-    when = (
-        _as_of(as_of, file, out)
-        if as_of or "asOf" not in checkpoint.extra
-        else datetime.fromisoformat(checkpoint.extra["asOf"])
-    )
+    if as_of or "asOf" not in checkpoint.extra:
+        when = _as_of(as_of, file, out) if file is not None else _as_of_now(as_of)
+    else:
+        when = datetime.fromisoformat(checkpoint.extra["asOf"])
     checkpoint.extra["asOf"] = when.isoformat()
     resumed = checkpoint.done.count()
     if resumed:
         out.note(f"resuming from {checkpoint_file}: {resumed} line(s) done (first {checkpoint.done.prefix()} in a row)")
-    total = _line_count(file)
+    total = _line_count(file) if file is not None else None
     budget = _budget(conf, registration_id)
+    listing: LmsListing | None = None
 
     async def go() -> tuple[Tally, dict[str, Any], float, engine.RunStopped | None]:
+        nonlocal listing
         from vlsync import operations
 
         async with graph("content", conf, out, target=target) as plain:
@@ -342,7 +482,13 @@ def backfill(
                 with _Bar(out, total, "backfill") as bar:
                     runner.progress = bar.update
                     try:
-                        tally = await runner.run(_records(file, catalog_format)())
+                        if lms is not None:
+                            async with lms.listing(page_size) as (listing, stream):
+                                tally = await runner.run(stream)
+                        else:
+                            assert file is not None
+                            assert catalog_format is not None
+                            tally = await runner.run(_records(file, catalog_format)())
                     except engine.RunStopped as exc:
                         tally, stopped = runner.tally, exc
                 if runner.stopped_at is not None:
@@ -353,6 +499,11 @@ def backfill(
         tally, requests, elapsed, stopped = run(go())
     except CheckpointMismatch as exc:
         raise Failure(str(exc)) from None
+    except LmsError as exc:  # the LMS failed for good, or kept failing: what finished is in the checkpoint
+        raise Failure(
+            f"stopped: {exc} (run it again to resume from {checkpoint_file})",
+            {"checkpoint": str(checkpoint_file), "doneLines": checkpoint.done.count()},
+        ) from None
     sent = tally.pushed + tally.failed + tally.lost
     summary = {
         "registrationId": registration_id,
@@ -365,6 +516,8 @@ def backfill(
         "doneLines": checkpoint.done.count(),
         "target": target.view(),
     }
+    if lms is not None and listing is not None:
+        summary["source"] = {"name": lms.name, **listing.view()}
     if stopped is not None:
         raise Failure(str(stopped), summary)
     _finish(out, summary, f"backfilled {tally.pushed} item(s) into registration {registration_id}")

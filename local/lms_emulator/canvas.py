@@ -10,6 +10,12 @@ Sources:
   (https://canvas.instructure.com/doc/api/file.oauth.html, canvas-lms ``doc/templates/rest/basics.md``).
 - ``Accept: application/json+canvas-string-ids`` returns every integer id as a string (Canvas ids
   exceed 2^53; https://canvas.instructure.com/doc/api/file.object_ids.html).
+- ``GET /api/v1/accounts/:account_id/courses`` ("List active courses in an account",
+  https://canvas.instructure.com/doc/api/accounts.html#method.accounts.courses_api): a JSON array,
+  ``per_page`` (default 10, at most 100) and ``page``, and the ``Link`` header with ``rel="current"``,
+  ``"next"`` (absent on the last page), ``"first"`` and ``"last"``
+  (https://canvas.instructure.com/doc/api/file.pagination.html). Without ``state[]`` every state but
+  ``deleted`` is listed. The emulator takes any account id (``self``, digits): it has one account.
 - Error bodies ``{"errors": [{"message": ...}]}``: "Invalid access token." (401) and "The specified
   resource does not exist." (404) are Canvas's messages as commonly reported; **[unconfirmed]** that
   a request without any token gets ``{"status": "unauthenticated", "errors": [{"message": "user
@@ -23,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .context import CANVAS_KEY, CONFIG, STATE, json_response
+from .context import CANVAS_KEY, CONFIG, STATE, json_response, page_window
 
 OPTIONAL_INCLUDES = {
     "public_description": ("public_description",),
@@ -53,21 +59,60 @@ def _string_ids(course: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def get_course(request: web.Request) -> web.Response:
+def _refused(request: web.Request) -> web.Response | None:
     token = _token(request)
     if token is None:
         return json_response({"status": "unauthenticated", "errors": [{"message": "user authorization required"}]}, 401)
     if not hmac.compare_digest(token.encode(), request.app[CONFIG].secret.encode()):
         return error(401, "Invalid access token.")
-    course = request.app[STATE].course("canvas", request.match_info["course_id"])
-    if course is None:
-        return error(404, "The specified resource does not exist.")
+    return None
+
+
+def _shown(request: web.Request, course: dict[str, Any]) -> dict[str, Any]:
     asked = set(request.query.getall("include[]", []))
     hidden = {field for include, fields in OPTIONAL_INCLUDES.items() if include not in asked for field in fields}
     answer = {key: value for key, value in course.items() if key not in hidden}
-    if STRING_IDS in request.headers.get("Accept", ""):
-        answer = _string_ids(answer)
-    return json_response(answer)
+    return _string_ids(answer) if STRING_IDS in request.headers.get("Accept", "") else answer
+
+
+async def get_course(request: web.Request) -> web.Response:
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    course = request.app[STATE].course("canvas", request.match_info["course_id"])
+    if course is None:
+        return error(404, "The specified resource does not exist.")
+    return json_response(_shown(request, course))
+
+
+async def account_courses(request: web.Request) -> web.Response:
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    states = set(request.query.getall("state[]", []))
+    courses = [
+        c
+        for c in request.app[STATE].courses("canvas")
+        if (
+            c.get("workflow_state") in states
+            if states and "all" not in states
+            else c.get("workflow_state") != "deleted"
+        )
+    ]
+    page, size = page_window(request, "per_page", "page", 10, 100)
+    last = max(1, -(-len(courses) // size))
+    window = courses[(page - 1) * size : page * size]
+
+    def link(number: int, rel: str) -> str:
+        return f'<{request.url.update_query({"page": str(number), "per_page": str(size)})}>; rel="{rel}"'
+
+    links = [link(page, "current")]
+    if page < last:
+        links.append(link(page + 1, "next"))
+    if page > 1:
+        links.append(link(page - 1, "prev"))
+    links += [link(1, "first"), link(last, "last")]
+    return json_response([_shown(request, c) for c in window], headers={"Link": ",".join(links)})
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -77,5 +122,6 @@ async def jwks(request: web.Request) -> web.Response:
 
 ROUTES = [
     web.get("/canvas/api/v1/courses/{course_id}", get_course),
+    web.get("/canvas/api/v1/accounts/{account_id}/courses", account_courses),
     web.get("/canvas/jwks", jwks),
 ]

@@ -7,6 +7,9 @@ Sources:
 - ``core_course_get_courses_by_field(field, value)`` answers ``{"courses": [...], "warnings": [...]}``;
   an unknown id is an empty ``courses`` list, not an error: moodle/moodle
   ``course/externallib.php`` (``get_courses_by_field`` and ``get_courses_by_field_returns``).
+- ``field`` empty lists every course in id order, the site's front page (``SITEID`` 1, ``format: site``)
+  among them: ``get_courses_by_field`` reads ``$DB->get_records('course', null, 'id ASC')``. The
+  emulator answers a front page course of its own unless one is seeded.
 - A wrong token is HTTP **200** with ``{"exception": "moodle_exception", "errorcode": "invalidtoken",
   "message": "Invalid token - token not found"}``: Moodle reports web-service errors in the body
   (``webservice/lib.php`` ``webservice_server::authenticate_by_token``; the same body is what Moodle
@@ -25,6 +28,11 @@ from .context import CONFIG, STATE, json_response
 
 FUNCTION = "core_course_get_courses_by_field"
 FIELDS = ("id", "ids", "shortname", "idnumber", "category")  # the function's documented ``field`` values
+# The front page: course 1 on every Moodle site, listed with the courses.
+SITE_COURSE: dict[str, Any] = {
+    "id": 1, "fullname": "Moodle site", "displayname": "Moodle site", "shortname": "site", "categoryid": 0,
+    "summary": "", "summaryformat": 1, "overviewfiles": [], "format": "site", "visible": 1,
+}  # fmt: skip
 
 
 def exception(errorcode: str, message: str, kind: str = "moodle_exception") -> web.Response:
@@ -55,11 +63,15 @@ async def server(request: web.Request) -> web.Response:
     field, value = str(params.get("field", "")), str(params.get("value", ""))
     if field not in ("", *FIELDS) or (field and not value):
         return exception("invalidparameter", "Invalid parameter value detected", "invalid_parameter_exception")
-    if field not in ("id", "ids"):
-        # All courses, or by shortname/idnumber/category: fetch-back never asks that.
-        return exception("invalidparameter", f"this emulator looks courses up by id or ids, not {field or 'all'}",
-                         "invalid_parameter_exception")  # fmt: skip
     state = request.app[STATE]
+    if field == "":
+        seeded = state.courses("moodle")
+        site = [] if any(c.get("id") == SITE_COURSE["id"] for c in seeded) else [SITE_COURSE]
+        return json_response({"courses": site + seeded, "warnings": []})
+    if field not in ("id", "ids"):
+        # By shortname/idnumber/category: neither fetch-back nor the backfill asks that.
+        return exception("invalidparameter", f"this emulator looks courses up by id or ids, not {field}",
+                         "invalid_parameter_exception")  # fmt: skip
     courses = [c for i in value.split(",") if (c := state.course("moodle", i.strip())) is not None]
     return json_response({"courses": courses, "warnings": []})
 

@@ -69,6 +69,12 @@ class LmsState:
         with self._lock:
             return self._courses.get((platform, collection), {}).get(course_id)
 
+    def courses(self, platform: Platform, collection: str = "courses") -> list[dict[str, Any]]:
+        """Every seeded course of a platform in id order (numeric ids by value), as list APIs page them."""
+        with self._lock:
+            stored = dict(self._courses.get((platform, collection), {}))
+        return [stored[key] for key in sorted(stored, key=lambda k: (0, int(k), "") if k.isdigit() else (1, 0, k))]
+
     # -- faults --------------------------------------------------------------------------------
     def add_fault(self, platform: str, fault: Fault) -> None:
         with self._lock:

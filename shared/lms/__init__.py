@@ -15,12 +15,16 @@ Nothing here logs or returns a secret: messages name the app setting that holds 
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Mapping
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -29,6 +33,9 @@ from shared.graph import Deadline
 
 # The largest answer read from an LMS: a course detail is a few kB; a bigger body is not one.
 MAX_RESPONSE_BYTES = 1_048_576
+# A page of a course list: 100 courses of a few kB each fit in a few MB. Moodle's list has no pages
+# (``shared.lms.moodle``): its one answer holds every course, so it is bounded separately there.
+MAX_PAGE_BYTES = 16 * MAX_RESPONSE_BYTES
 MAX_ERROR_TEXT = 300
 # One request's own bound (the worker's GRAPH_TIMEOUT_SECONDS by default); the completion's Deadline
 # bounds them all together.
@@ -98,6 +105,102 @@ class LmsClient(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Listed:
+    """One course of an LMS's course list: the platform's own id and the course as fetch-back sees it,
+    or, for a course whose values the client's mapping refuses (an undocumented state, a time out of
+    range), the ``problem`` instead: one bad course is a bad record of the catalog, not a failed run."""
+
+    course_id: str
+    course: LmsCourse | None = None
+    problem: str | None = None
+
+
+def listed(course_id: str, mapping: Callable[..., LmsCourse], *args: Any) -> Listed:
+    """The course ``mapping(*args)`` makes, or its refusal as the ``problem``."""
+    try:
+        return Listed(course_id, mapping(*args))
+    except LmsPermanentError as error:
+        return Listed(course_id, problem=error.message)
+
+
+class LmsLister(Protocol):
+    """One LMS's whole catalog, one page at a time (``vlsync backfill --source``)."""
+
+    lms: str
+
+    def courses(self, paging: Paging) -> AsyncIterator[Listed]:
+        """Every course the API secret may see, in the LMS's order; pages fetched through ``paging``."""
+        ...
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Paging:
+    """How a course list is read: the page size asked for, and each page's own retry of transient
+    failures (429, 5xx, timeouts), waiting the LMS's ``Retry-After`` (else ``backoff``) in between.
+
+    Each page gets its own :class:`Deadline` (``page_seconds``): a catalog of many pages takes as long as
+    it takes, but one page never hangs. Attempts stop at ``attempts`` or when a wait would exceed
+    ``max_wait_seconds`` (an LMS asking for longer is not waited for: the run stops and is resumed later).
+    """
+
+    page_size: int = 100  # Canvas's and Open edX's documented maximum per page
+    page_seconds: float = 3 * DEFAULT_REQUEST_TIMEOUT
+    attempts: int = 5
+    max_wait_seconds: float = 120.0
+    backoff: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    clock: Callable[[], float] = time.monotonic
+    pages: int = 0  # pages read so far (for the report)
+
+    async def fetch(self, page: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """``page(*args, deadline=..., **kwargs)`` under a fresh deadline, again after a transient failure
+        (see the class)."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                answer = await page(*args, deadline=Deadline.after(self.page_seconds, self.clock), **kwargs)
+            except LmsTransientError as error:
+                wait = error.retry_after
+                if wait is None:
+                    wait = self.backoff[min(attempt, len(self.backoff)) - 1]
+                if attempt == self.attempts or wait > self.max_wait_seconds:
+                    raise
+                await self.sleep(wait)
+                continue
+            self.pages += 1
+            return answer
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+
+_LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")
+
+
+def next_link(response: httpx.Response) -> str | None:
+    """The ``rel="next"`` URL of an RFC 8288 ``Link`` header (Canvas's pagination), or None."""
+    for match in _LINK.finditer(response.headers.get("link", "")):
+        params = match.group(2).lower().replace(" ", "")
+        if 'rel="next"' in params or "rel=next" in params:
+            return urljoin(str(response.url), str(match.group(1)))
+    return None
+
+
+def same_origin(url: str, base_url: str, lms: str) -> str:
+    """``url`` when it is on the configured API's scheme, host and port; a next-page link elsewhere is a
+    permanent error (the secret travels with every request, so only ``apiBaseUrl``'s origin gets it)."""
+    given, base = urlsplit(url), urlsplit(base_url)
+    if (given.scheme, given.netloc.lower()) != (base.scheme, base.netloc.lower()):
+        raise LmsPermanentError(
+            lms,
+            None,
+            "invalid-response",
+            f"the next page is on {given.scheme}://{given.netloc}, not on apiBaseUrl's origin",
+        )
+    return url
+
+
 class ApiClient:
     """What every LMS client holds: the process's HTTP client, the API root, the secret, and the
     timeout of one request (each is also cut to the push's deadline)."""
@@ -142,12 +245,13 @@ async def send(
         raise LmsTransientError(lms, None, "Transport", f"{type(exc).__name__}: {exc}"[:MAX_ERROR_TEXT]) from exc
 
 
-def check(response: httpx.Response, lms: str, *, what: str, secret: ApiSecret) -> None:
-    """Raise the error a non-2xx answer means; ``what`` names the looked-up thing for a 404."""
+def check(response: httpx.Response, lms: str, *, what: str, secret: ApiSecret, limit: int = MAX_RESPONSE_BYTES) -> None:
+    """Raise the error a non-2xx answer means; ``what`` names the looked-up thing for a 404; ``limit``
+    bounds a 2xx body (a course, or a page of a list)."""
     status = response.status_code
     if 200 <= status < 300:
-        if len(response.content) > MAX_RESPONSE_BYTES:
-            raise LmsPermanentError(lms, status, "invalid-response", f"the answer is over {MAX_RESPONSE_BYTES} bytes")
+        if len(response.content) > limit:
+            raise LmsPermanentError(lms, status, "invalid-response", f"the answer is over {limit} bytes")
         return
     said = _said(response)
     if status in _TRANSIENT or status >= 500 or (status == 403 and "rate limit" in said.lower()):
@@ -215,16 +319,16 @@ def retry_after(response: httpx.Response, now: datetime | None = None) -> float 
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def parse(model: type[Model], response: httpx.Response, lms: str) -> Model:
+def parse(model: type[Model], response: httpx.Response, lms: str, what: str = "course") -> Model:
     """The answer as the vendor documents it, or a permanent error naming what is wrong."""
     try:
         data = response.json()
     except ValueError:
         raise LmsPermanentError(lms, response.status_code, "invalid-response", "the answer is not JSON") from None
-    return validate(model, data, lms, response.status_code)
+    return validate(model, data, lms, response.status_code, what)
 
 
-def validate(model: type[Model], data: Any, lms: str, status: int | None = None) -> Model:
+def validate(model: type[Model], data: Any, lms: str, status: int | None = None, what: str = "course") -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -232,5 +336,5 @@ def validate(model: type[Model], data: Any, lms: str, status: int | None = None)
             f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)[:5]
         )
         raise LmsPermanentError(
-            lms, status, "invalid-response", f"the answer is not a {lms} course: {problems}"
+            lms, status, "invalid-response", f"the answer is not a {lms} {what}: {problems}"
         ) from None

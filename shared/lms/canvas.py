@@ -14,17 +14,45 @@ languageTag, ``image_download_url`` -> thumbnailWebUrl, ``created_at`` -> create
 (``shared.sources.canvas.state_action``). Canvas gives no
 course URL in the object: the page is ``{apiBaseUrl}/courses/{id}`` (the API root is the Canvas
 site's own address).
+
+The catalog (``courses``, for ``vlsync backfill --source``): ``GET /api/v1/accounts/:account_id/courses``
+("List active courses in an account", https://canvas.instructure.com/doc/api/accounts.html#method.accounts.courses_api;
+needs an account admin's token), ``per_page`` up to 100, the next page in the ``Link`` header's
+``rel="next"`` URL (https://canvas.instructure.com/doc/api/file.pagination.html: follow it as given,
+never build page numbers). Without ``state[]`` Canvas lists every state but ``deleted``. The account is
+``rootAccountId`` when the source names it, else ``self``, which Canvas documents as "the root account
+for the current domain" (https://canvas.instructure.com/doc/api/file.object_ids.html, "special IDs").
+**[unconfirmed]** whether this list honours ``include[]=public_description`` and ``course_image`` (its
+documented includes are ``syllabus_body``, ``term``, ``teachers`` and the like): they are asked for,
+and a course without them simply has no description or thumbnail.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+import httpx
+from pydantic import BaseModel, ConfigDict, RootModel, StrictInt, StrictStr
 
 from shared.graph import Deadline
-from shared.lms import ApiClient, LmsCourse, LmsPermanentError, check, parse, send
+from shared.lms import (
+    DEFAULT_REQUEST_TIMEOUT,
+    MAX_PAGE_BYTES,
+    ApiClient,
+    ApiSecret,
+    Listed,
+    LmsCourse,
+    LmsPermanentError,
+    Paging,
+    check,
+    listed,
+    next_link,
+    parse,
+    same_origin,
+    send,
+)
 from shared.sources.canvas import state_action
 
 LMS = "Canvas"
@@ -46,8 +74,46 @@ class CanvasCourse(BaseModel):
     course_code: StrictStr | None = None
 
 
+class CanvasPage(RootModel[list[CanvasCourse]]):
+    """One page of a course list: a JSON array of Course objects."""
+
+
 class CanvasClient(ApiClient):
     lms = LMS
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        secret: ApiSecret,
+        *,
+        account_id: str = "self",
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        super().__init__(http, base_url, secret, request_timeout=request_timeout)
+        self.account_id = account_id
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret.value}", "Accept": "application/json"}
+
+    async def courses(self, paging: Paging) -> AsyncIterator[Listed]:
+        url: str | None = f"{self.base_url}/api/v1/accounts/{quote(self.account_id, safe='')}/courses"
+        params: Any = (*INCLUDES, ("per_page", str(paging.page_size)))
+        while url is not None:
+            response = await paging.fetch(self._page, url, params)
+            items = parse(CanvasPage, response, LMS, "course list")
+            for course in items.root:
+                yield listed(str(course.id), to_course, course, self.base_url)
+            following = next_link(response)
+            url, params = (same_origin(following, self.base_url, LMS), None) if following else (None, None)
+
+    async def _page(self, url: str, params: Any, deadline: Deadline) -> httpx.Response:
+        response = await send(
+            self.http, LMS, "GET", url, deadline=deadline, request_timeout=self.request_timeout,
+            params=params, headers=self._headers(),
+        )  # fmt: skip
+        check(response, LMS, what=f"account {self.account_id}", secret=self.secret, limit=MAX_PAGE_BYTES)
+        return response
 
     async def course(self, course_id: str, *, deadline: Deadline) -> LmsCourse:
         response = await send(
@@ -58,7 +124,7 @@ class CanvasClient(ApiClient):
             deadline=deadline,
             request_timeout=self.request_timeout,
             params=INCLUDES,
-            headers={"Authorization": f"Bearer {self.secret.value}", "Accept": "application/json"},
+            headers=self._headers(),
         )
         check(response, LMS, what=f"course {course_id}", secret=self.secret)
         return to_course(parse(CanvasCourse, response, LMS), self.base_url)

@@ -19,23 +19,47 @@ createdDateTime, ``timemodified`` -> lastModifiedDateTime, ``visible`` -> isActi
 (``/webservice/pluginfile.php/...``, which needs a token); the public form without ``/webservice``
 is stored instead (course overview files are served without login unless the site forces login;
 unconfirmed for every site configuration).
+
+The catalog (``courses``, for ``vlsync backfill --source``): the same function without ``field``, which
+Moodle documents as "can be left empty for all courses" and answers with every course row in id order
+(``$DB->get_records('course', null, 'id ASC')`` in ``get_courses_by_field``), in the same course
+structure, so the one mapping below serves both. That includes the site's front page course (``SITEID``,
+id 1), which is not a course and is skipped. Moodle's function has no pages: its one answer holds the
+whole catalog, bounded by ``MAX_LIST_BYTES`` (memory holds that one answer, then streams its courses).
+Hidden courses are listed only to a token whose user may see them (``moodle/course:viewhiddencourses``).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from shared.graph import Deadline
-from shared.lms import ApiClient, LmsCourse, LmsPermanentError, check, send, validate
+from shared.lms import (
+    MAX_RESPONSE_BYTES,
+    ApiClient,
+    Listed,
+    LmsCourse,
+    LmsPermanentError,
+    Paging,
+    check,
+    listed,
+    send,
+    validate,
+)
 from shared.sources.normalize import from_epoch
 
 LMS = "Moodle"
 FUNCTION = "core_course_get_courses_by_field"
 # Errors that mean the token (or the service it belongs to) is not set up to call the function.
 AUTH_ERRORS = frozenset({"invalidtoken", "accessexception", "servicenotavailable", "webservicesnotenabled"})
+# Moodle's front page is course SITEID (1 on every site Moodle installs): listed, but not a course.
+SITE_COURSE_ID = 1
+# The whole catalog in one answer: about 3 kB a course, so some 20,000 courses.
+MAX_LIST_BYTES = 64 * MAX_RESPONSE_BYTES
 
 
 class MoodleFile(BaseModel):
@@ -70,9 +94,7 @@ class MoodleCourses(BaseModel):
 class MoodleClient(ApiClient):
     lms = LMS
 
-    async def course(self, course_id: str, *, deadline: Deadline) -> LmsCourse:
-        if not course_id.isdigit():
-            raise LmsPermanentError(LMS, None, "not-found", f"course {course_id!r} is not a Moodle course id (digits)")
+    async def _call(self, params: dict[str, str], what: str, deadline: Deadline, limit: int) -> Any:
         # POST, as Moodle's own clients do: the token stays out of URLs that proxies and logs keep.
         response = await send(
             self.http,
@@ -81,16 +103,10 @@ class MoodleClient(ApiClient):
             f"{self.base_url}/webservice/rest/server.php",
             deadline=deadline,
             request_timeout=self.request_timeout,
-            data={
-                "wstoken": self.secret.value,
-                "wsfunction": FUNCTION,
-                "moodlewsrestformat": "json",
-                "field": "id",
-                "value": course_id,
-            },
+            data={"wstoken": self.secret.value, "wsfunction": FUNCTION, "moodlewsrestformat": "json", **params},
             headers={"Accept": "application/json"},
         )
-        check(response, LMS, what=f"course {course_id}", secret=self.secret)
+        check(response, LMS, what=what, secret=self.secret, limit=limit)
         try:
             body = response.json()
         except ValueError:
@@ -107,11 +123,24 @@ class MoodleClient(ApiClient):
                     f"or its service lacks {FUNCTION}: {said}",
                 )
             raise LmsPermanentError(LMS, response.status_code, code, said or "the web service raised an exception")
-        answer = validate(MoodleCourses, body, LMS, response.status_code)
+        return validate(MoodleCourses, body, LMS, response.status_code, "course" if params else "course list")
+
+    async def course(self, course_id: str, *, deadline: Deadline) -> LmsCourse:
+        if not course_id.isdigit():
+            raise LmsPermanentError(LMS, None, "not-found", f"course {course_id!r} is not a Moodle course id (digits)")
+        answer = await self._call(
+            {"field": "id", "value": course_id}, f"course {course_id}", deadline, MAX_RESPONSE_BYTES
+        )
         matching = [c for c in answer.courses if str(c.id) == course_id]
         if not matching:
             raise LmsPermanentError(LMS, 404, "not-found", f"course {course_id} does not exist in {LMS}")
         return to_course(matching[0], self.base_url)
+
+    async def courses(self, paging: Paging) -> AsyncIterator[Listed]:
+        answer: MoodleCourses = await paging.fetch(self._call, {}, "the course list", limit=MAX_LIST_BYTES)
+        for course in answer.courses:
+            if course.id != SITE_COURSE_ID:
+                yield listed(str(course.id), to_course, course, self.base_url)
 
 
 def _public_file_url(url: str) -> str:

@@ -20,12 +20,21 @@ What maps to what: ``name`` -> title, ``short_description`` (else ``overview``) 
 thumbnailWebUrl, ``effort`` in ``HH:MM`` form -> duration, ``hidden`` -> isActive. The API has no
 language, creation or modification time: the event's and ``defaultLanguageTag`` stay. The page is the
 about page, ``{apiBaseUrl}/courses/{course_key}/about``.
+
+The catalog (``courses``, for ``vlsync backfill --source``): ``GET {apiBaseUrl}/api/courses/v1/courses/``
+("Get a List of Courses", https://docs.huihoo.com/edx/open-edx-platform-api/courses/overview.html; the
+view is ``CourseListView`` in ``lms/djangoapps/course_api/views.py``) with ``page_size`` (at most 100),
+answering ``{"results": [...], "pagination": {"next", "previous", "count", "num_pages"}}`` (edx-platform's
+``NamespacedPageNumberPagination``); ``pagination.next`` is the next page's absolute URL, or null on the
+last. Its items are ``CourseSerializer``'s: the detail's fields without ``overview``, so the same mapping
+applies (a listed course's description is its ``short_description`` only). The list shows what the
+client's user may see: a staff service user sees every course, catalog-hidden ones included.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote, urljoin
 
@@ -33,7 +42,22 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from shared.graph import Deadline
-from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiClient, ApiSecret, LmsCourse, LmsPermanentError, check, parse, send
+from shared.lms import (
+    DEFAULT_REQUEST_TIMEOUT,
+    MAX_PAGE_BYTES,
+    MAX_RESPONSE_BYTES,
+    ApiClient,
+    ApiSecret,
+    Listed,
+    LmsCourse,
+    LmsPermanentError,
+    Paging,
+    check,
+    listed,
+    parse,
+    same_origin,
+    send,
+)
 from shared.sources.normalize import clock_duration
 
 LMS = "Open edX"
@@ -85,6 +109,21 @@ class OpenEdxCourse(BaseModel):
     hidden: StrictBool | None = None
 
 
+class Pagination(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    next: StrictStr | None = None
+
+
+class CoursePage(BaseModel):
+    """One page of the course list (``NamespacedPageNumberPagination``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    results: list[OpenEdxCourse]
+    pagination: Pagination
+
+
 class OpenEdxClient(ApiClient):
     lms = LMS
 
@@ -106,8 +145,9 @@ class OpenEdxClient(ApiClient):
         self._token: tuple[str, str, float] | None = None  # (type, token, refresh at)
         self.token_requests = 0
 
-    async def course(self, course_id: str, *, deadline: Deadline) -> LmsCourse:
-        url = f"{self.base_url}/api/courses/v1/courses/{quote(course_id, safe=_KEY_SAFE)}/"
+    async def _get(
+        self, url: str, deadline: Deadline, *, what: str, params: Any = None, limit: int = MAX_RESPONSE_BYTES
+    ) -> httpx.Response:
         for attempt in range(2):
             kind, token = await self._bearer(deadline)
             response = await send(
@@ -117,14 +157,32 @@ class OpenEdxClient(ApiClient):
                 url,
                 deadline=deadline,
                 request_timeout=self.request_timeout,
+                params=params,
                 headers={"Authorization": f"{kind} {token}", "Accept": "application/json"},
             )
             if response.status_code == 401 and attempt == 0:
                 self._token = None  # revoked or re-keyed: one fresh token, then the answer stands
                 continue
             break
-        check(response, LMS, what=f"course {course_id}", secret=self.secret)
+        check(response, LMS, what=what, secret=self.secret, limit=limit)
+        return response
+
+    async def course(self, course_id: str, *, deadline: Deadline) -> LmsCourse:
+        url = f"{self.base_url}/api/courses/v1/courses/{quote(course_id, safe=_KEY_SAFE)}/"
+        response = await self._get(url, deadline, what=f"course {course_id}")
         return to_course(parse(OpenEdxCourse, response, LMS), self.base_url)
+
+    async def courses(self, paging: Paging) -> AsyncIterator[Listed]:
+        url: str | None = f"{self.base_url}/api/courses/v1/courses/"
+        params: Any = {"page_size": str(paging.page_size)}
+        while url is not None:
+            response = await paging.fetch(self._get, url, what="the course list", params=params, limit=MAX_PAGE_BYTES)
+            page = parse(CoursePage, response, LMS, "course list")
+            for course in page.results:
+                yield listed(course.id, to_course, course, self.base_url)
+            # The next URL carries page and page_size itself.
+            url = same_origin(page.pagination.next, self.base_url, LMS) if page.pagination.next else None
+            params = None
 
     async def _bearer(self, deadline: Deadline) -> tuple[str, str]:
         if self._token is not None and self.clock() < self._token[2]:

@@ -21,10 +21,19 @@ the product's ``created_at`` -> createdDateTime, its ``status`` (``draft`` and t
 ``hidden`` -> isActive. The course's ``duration`` is a string of unstated unit and is not used; there
 is no language. The page is ``https://{apiSubdomain}.thinkific.com/courses/{slug}`` (a site on a custom
 domain sets ``contentWebUrlTemplate`` with ``{slug}``).
+
+The catalog (``courses``, for ``vlsync backfill --source``): ``GET /api/public/v1/courses?page=&limit=``
+(GetCoursesResponse: ``items`` of CourseResponse and ``meta.pagination`` with ``current_page``,
+``next_page``, ``prev_page``, ``total_pages``, ``total_items``; ``next_page`` is null on the last page:
+https://hexdocs.pm/thinkific_admin_api/ThinkificAdminAPI.Model.GetCoursesResponse.html and
+``ThinkificAdminAPI.Model.Pagination``), then each course's product as for one course (the product holds
+its visibility): one request per listed course more. **[unconfirmed]** the largest ``limit`` Thinkific
+accepts (its default is 25); 100 is asked for by default.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -32,7 +41,21 @@ import httpx
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
 
 from shared.graph import Deadline
-from shared.lms import DEFAULT_REQUEST_TIMEOUT, ApiClient, ApiSecret, LmsCourse, check, parse, send
+from shared.lms import (
+    DEFAULT_REQUEST_TIMEOUT,
+    MAX_PAGE_BYTES,
+    MAX_RESPONSE_BYTES,
+    ApiClient,
+    ApiSecret,
+    Listed,
+    LmsCourse,
+    LmsPermanentError,
+    Paging,
+    check,
+    listed,
+    parse,
+    send,
+)
 from shared.sources.thinkific import status_hides  # the one visibility rule of a Thinkific product
 
 LMS = "Thinkific"
@@ -62,6 +85,27 @@ class ThinkificProduct(BaseModel):
     created_at: StrictStr | None = None
 
 
+class Pagination(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    next_page: StrictInt | None = None
+
+
+class Meta(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    pagination: Pagination
+
+
+class CoursePage(BaseModel):
+    """GetCoursesResponse: one page of the course list."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[ThinkificCourse]
+    meta: Meta
+
+
 class ThinkificClient(ApiClient):
     lms = LMS
 
@@ -77,7 +121,9 @@ class ThinkificClient(ApiClient):
         super().__init__(http, base_url, secret, request_timeout=request_timeout)
         self.subdomain = subdomain
 
-    async def _get(self, path: str, what: str, deadline: Deadline) -> httpx.Response:
+    async def _get(
+        self, path: str, what: str, deadline: Deadline, params: Any = None, limit: int = MAX_RESPONSE_BYTES
+    ) -> httpx.Response:
         response = await send(
             self.http,
             LMS,
@@ -85,14 +131,35 @@ class ThinkificClient(ApiClient):
             f"{self.base_url}/api/public/v1/{path}",
             deadline=deadline,
             request_timeout=self.request_timeout,
+            params=params,
             headers={
                 "X-Auth-API-Key": self.secret.value,
                 "X-Auth-Subdomain": self.subdomain,
                 "Accept": "application/json",
             },
         )
-        check(response, LMS, what=what, secret=self.secret)
+        check(response, LMS, what=what, secret=self.secret, limit=limit)
         return response
+
+    async def courses(self, paging: Paging) -> AsyncIterator[Listed]:
+        page_number: int | None = 1
+        while page_number is not None:
+            params = {"page": str(page_number), "limit": str(paging.page_size)}
+            response = await paging.fetch(self._get, "courses", "the course list", params=params, limit=MAX_PAGE_BYTES)
+            page = parse(CoursePage, response, LMS, "course list")
+            for course in page.items:
+                product = parse(
+                    ThinkificProduct,
+                    await paging.fetch(
+                        self._get, f"products/{course.product_id}", f"product {course.product_id} of course {course.id}"
+                    ),
+                    LMS,
+                )
+                yield listed(str(course.id), to_course, course, product, self.subdomain)
+            following = page.meta.pagination.next_page
+            if following is not None and following <= page_number:
+                raise LmsPermanentError(LMS, 200, "invalid-response", f"next_page {following} after page {page_number}")
+            page_number = following
 
     async def course(self, course_id: str, *, deadline: Deadline) -> LmsCourse:
         course = parse(

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared import intake
+from shared.queue import SentMessage
 from shared.settings import Settings
 from shared.signatures import sign
 from tests.conftest import SECRET
@@ -93,9 +94,12 @@ class RecordingQueue:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def send_all(self, texts: Sequence[str]) -> list[str]:
+    def send_all(self, texts: Sequence[str]) -> list[SentMessage]:
         self.sent.extend(texts)
-        return [f"m-{i}" for i in range(len(texts))]
+        return [SentMessage(f"m-{i}", "receipt") for i in range(len(texts))]
+
+    def withdraw(self, sent: Sequence[SentMessage]) -> int:
+        raise AssertionError("no dedupe here: nothing is withdrawn")
 
     def park(self, text: str) -> str:
         raise AssertionError("the intake never parks")

@@ -20,7 +20,7 @@ from shared import archive, dedupe, intake
 from shared.archive import MASK, ArchivedDelivery
 from shared.dedupe import SeenDelivery, delivery_key
 from shared.problems import Problem
-from shared.queue import QueueUnavailable
+from shared.queue import QueueUnavailable, SentMessage
 from shared.settings import Settings, parse_sources
 from shared.signatures import sign
 from shared.sources import Delivery
@@ -59,24 +59,48 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 class FakeQueue:
-    def __init__(self, fail: int = 0, delay: float = 0.0) -> None:
-        self.sent: list[str] = []
+    """Messages by id; ``sent`` is what stays queued (withdrawn messages leave it)."""
+
+    def __init__(self, fail: int = 0, delay: float = 0.0, keep: bool = False) -> None:
+        self.messages: dict[str, str] = {}
         self.fail = fail
         self.delay = delay
+        self.keep = keep  # a worker received every message at once: a withdrawal fails
+        self.withdrawn: list[str] = []
+        self._next = 0
 
-    def send_all(self, texts: Sequence[str]) -> list[str]:
+    @property
+    def sent(self) -> list[str]:
+        return list(self.messages.values())
+
+    def send_all(self, texts: Sequence[str]) -> list[SentMessage]:
         time.sleep(self.delay)  # only the concurrency test sets it: the second delivery must arrive meanwhile
         if self.fail:
             self.fail -= 1
             raise QueueUnavailable("storage is down")
-        start = len(self.sent)
-        self.sent.extend(texts)
-        return [f"m-{start + i}" for i in range(len(texts))]
+        sent = []
+        for text in texts:
+            message_id, self._next = f"m-{self._next}", self._next + 1
+            self.messages[message_id] = text
+            sent.append(SentMessage(message_id, f"receipt-{message_id}"))
+        return sent
+
+    def withdraw(self, sent: Sequence[SentMessage]) -> int:
+        if self.keep:
+            return 0
+        for message in sent:
+            assert message.pop_receipt == f"receipt-{message.message_id}"
+            del self.messages[message.message_id]
+            self.withdrawn.append(message.message_id)
+        return len(sent)
 
     def park(self, text: str) -> str:
         raise AssertionError("the intake never parks")
 
-    hold = defer = park  # type: ignore[assignment]
+    hold = park
+
+    def defer(self, text: str, delay_seconds: float) -> str:
+        raise AssertionError("the intake never defers")
 
 
 class MemoryDedupe:
@@ -85,21 +109,18 @@ class MemoryDedupe:
         self.horizon = horizon
         self.calls: list[str] = []
 
-    def seen(self, source: str, key: str, at: datetime) -> SeenDelivery | None:
-        self.calls.append("seen")
+    def claim(self, source: str, key: str, delivery: SeenDelivery) -> SeenDelivery | None:
+        self.calls.append("claim")
         row = self.rows.get((source, key))
-        return row if row is not None and at - row.seen_at <= self.horizon else None
-
-    def remember(self, source: str, key: str, delivery: SeenDelivery) -> None:
-        self.calls.append("remember")
+        if row is not None and delivery.seen_at - row.seen_at <= self.horizon:
+            self.rows[(source, key)] = replace(row, seen_at=delivery.seen_at)
+            return replace(row, seen_at=delivery.seen_at)
         self.rows[(source, key)] = delivery
+        return None
 
 
 class BrokenDedupe:
-    def seen(self, source: str, key: str, at: datetime) -> SeenDelivery | None:
-        raise ConnectionError("table storage unreachable")
-
-    def remember(self, source: str, key: str, delivery: SeenDelivery) -> None:
+    def claim(self, source: str, key: str, delivery: SeenDelivery) -> SeenDelivery | None:
         raise ConnectionError("table storage unreachable")
 
 
@@ -165,7 +186,31 @@ def test_a_redelivery_is_202_duplicate_with_the_original_ids_and_queues_nothing(
     assert again.body["accepted"] == 0
     assert again.body["messageIds"] == first.body["messageIds"]
     assert again.body["originalCorrelationId"] == first.body["correlationId"]
-    assert len(queue.sent) == 1, "a duplicate enqueues nothing"
+    assert len(queue.sent) == 1, "a duplicate keeps nothing queued"
+    assert queue.withdrawn == ["m-1"], "its commands were queued, then withdrawn"
+    assert store.calls == ["claim", "claim"], "one dedupe call per delivery"
+
+
+def test_a_duplicate_whose_withdrawal_fails_is_still_answered_as_one(settings: Settings) -> None:
+    """A worker received the copy before the withdrawal: it stays, and the worker's ledger skips it."""
+    queue, store = FakeQueue(keep=True), MemoryDedupe()
+    raw, headers = delivery()
+    receive(settings, intake.make_request("demo", headers, raw), queue, store)
+    again = receive(settings, intake.make_request("demo", headers, raw), queue, store)
+    assert again.body["duplicate"] is True
+    assert again.body["messageIds"] == ["m-0"]
+    assert len(queue.sent) == 2
+
+
+def test_a_redelivery_moves_the_horizon(settings: Settings) -> None:
+    queue, store = FakeQueue(), MemoryDedupe(horizon=timedelta(hours=72))
+    raw, headers = delivery()
+    request = intake.make_request("demo", headers, raw)
+    receive(settings, request, queue, store)
+    for hours in (60, 120):  # 120 h after the first, but 60 h after the last redelivery
+        later = replace(request, received_at=request.received_at + timedelta(hours=hours))
+        assert receive(settings, later, queue, store).body["duplicate"] is True
+    assert len(queue.sent) == 1
 
 
 def test_the_same_id_with_another_body_is_not_a_duplicate(settings: Settings) -> None:
@@ -185,13 +230,13 @@ def test_the_id_is_remembered_only_after_the_enqueue_succeeded(settings: Setting
     failed = receive(settings, intake.make_request("demo", headers, raw), queue, store)
     assert failed.status == 503
     assert store.rows == {}
-    assert store.calls == ["seen"], "checked, the enqueue failed, nothing remembered"
+    assert store.calls == [], "the enqueue failed first: nothing remembered"
 
     retry = receive(settings, intake.make_request("demo", headers, raw), queue, store)
     assert retry.status == 202
     assert retry.body["duplicate"] is False
     assert len(queue.sent) == 1
-    assert store.calls == ["seen", "seen", "remember"]
+    assert store.calls == ["claim"]
 
 
 def test_a_dedupe_outage_accepts_the_delivery(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from shared import archive, intake
 from shared.archive import MASK, ArchivedDelivery, ArchiveUnreadable
 from shared.models import ContentCommand
 from shared.problems import CONTENT_INCOMPLETE, CREDENTIAL_INVALID, SCHEMA_VIOLATION, SIGNATURE_MISSING, Problem
-from shared.queue import QueueUnavailable
+from shared.queue import QueueUnavailable, SentMessage
 from shared.replay import ArchiveOutcome, ArchiveWindow, handle_archive, replay_archive
 from shared.settings import Settings, source_secret
 from shared.signatures import sign
@@ -384,12 +384,12 @@ class MemoryQueue:
     sent: list[str] = field(default_factory=list)
     down: bool = False
 
-    def send_all(self, texts: Sequence[str]) -> list[str]:
+    def send_all(self, texts: Sequence[str]) -> list[SentMessage]:
         if self.down:
             raise QueueUnavailable("queue storage is down")
         start = len(self.sent)
         self.sent.extend(texts)
-        return [f"m-{start + i}" for i in range(len(texts))]
+        return [SentMessage(f"m-{start + i}", f"pop-{start + i}") for i in range(len(texts))]
 
 
 def at(request: WebhookRequest, minutes: int) -> WebhookRequest:
@@ -541,3 +541,28 @@ def test_the_admin_functions_other_answers(settings: Settings) -> None:
     assert "demo/2026/11/27/10/x.json" in answer.body["detail"]
     broken = settings.model_copy(update={"sources_json": "{not json"})
     assert post(WINDOW_BODY, broken, mixed(settings)).status == 500
+
+
+# -- EVENT_ARCHIVE_FLUSH_SECONDS (the archive's segments; tests/storage/test_archive_segments.py writes them) --
+
+
+def test_the_flush_setting_is_a_second_by_default_and_at_most_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.delenv("EVENT_ARCHIVE_FLUSH_SECONDS", raising=False)
+    assert Settings().event_archive_flush_seconds == 1.0
+    for value, seconds in (("0", 0.0), ("0.25", 0.25), ("60", 60.0)):
+        monkeypatch.setenv("EVENT_ARCHIVE_FLUSH_SECONDS", value)
+        assert Settings().event_archive_flush_seconds == seconds
+    for refused in ("-0.5", "60.5", "soon"):
+        monkeypatch.setenv("EVENT_ARCHIVE_FLUSH_SECONDS", refused)
+        with pytest.raises(ValidationError, match="EVENT_ARCHIVE_FLUSH_SECONDS"):
+            Settings()
+
+
+def test_an_archive_refuses_a_negative_flush_time() -> None:
+    from azure.storage.blob import ContainerClient
+
+    container = ContainerClient.from_connection_string("UseDevelopmentStorage=true", "event-archive")
+    with pytest.raises(ValueError, match="flush_seconds"):
+        archive.EventArchive(container, flush_seconds=-1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -16,7 +18,7 @@ from local.azurite import free_port
 from shared import intake
 from shared.archive import MASK, EventArchive, archived
 from shared.dedupe import TableDeliveryDedupe
-from shared.queue import QueueUnavailable, StorageCommandQueue
+from shared.queue import QueueUnavailable, SentMessage, StorageCommandQueue
 from shared.settings import Settings
 from shared.sources import WebhookRequest
 from tests import otel
@@ -172,8 +174,11 @@ def test_purge_streams_many_rows_over_partitions_in_transactions(app: Settings) 
 
 def test_a_failed_enqueue_does_not_remember_the_delivery(app: Settings) -> None:
     class DownOnce:
-        def send_all(self, texts: Any) -> list[str]:
+        def send_all(self, texts: Any) -> list[SentMessage]:
             raise QueueUnavailable("queue storage is down")
+
+        def withdraw(self, sent: Any) -> int:
+            raise AssertionError("nothing was sent")
 
     request = delivery()
     failed = intake.receive(request, app, DownOnce, dedupe=lambda: store(app), archive=lambda: kept(app))
@@ -196,13 +201,13 @@ def _key(app: Settings, request: WebhookRequest) -> str:
 def test_a_dedupe_table_outage_accepts_the_delivery(app: Settings) -> None:
     down = dead_storage(app)
     request = delivery()
-    before = counter("vlsync.dedupe.degraded", **{"vlsync.source": "demo", "vlsync.step": "check"})
+    before = counter("vlsync.dedupe.degraded", **{"vlsync.source": "demo", "vlsync.step": "claim"})
     for _ in range(2):
         response = receive(app, request, dedupe=lambda: store(down))
         assert response.status == 202
         assert response.body["duplicate"] is False
     assert len(queued(app)) == 2, "without its table the redelivery is queued again; the ledger skips it"
-    assert counter("vlsync.dedupe.degraded", **{"vlsync.source": "demo", "vlsync.step": "check"}) == before + 2
+    assert counter("vlsync.dedupe.degraded", **{"vlsync.source": "demo", "vlsync.step": "claim"}) == before + 2
 
 
 def test_dedupe_off_is_no_table_at_all(app: Settings) -> None:
@@ -246,7 +251,9 @@ def test_a_byte_identical_event_grid_redelivery_is_a_duplicate(app: Settings, mo
 # -- the archive -----------------------------------------------------------------------------------
 
 
-def test_the_archived_blob_holds_the_delivery_without_its_secrets(app: Settings) -> None:
+@pytest.mark.parametrize("flush_seconds", [0.0, 1.0], ids=["one-blob-per-delivery", "segments"])
+def test_the_archived_blob_holds_the_delivery_without_its_secrets(app: Settings, flush_seconds: float) -> None:
+    app = app.model_copy(update={"event_archive_flush_seconds": flush_seconds})
     raw, headers = signed(
         event("x.created", content("c-9")), SECRET, extra_headers={"x-correlation-id": "corr-archive-1"}
     )
@@ -260,13 +267,21 @@ def test_the_archived_blob_holds_the_delivery_without_its_secrets(app: Settings)
     request = intake.make_request("demo", {**headers, **secret_headers}, raw, {"code": "top-secret-code", "a": "1"})
     response = receive(app, request)
     assert response.status == 202
+    at = request.received_at
+    # Segments: list() first writes what this process buffered for the container (the intake's archive).
+    [listed] = kept(app).list(at, at + timedelta(microseconds=1))
+    assert listed.correlation_id == "corr-archive-1"
 
     service = BlobServiceClient.from_connection_string(app.storage_connection_string or "")
     container = service.get_container_client(app.event_archive_container)
     [blob] = list(container.list_blobs())
-    at = request.received_at
-    assert blob.name == f"demo/{at:%Y/%m/%d/%H}/{at:%Y%m%dT%H%M%S%f}Z-corr-archive-1.json"
+    stem = f"demo/{at:%Y/%m/%d/%H}/{at:%Y%m%dT%H%M%S%f}Z-"
+    if flush_seconds == 0:
+        assert blob.name == f"{stem}corr-archive-1.json"
+    else:
+        assert re.fullmatch(re.escape(stem) + r"[0-9a-f]{32}\.ndjson", blob.name), blob.name
     text = container.download_blob(blob.name).readall().decode()
+    assert text.count("\n") == (flush_seconds > 0), "a segment: one line per delivery"
     for value in (
         signature,
         "top-secret-bearer-token",
@@ -291,8 +306,9 @@ def test_the_archived_blob_holds_the_delivery_without_its_secrets(app: Settings)
     assert all(name == name.lower() for name in document["headers"])
 
 
-def test_list_reads_a_window_by_source_and_hour(app: Settings) -> None:
-    archive = kept(app)
+@pytest.mark.parametrize("flush_seconds", [0.0, 1.0], ids=["one-blob-per-delivery", "segments"])
+def test_list_reads_a_window_by_source_and_hour(app: Settings, flush_seconds: float) -> None:
+    archive = kept(app.model_copy(update={"event_archive_flush_seconds": flush_seconds}))
     base = datetime(2026, 2, 1, 22, 59, 59, tzinfo=UTC)
     for source, minutes in (("demo", 0), ("demo", 1), ("other", 2), ("demo", 120)):
         request = intake.make_request(source, {"x-correlation-id": f"{source}-{minutes}"}, b"{}")
@@ -327,9 +343,25 @@ def test_a_duplicate_is_archived_too_marked_as_one(app: Settings) -> None:
 
 
 def test_an_archive_outage_still_answers_202(app: Settings) -> None:
-    down = dead_storage(app)
+    down = dead_storage(app.model_copy(update={"event_archive_flush_seconds": 0}))  # written while the sender waits
     before = counter("vlsync.archive.failed", **{"vlsync.source": "demo"})
     response = receive(app, delivery(), archive=lambda: kept(down))
     assert response.status == 202
     assert [m["externalId"] for m in queued(app)] == ["c-1"]
+    assert counter("vlsync.archive.failed", **{"vlsync.source": "demo"}) == before + 1
+
+
+def test_an_archive_outage_in_segments_is_counted_when_the_segment_fails(app: Settings) -> None:
+    """The default: the sender does not wait for the archive; the background write fails (after the
+    blob client's retry) and counts the delivery."""
+    down = dead_storage(app)
+    assert down.event_archive_flush_seconds > 0
+    before = counter("vlsync.archive.failed", **{"vlsync.source": "demo"})
+    response = receive(app, delivery(), archive=lambda: kept(down))
+    assert response.status == 202
+    assert [m["externalId"] for m in queued(app)] == ["c-1"]
+    deadline = time.monotonic() + 30  # flush_seconds, then a refused connection and one retry
+    while counter("vlsync.archive.failed", **{"vlsync.source": "demo"}) == before:
+        assert time.monotonic() < deadline, "the failed segment was never counted"
+        time.sleep(0.05)
     assert counter("vlsync.archive.failed", **{"vlsync.source": "demo"}) == before + 1
