@@ -69,22 +69,32 @@ PROFILE_DIR_SETTING = "BENCH_PROFILE"
 PARTS = {"dev host": "local.faults.devhost", "Graph emulator": "local.graph_emulator", "Azurite": "azurite"}
 
 
-# What profiling found (issue 11: "find the bottleneck by profiling before changing anything"); the
-# figures of one profiled run (BENCH_PROFILE, yappi CPU clock) and a micro-benchmark, 2 December 2026.
+# What profiling found (issue 11: "find the bottleneck by profiling before changing anything"): the
+# first profile (yappi, BENCH_PROFILE) in session 4, the second (py-spy, sampling the GIL holder, a
+# 3,000-event run) on 2 December 2026 after the first changes; micro-benchmarks of single requests.
 FINDINGS = (
-    "Profile (the dev host under yappi, 1,000-event small run; before the changes): the path is CPU-bound "
-    "on storage round trips, not on the queue settings. About 9.7 synchronous Storage requests per event "
-    "(intake: dedupe check, enqueue, dedupe record, archive blob; worker: lease read + write, record read + "
-    "write, budget grants, message delete) each cost 1.1-1.4 ms of the host's CPU in the SDK pipeline "
-    "(azure-core, requests, urllib3; measured alone) and about 1.3 ms of Azurite's: some 12 of the host's "
-    "21 ms and most of Azurite's 14 ms per event (the profile puts 80% of the host's CPU in that pipeline). "
-    "The Graph PATCH (httpx, async) costs about 0.9 ms. The raw floor makes about 2 storage requests per event.",
-    "Changes from it: the record after a push is one conditional write on the claim's etag (no read: "
-    "1 request less per event); the SDK clients skip the per-request proxy scans of the environment "
-    "when it sets no proxy (about 0.1 ms per request); each command that goes back to wait (item busy, "
-    "budget spent) announces its event on the ledger row, and older commands of the item skip their "
-    "write (coalescing). host.json's batchSize 16 + newBatchThreshold 8 (24 in flight) is unchanged: "
-    "concurrency is not what limits a CPU-bound host, and the Graph budget caps writes anyway.",
+    "Profile 1 (the dev host under yappi, 1,000 events): the path is CPU-bound on Storage round trips, "
+    "not on the queue settings. About 9.7 synchronous Storage requests per event (intake: dedupe check, "
+    "enqueue, dedupe record, archive blob; worker: lease read + write, record read + write, budget grants, "
+    "message delete), each about 1 ms of the host's CPU in the SDK pipeline (azure-core, requests, urllib3) "
+    "and about 0.7-1.5 ms of Azurite's. The raw floor makes about 2 per event.",
+    "Profile 2 (py-spy, the GIL holder, after the record fix below): a quarter of the host's CPU went to "
+    "requests re-reading the environment for proxies on every Storage request (this machine sets "
+    "REQUESTS_CA_BUNDLE, which had switched the scan back on), and the dedupe read, the archive blob and "
+    "the ledger read were 17%, 14% and 10%.",
+    "Changes from them: the record after a push is one conditional write on the claim's etag; Storage "
+    "clients read the environment once (a CA bundle becomes connection_verify; a proxy variable keeps the "
+    "per-request scan); the intake enqueues and then claims the dedupe key with one insert (a redelivery's "
+    "messages are withdrawn again); the archive is written in segments in the background "
+    "(EVENT_ARCHIVE_FLUSH_SECONDS); a claim on a ledger row the instance knows is one conditional write "
+    "(ETag cache); a command that goes back to wait announces its event, and older commands of the item "
+    "skip their write (coalescing). Now about 5 Storage requests per new course (intake: enqueue, dedupe "
+    "insert; worker: ledger read + create, record, delete) and 4 per update of a course the instance knows.",
+    "What is left: one Python process (the GIL) holds the whole host, and the host's CPU per event is what "
+    "the table's CPU line shows; the remainder is the SDK pipeline per request, the Graph client (httpx's "
+    "connection pool scan) and the intake's HTTP handling. host.json's batchSize 16 + newBatchThreshold 8 "
+    "(24 in flight) is unchanged: concurrency is not what limits a CPU-bound host, and the Graph budget "
+    "(1 write/s by default) caps writes far below it anyway.",
 )
 
 
