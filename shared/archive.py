@@ -55,13 +55,18 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlencode
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, LinearRetry
 from opentelemetry import metrics
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
@@ -327,7 +332,9 @@ class EventArchive:
         self._buffer: deque[_Record] = deque()
         self._bytes = 0
         self._first_at = 0.0  # monotonic time of the oldest buffered record
-        self._dropped: list[tuple[str, str]] = []  # (source, correlation id) dropped since the last flush, to log
+        # Dropped since the last flush, to log: how many, their sources, the first LOGGED_IDS correlation ids
+        # (a long outage drops hundreds of thousands; their ids must not pile up instead of their lines).
+        self._dropped = _Dropped()
         self._thread: threading.Thread | None = None
         self._closed = False
         if flush_seconds > 0:
@@ -367,10 +374,18 @@ class EventArchive:
                 batch = list(self._buffer)
                 self._buffer.clear()
                 self._bytes = 0
-                dropped, self._dropped = self._dropped, []
-            if dropped:
+                dropped, self._dropped = self._dropped, _Dropped()
+            if dropped.count:
                 _log_dropped(dropped, self._buffer_records, self._buffer_bytes)
-            return sum(self._put_segment(segment) for segment in self._segments(batch))
+            written = 0
+            segments = list(self._segments(batch))
+            for index, segment in enumerate(segments):
+                try:
+                    written += self._put_segment(segment)
+                except _Unreachable:  # each segment left would hang as long: counted as failed, not tried
+                    _give_up(segments[index + 1 :])
+                    break
+            return written
 
     def flush_if_due(self) -> int:
         """:meth:`flush` if ``flush_seconds`` have passed since the oldest buffered record, or the buffer
@@ -402,7 +417,7 @@ class EventArchive:
             old = self._buffer.popleft()
             self._bytes -= len(old.line)
             dropped.append(old)
-        self._dropped.extend((old.source, old.correlation_id) for old in dropped)  # not their lines: the cap holds
+        self._dropped.add(dropped)
         if self._full():
             self._changed.notify()
         if self._background and self._thread is None:
@@ -459,21 +474,26 @@ class EventArchive:
             yield segment
 
     def _put_segment(self, segment: list[_Record]) -> int:
-        """Write one segment; the number of records written (0: counted and logged as failed)."""
+        """Write one segment; the number of records written (0: counted and logged as failed). Raises
+        ``_Unreachable`` (counted and logged too) when storage did not answer at all."""
         first = segment[0]
         at = first.received_at
         name = f"{first.source}/{at:%Y/%m/%d/%H}/{at.strftime(_BLOB_TIME)}-{uuid.uuid4().hex}{SEGMENT_SUFFIX}"
         data = b"".join(record.line + b"\n" for record in segment)
         try:
             self._upload(name, data, "application/x-ndjson")
-        except Exception:  # best-effort by design (module doc): never raised into the thread or the caller
+        except ResourceExistsError:
+            pass  # the name is unique to this write: a retry after a lost answer found it written
+        except Exception as error:  # best-effort by design (module doc): never raised out of flush()
             logger.exception(
                 "archive segment failed; %d record(s) not archived source=%s correlations=%s",
                 len(segment),
                 first.source,
-                ",".join(record.correlation_id for record in segment),
+                _some(record.correlation_id for record in segment),
             )
             FAILED.add(len(segment), {"vlsync.source": first.source})
+            if isinstance(error, ServiceRequestError | ServiceResponseError):
+                raise _Unreachable from error
             return 0
         return len(segment)
 
@@ -564,15 +584,54 @@ def _parse(data: bytes, where: str) -> ArchivedDelivery:
         raise ArchiveUnreadable(f"{where}: {exc.error_count()} invalid field(s)") from exc
 
 
-def _log_dropped(dropped: Sequence[tuple[str, str]], records: int, size: int) -> None:
+class _Unreachable(Exception):
+    """Storage did not answer a segment's write (connection refused, timed out)."""
+
+
+def _give_up(segments: Sequence[list[_Record]]) -> None:
+    """The segments of a batch left after one failed: counted and logged as failed, not tried."""
+    records = [record for segment in segments for record in segment]
+    if not records:
+        return
+    for source in {record.source for record in records}:
+        FAILED.add(sum(record.source == source for record in records), {"vlsync.source": source})
+    logger.error(
+        "archive: %d more record(s) of the batch not archived after a failed segment correlations=%s",
+        len(records),
+        _some(record.correlation_id for record in records),
+    )
+
+
+# A log line names at most this many correlation ids: a full buffer drops thousands at once.
+LOGGED_IDS = 50
+
+
+def _some(ids: Iterable[str]) -> str:
+    shown = list(itertools.islice(ids, LOGGED_IDS + 1))
+    return ",".join(shown[:LOGGED_IDS]) + (",..." if len(shown) > LOGGED_IDS else "")
+
+
+@dataclass
+class _Dropped:
+    count: int = 0
+    sources: set[str] = field(default_factory=set)
+    ids: list[str] = field(default_factory=list)
+
+    def add(self, records: Sequence[_Record]) -> None:
+        self.count += len(records)
+        self.sources.update(record.source for record in records)
+        self.ids.extend(record.correlation_id for record in records[: LOGGED_IDS + 1 - len(self.ids)])
+
+
+def _log_dropped(dropped: _Dropped, records: int, size: int) -> None:
     logger.error(
         "archive buffer full (%d records or %d bytes): %d oldest record(s) dropped, not archived sources=%s "
         "correlations=%s",
         records,
         size,
-        len(dropped),
-        ",".join(sorted({source for source, _ in dropped})),
-        ",".join(correlation for _, correlation in dropped),
+        dropped.count,
+        ",".join(sorted(dropped.sources)),
+        _some(dropped.ids),
     )
 
 

@@ -274,6 +274,10 @@ class Backfill:
     on_invalid: OnInvalid = "continue"
     limit: int | None = None  # process at most this many records not yet done, then stop (a trial run)
     source_event_id: str | None = None  # of every event of the run (reconcile's tie-breaker)
+    # A file's lines keep their places, so a resumed run skips the lines the checkpoint has done. An LMS's
+    # list may not (a course added or removed moves the rest): then every course is claimed again, and
+    # the ledger judges one pushed before at the same time stale, with no Graph request.
+    skip_done_lines: bool = True
     progress: Callable[[Tally], None] | None = None
     monotonic: Callable[[], float] = time.monotonic
     tally: Tally = field(default_factory=Tally)
@@ -314,7 +318,7 @@ class Backfill:
                 record = self._unique(read)  # before the checkpoint: a resumed run knows the done lines' ids
                 if self.pusher.stopped is not None:
                     break
-                if self.checkpoint is not None and record.line in self.checkpoint.done:
+                if self.skip_done_lines and self.checkpoint is not None and record.line in self.checkpoint.done:
                     self.tally.already_done += 1
                     continue
                 if self.limit is not None and taken >= self.limit:

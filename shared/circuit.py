@@ -50,6 +50,12 @@ MAX_COOLDOWN = timedelta(minutes=15)
 # How long a probe owns the half-open state: longer than one push can take (the worker's lease is
 # longer still), so a crashed prober cannot keep the circuit half-open for ever.
 PROBE_SECONDS = timedelta(seconds=120)
+# How long the others wait while a probe is out: a push takes a second or two, so they look again soon
+# after it answered. Waiting out PROBE_SECONDS instead kept every command away for two minutes after
+# Graph was back, and, when the probe never called Graph (the ledger skipped its command), left no
+# command to take the probe over until they all came back (the fault run's 40-s outage did not drain
+# in 4 minutes). Each waiting command is sent back once per recheck while the probe is out.
+PROBE_RECHECK = timedelta(seconds=5)
 CACHE_SECONDS = 5.0  # how stale an instance's view may be; an outage is minutes, this is seconds
 
 
@@ -60,11 +66,13 @@ class Circuit:
     cooldown: timedelta = FIRST_COOLDOWN  # the next (or current) open period
     until: datetime | None = None  # open: when probing may start; half-open: when the probe expires
 
-    def waits(self, now: datetime) -> float:
-        """Seconds a command must wait before it may call Graph (0: call now)."""
+    def waits(self, now: datetime, recheck: timedelta = PROBE_RECHECK) -> float:
+        """Seconds a command must wait before it may call Graph (0: call now): the rest of the cool-down,
+        or, while a probe is out, until it may have answered (at most ``recheck``)."""
         if self.state == "closed" or self.until is None or now >= self.until:
             return 0.0
-        return (self.until - now).total_seconds()
+        left = (self.until - now).total_seconds()
+        return min(left, recheck.total_seconds()) if self.state == "half-open" else left
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class Policy:
     first_cooldown: timedelta = FIRST_COOLDOWN
     max_cooldown: timedelta = MAX_COOLDOWN
     probe: timedelta = PROBE_SECONDS
+    probe_recheck: timedelta = PROBE_RECHECK
 
     def closed(self) -> Circuit:
         return Circuit(cooldown=self.first_cooldown)
@@ -88,7 +97,8 @@ def admit(circuit: Circuit, now: datetime, policy: Policy = DEFAULT_POLICY) -> C
 
     Closed lets everything through. Open lets nothing through until its cool-down ends; then the
     first command becomes the probe (half-open, owned until ``PROBE_SECONDS``). While a probe is out,
-    others wait; a probe that never reported (its worker died) expires and the next command probes.
+    others wait (``PROBE_RECHECK`` at a time); a probe that never reported (its worker died) expires
+    and the next command probes.
     """
     if circuit.state == "closed":
         return circuit
@@ -205,7 +215,7 @@ class CircuitBreaker:
                 now = self._clock()
                 admitted = admit(circuit, now, self._policy)
                 if admitted is None:
-                    return max(1.0, circuit.waits(now))
+                    return max(1.0, circuit.waits(now, self._policy.probe_recheck))
                 if admitted == circuit:
                     return 0.0
                 if self._store.write(admitted, etag):  # this command is the probe

@@ -43,6 +43,7 @@ import hashlib
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,8 @@ DEGRADED = _meter.create_counter(
     description="Deliveries accepted without dedupe because its table failed, per source and step",
 )
 
+# The property of a dedupe row naming the claim that wrote it (a random token per claim).
+CLAIM_PROPERTY = "claimId"
 # How often a claim looks again when the key's row changes under it (a purge, another acceptance):
 # each round is a redelivery racing another; more than a few means something else is wrong.
 CLAIM_ROUNDS = 3
@@ -156,8 +159,13 @@ class TableDeliveryDedupe:
         )
 
     def claim(self, source: str, key: str, delivery: SeenDelivery) -> SeenDelivery | None:
-        """One insert for a new delivery; a taken key is read, and taken over when its row expired."""
-        entity = self._entity(source, key, delivery)
+        """One insert for a new delivery; a taken key is read, and taken over when its row expired.
+
+        The row carries a token of this claim (``claimId``): a write that landed but whose answer was lost,
+        sent again by the SDK, finds the row taken (409, or 412 on a takeover) by this very claim, and
+        that must not read as a redelivery (its commands would be withdrawn)."""
+        token = uuid.uuid4().hex
+        entity = {**self._entity(source, key, delivery), CLAIM_PROPERTY: token}
         for _ in range(CLAIM_ROUNDS):
             try:
                 self._table.create_entity(entity)
@@ -171,10 +179,9 @@ class TableDeliveryDedupe:
                 current = self._table.get_entity(source, key)
             except ResourceNotFoundError:  # purged meanwhile: insert again
                 continue
-            earlier = self._earlier(current, delivery.seen_at)
-            if earlier is not None and _same(earlier, delivery):
-                # Our own insert: it landed, its answer did not, and the SDK's retry found the row taken.
+            if current.get(CLAIM_PROPERTY) == token:  # our own write: it landed, its answer did not
                 return None
+            earlier = self._earlier(current, delivery.seen_at)
             if earlier is None:  # expired: this acceptance takes the key, unless another moved first
                 try:
                     self._table.update_entity(
@@ -186,15 +193,23 @@ class TableDeliveryDedupe:
                     return None
                 except (ResourceModifiedError, ResourceNotFoundError):
                     continue
-            self._refresh(source, key, max(earlier.seen_at, delivery.seen_at))
+            self._refresh(source, key, str(current.metadata["etag"]), max(earlier.seen_at, delivery.seen_at))
             return replace(earlier, seen_at=max(earlier.seen_at, delivery.seen_at))
         raise DedupeContended(f"the dedupe row of {source}/{key} kept changing")
 
-    def _refresh(self, source: str, key: str, seen_at: datetime) -> None:
-        """Move a remembered delivery's horizon to its latest redelivery. Only that is lost if it fails:
-        the duplicate is known, so its commands are withdrawn either way."""
+    def _refresh(self, source: str, key: str, etag: str, seen_at: datetime) -> None:
+        """Move a remembered delivery's horizon to its latest redelivery, on the row as read (a row taken
+        over meanwhile keeps its own). Only that is lost if it fails: the duplicate is known, so its
+        commands are withdrawn either way."""
         try:
-            self._table.update_entity({"PartitionKey": source, "RowKey": key, "seenAt": seen_at}, mode=UpdateMode.MERGE)
+            self._table.update_entity(
+                {"PartitionKey": source, "RowKey": key, "seenAt": seen_at},
+                mode=UpdateMode.MERGE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError:
+            pass  # another acceptance or redelivery wrote the row since: its seenAt is as recent
         except AzureError as exc:
             logger.warning("dedupe: could not move the horizon of %s/%s: %s", source, key, exc)
 
@@ -266,15 +281,6 @@ class TableDeliveryDedupe:
             with contextlib.suppress(ResourceExistsError):
                 self._table.create_table()
             self._ensured = True
-
-
-def _same(row: SeenDelivery, delivery: SeenDelivery) -> bool:
-    """The row was written for ``delivery``: message ids are unique, so equal ids mean the same enqueue."""
-    return (
-        bool(delivery.message_ids)
-        and row.message_ids == delivery.message_ids
-        and (row.correlation_id == delivery.correlation_id)
-    )
 
 
 def _utc(value: Any) -> datetime | None:

@@ -453,8 +453,13 @@ def backfill(
         when = datetime.fromisoformat(checkpoint.extra["asOf"])
     checkpoint.extra["asOf"] = when.isoformat()
     resumed = checkpoint.done.count()
-    if resumed:
+    if resumed and lms is None:
         out.note(f"resuming from {checkpoint_file}: {resumed} line(s) done (first {checkpoint.done.prefix()} in a row)")
+    elif resumed and lms is not None:
+        out.note(
+            f"resuming from {checkpoint_file}: listing {lms.name} again; the {resumed} course(s) pushed before "
+            "are judged by the ledger and not sent again"
+        )
     total = _line_count(file) if file is not None else None
     budget = _budget(conf, registration_id)
     listing: LmsListing | None = None
@@ -476,6 +481,7 @@ def backfill(
                     in_flight=concurrency,
                     on_invalid=on_invalid,  # type: ignore[arg-type]
                     limit=limit,
+                    skip_done_lines=lms is None,
                 )
                 started = time.monotonic()
                 stopped: engine.RunStopped | None = None

@@ -155,6 +155,17 @@ class Paging:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     clock: Callable[[], float] = time.monotonic
     pages: int = 0  # pages read so far (for the report)
+    visited: set[str] = field(default_factory=set)  # next-page URLs followed so far
+
+    def follow(self, url: str, base_url: str, lms: str) -> str:
+        """A next-page URL to fetch: on ``apiBaseUrl``'s origin (:func:`same_origin`) and not one followed
+        before. An LMS whose next link leads back to a page already read would loop for ever: that is an
+        invalid answer, a permanent error."""
+        url = same_origin(url, base_url, lms)
+        if url in self.visited:
+            raise LmsPermanentError(lms, None, "invalid-response", f"the next page {url} was already read")
+        self.visited.add(url)
+        return url
 
     async def fetch(self, page: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """``page(*args, deadline=..., **kwargs)`` under a fresh deadline, again after a transient failure

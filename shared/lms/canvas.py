@@ -50,7 +50,6 @@ from shared.lms import (
     listed,
     next_link,
     parse,
-    same_origin,
     send,
 )
 from shared.sources.canvas import state_action
@@ -105,7 +104,7 @@ class CanvasClient(ApiClient):
             for course in items.root:
                 yield listed(str(course.id), to_course, course, self.base_url)
             following = next_link(response)
-            url, params = (same_origin(following, self.base_url, LMS), None) if following else (None, None)
+            url, params = (paging.follow(following, self.base_url, LMS), None) if following else (None, None)
 
     async def _page(self, url: str, params: Any, deadline: Deadline) -> httpx.Response:
         response = await send(

@@ -55,7 +55,6 @@ from shared.lms import (
     check,
     listed,
     parse,
-    same_origin,
     send,
 )
 from shared.sources.normalize import clock_duration
@@ -181,7 +180,7 @@ class OpenEdxClient(ApiClient):
             for course in page.results:
                 yield listed(course.id, to_course, course, self.base_url)
             # The next URL carries page and page_size itself.
-            url = same_origin(page.pagination.next, self.base_url, LMS) if page.pagination.next else None
+            url = paging.follow(page.pagination.next, self.base_url, LMS) if page.pagination.next else None
             params = None
 
     async def _bearer(self, deadline: Deadline) -> tuple[str, str]:

@@ -148,13 +148,21 @@ class ThinkificClient(ApiClient):
             response = await paging.fetch(self._get, "courses", "the course list", params=params, limit=MAX_PAGE_BYTES)
             page = parse(CoursePage, response, LMS, "course list")
             for course in page.items:
-                product = parse(
-                    ThinkificProduct,
-                    await paging.fetch(
-                        self._get, f"products/{course.product_id}", f"product {course.product_id} of course {course.id}"
-                    ),
-                    LMS,
-                )
+                try:
+                    product = parse(
+                        ThinkificProduct,
+                        await paging.fetch(
+                            self._get,
+                            f"products/{course.product_id}",
+                            f"product {course.product_id} of course {course.id}",
+                        ),
+                        LMS,
+                    )
+                except LmsPermanentError as error:  # one course's product (gone, refused, odd): a bad record
+                    if error.status in (401, 403):
+                        raise  # the secret itself is refused: every course would fail alike
+                    yield Listed(str(course.id), problem=error.message)
+                    continue
                 yield listed(str(course.id), to_course, course, product, self.subdomain)
             following = page.meta.pagination.next_page
             if following is not None and following <= page_number:

@@ -95,8 +95,19 @@ def test_a_canvas_catalog_is_backfilled_page_by_page_and_a_second_run_resends_no
     second = cli.json("backfill", "--source", "lms", "--page-size", "10")
 
     assert second["pushed"] == 0
-    assert second["alreadyDone"] == COURSES
+    assert second["skippedStale"] == COURSES, "listed again, judged by the ledger: pushed before at the same time"
     assert content_writes(cli) == 0
+
+    # A course added before the others moves every position of the list: none may be taken as done.
+    admin = f"{lms.url}/_lms/canvas/courses/7000"
+    httpx.put(admin, json={**canvas_course(1), "id": 7000, "name": "Added first"}, timeout=10).raise_for_status()
+    try:
+        third = cli.json("backfill", "--source", "lms", "--page-size", "10")
+    finally:
+        httpx.delete(admin, timeout=10).raise_for_status()
+    assert (third["pushed"], third["skippedStale"]) == (1, COURSES)
+    assert content_writes(cli) == 1
+    assert next(i for i in cli.json("content", "list") if i["externalId"] == "cv-7000")["title"] == "Added first"
 
 
 def test_file_and_source_together_are_a_usage_error(cli: CliSide, tmp_path: Path) -> None:

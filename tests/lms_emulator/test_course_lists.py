@@ -177,6 +177,50 @@ async def test_a_next_link_off_the_api_origin_is_refused() -> None:
             await every(client, Paging())
 
 
+@pytest.mark.parametrize("platform", ["canvas", "openedx"])
+async def test_a_next_link_back_to_a_page_already_read_is_refused(platform: str) -> None:
+    """An LMS whose pages link in a circle would otherwise be listed for ever."""
+    served: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":  # Open edX's client-credentials token
+            return httpx.Response(200, json={"access_token": "t", "token_type": "JWT", "expires_in": 3600})
+        served.append(str(request.url))
+        again = "https://lms.example/api/page2"  # page 2 links to itself
+        if platform == "canvas":
+            body: Any = [{"id": len(served), "name": "A", "workflow_state": "available"}]
+            return httpx.Response(200, json=body, headers={"Link": f'<{again}>; rel="next"'})
+        course = {"id": f"course-v1:o+n{len(served)}+r", "name": "A", "course_id": "x"}
+        return httpx.Response(200, json={"results": [course], "pagination": {"next": again}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        client: Any = (
+            CanvasClient(http, "https://lms.example", ApiSecret("s", "LMS_SECRET"))
+            if platform == "canvas"
+            else OpenEdxClient(http, "https://lms.example", "client-id", ApiSecret("s", "LMS_SECRET"))
+        )
+        with pytest.raises(LmsPermanentError, match="already read"):
+            await every(client, Paging())
+    assert len([url for url in served if url.endswith("page2")]) == 1
+
+
+async def test_a_course_whose_product_is_gone_is_a_bad_record_not_a_failed_run() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/courses"):
+            courses = [{"id": n, "name": f"C{n}", "product_id": 100 + n, "slug": f"c{n}"} for n in (1, 2)]
+            return httpx.Response(200, json={"items": courses, "meta": {"pagination": {"next_page": None}}})
+        if request.url.path.endswith("/products/101"):
+            return httpx.Response(404, json={"error": "Record not found"})
+        return httpx.Response(200, json={"id": 102, "status": "published", "hidden": False, "private": False})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        client = ThinkificClient(http, "https://api.thinkific.example", "acme", ApiSecret("s", "LMS_SECRET"))
+        listed = [item async for item in client.courses(Paging())]
+    assert [item.course_id for item in listed] == ["1", "2"]
+    assert listed[0].problem is not None
+    assert "404" in listed[0].problem or "not" in listed[0].problem.lower()
+
+
 async def test_a_malformed_page_is_permanent_naming_the_lms() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(200, json={"x": 1}))) as http:
         client = ThinkificClient(http, "https://api.thinkific.example", "acme", ApiSecret("s", "LMS_SECRET"))

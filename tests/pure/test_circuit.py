@@ -11,6 +11,7 @@ from shared.circuit import (
     FAILURES_TO_OPEN,
     FIRST_COOLDOWN,
     MAX_COOLDOWN,
+    PROBE_RECHECK,
     PROBE_SECONDS,
     Circuit,
     admit,
@@ -44,6 +45,15 @@ def test_an_open_circuit_holds_commands_then_lets_one_probe() -> None:
     assert (again.state, again.cooldown, again.until) == ("open", 2 * FIRST_COOLDOWN, T0 + 2 * FIRST_COOLDOWN)
 
 
+def test_while_a_probe_is_out_the_others_look_again_soon_not_after_the_probe_lease() -> None:
+    probe = admit(Circuit("open", 0, FIRST_COOLDOWN, T0), T0)
+    assert probe is not None
+    assert probe.waits(T0) == PROBE_RECHECK.total_seconds() < PROBE_SECONDS.total_seconds()
+    near_expiry = T0 + PROBE_SECONDS - timedelta(seconds=2)
+    assert probe.waits(near_expiry) == 2.0  # never past the probe's own expiry
+    assert probe.waits(T0, timedelta(seconds=1)) == 1.0  # Policy.probe_recheck
+
+
 def test_a_late_answer_does_not_move_an_open_circuit() -> None:
     opened = Circuit("open", 0, FIRST_COOLDOWN, T0 + FIRST_COOLDOWN)
     assert transition(opened, "failure", T0) == opened
@@ -73,6 +83,8 @@ def test_invariants_hold_for_any_history(steps: list[tuple[str, int]]) -> None:
             if admitted is None:
                 assert circuit.state != "closed"
                 assert circuit.waits(now) > 0
+                if circuit.state == "half-open":  # the others look again soon while a probe is out
+                    assert circuit.waits(now) <= PROBE_RECHECK.total_seconds()
             else:
                 circuit = admitted
             continue

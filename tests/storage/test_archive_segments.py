@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
-from azure.core.exceptions import ServiceRequestError
+from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared import archive
@@ -226,8 +226,8 @@ def test_a_failed_segment_is_counted_and_logged_once_with_its_correlation_ids(
     real_upload = container.upload_blob
 
     def upload(name: str, data: Any, **kwargs: Any) -> Any:
-        if name.startswith("seg-down/"):  # after the blob client's own retry
-            raise ServiceRequestError("storage unreachable")
+        if name.startswith("seg-down/"):  # a refusal of this one write, after the blob client's own retry
+            raise HttpResponseError("the request is not authorized for this blob")
         return real_upload(name, data, **kwargs)
 
     monkeypatch.setattr(container, "upload_blob", upload)
@@ -244,6 +244,28 @@ def test_a_failed_segment_is_counted_and_logged_once_with_its_correlation_ids(
     assert "lost-0,lost-1" in logged.getMessage()
     assert "body-must-not-be-logged" not in logged.getMessage()
     assert ids(segmented.list(T0, T0 + timedelta(minutes=1))) == ["kept"]
+
+
+def test_storage_that_does_not_answer_fails_the_rest_of_the_batch_without_trying(
+    container: ContainerClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each write to unreachable storage hangs for its timeouts: one is tried, the rest counted as failed."""
+    tried: list[str] = []
+
+    def upload(name: str, data: Any, **kwargs: Any) -> Any:
+        tried.append(name)
+        raise ServiceRequestError("storage unreachable")
+
+    monkeypatch.setattr(container, "upload_blob", upload)
+    segmented = EventArchive(container, flush_seconds=1, monotonic=Clock(), background=False)
+    before = {source: failed(source) for source in ("gone-a", "gone-b", "gone-c")}
+    for n, source in enumerate(["gone-a", "gone-b", "gone-b", "gone-c"]):
+        segmented.put(record(source, T0 + timedelta(seconds=n), f"c-{n}"))
+    with caplog.at_level(logging.ERROR, logger="shared.archive"):
+        assert segmented.flush() == 0
+    assert len(tried) == 1, "one segment tried, two given up"
+    assert {source: failed(source) - before[source] for source in before} == {"gone-a": 1, "gone-b": 2, "gone-c": 1}
+    assert "3 more record(s)" in caplog.records[-1].getMessage()
 
 
 def test_the_thread_survives_a_failed_write(

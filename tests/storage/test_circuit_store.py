@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from azure.core.exceptions import ServiceRequestError
 from azure.data.tables import TableServiceClient
 
-from shared.circuit import FAILURES_TO_OPEN, FIRST_COOLDOWN, PROBE_SECONDS, Circuit, CircuitBreaker, TableCircuitStore
+from shared.circuit import FAILURES_TO_OPEN, FIRST_COOLDOWN, PROBE_RECHECK, Circuit, CircuitBreaker, TableCircuitStore
 from shared.settings import Settings
 
 
@@ -39,7 +39,7 @@ def test_failures_on_two_instances_open_one_shared_circuit(settings: Settings) -
 
     clock.now += FIRST_COOLDOWN
     assert a.wait_seconds() == 0.0  # a is the probe
-    assert b.wait_seconds() == PROBE_SECONDS.total_seconds()  # b waits while the probe is out
+    assert b.wait_seconds() == PROBE_RECHECK.total_seconds()  # b looks again soon: the probe answers in seconds
     a.record("success")
     assert b.wait_seconds() == 0.0
     assert b.view() == {"state": "closed", "until": None, "failures": 0}

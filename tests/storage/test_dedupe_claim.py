@@ -132,10 +132,33 @@ def test_two_instances_claiming_at_once_have_exactly_one_winner(
 
 def test_an_insert_whose_answer_was_lost_is_still_this_deliverys(table: TableClient) -> None:
     """The insert landed, its answer did not, the SDK sent it again: 409 on the row it wrote itself.
-    That is no redelivery: its commands must stay queued."""
+    That is no redelivery: its commands must stay queued. Also for a delivery of more ids than a row keeps."""
     now = datetime.now(UTC)
-    mine = accepted(now)
-    table.create_entity(TableDeliveryDedupe._entity("demo", "k1", mine))  # the first try's effect
-    assert TableDeliveryDedupe(table, HORIZON).claim("demo", "k1", mine) is None
-    other = SeenDelivery("first", ("m-other",), now, now)  # same correlation id, another enqueue
-    assert TableDeliveryDedupe(table, HORIZON).claim("demo", "k1", other) is not None
+    many = SeenDelivery("big", tuple(f"{uuid.uuid4()}" for _ in range(1000)), now, now)
+    for key, delivery in (("k1", accepted(now)), ("k2", many)):
+        lost_answer = LosingFirstAnswer(table)
+        assert TableDeliveryDedupe(lost_answer, HORIZON).claim("demo", key, delivery) is None  # type: ignore[arg-type]
+        assert lost_answer.lost == ["create_entity"]
+        assert table.get_entity("demo", key)["correlationId"] == delivery.correlation_id
+    # the same delivery claimed again (a true redelivery: another claim) is a duplicate
+    assert TableDeliveryDedupe(table, HORIZON).claim("demo", "k2", many) is not None
+
+
+class LosingFirstAnswer(CountingTable):
+    """The first create lands, but its caller sees the SDK's retry answered 409 (the answer was lost)."""
+
+    def __init__(self, table: TableClient) -> None:
+        super().__init__(table)
+        self.lost: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = super().__getattr__(name)
+        if name != "create_entity" or self.lost:
+            return method
+
+        def landed_then_conflict(*args: Any, **kwargs: Any) -> Any:
+            method(*args, **kwargs)
+            self.lost.append(name)
+            return method(*args, **kwargs)  # the retry: ResourceExistsError on its own row
+
+        return landed_then_conflict
