@@ -117,6 +117,10 @@ def test_make_bench_small_writes_every_scenarios_table(tmp_path: Path) -> None:
     assert re.fullmatch(r"[\d.]+×", app[5]), app  # a ratio to the floor of the same run
     assert re.fullmatch(r"\d\.\d\d", app[8]), app  # Graph writes per event, from the emulator's totals
     assert app[10] == "0", app  # no course lost, resurrected or left stale
-    [steady] = tables["Webhook path at a steady 100 events/s"]
-    assert steady[0] == "300", steady
-    assert steady[7] == "0", steady
+    steady = tables["Webhook path at steady rates (target: 100 events/s with p99 ≤ 1 s)"]
+    assert [row[0] for row in steady] == ["100 events/s (target)", "50 events/s"]
+    assert [row[1] for row in steady] == ["300", "150"], steady
+    assert [row[8] for row in steady] == ["0", "0"], steady  # nothing lost, resurrected or stale
+    backlog = tables["Azurite's CPU per queue operation, by backlog"]
+    assert [row[0] for row in backlog] == ["50", "1,000"]
+    assert all(re.fullmatch(r"\d+\.\d\d ms", cell) for row in backlog for cell in row[1:]), backlog
