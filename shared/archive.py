@@ -481,9 +481,13 @@ class EventArchive:
         name = f"{first.source}/{at:%Y/%m/%d/%H}/{at.strftime(_BLOB_TIME)}-{uuid.uuid4().hex}{SEGMENT_SUFFIX}"
         data = b"".join(record.line + b"\n" for record in segment)
         try:
-            self._upload(name, data, "application/x-ndjson")
-        except ResourceExistsError:
-            pass  # the name is unique to this write: a retry after a lost answer found it written
+            try:
+                self._upload(name, data, "application/x-ndjson")
+            except ResourceExistsError as exists:
+                # The name is unique to this write: a retry after a lost answer found it written. Any
+                # other 409 (e.g. ContainerBeingDeleted) is a refusal, counted below.
+                if getattr(exists, "error_code", None) != "BlobAlreadyExists":  # set by the storage SDK
+                    raise
         except Exception as error:  # best-effort by design (module doc): never raised out of flush()
             logger.exception(
                 "archive segment failed; %d record(s) not archived source=%s correlations=%s",

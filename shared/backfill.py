@@ -318,12 +318,15 @@ class Backfill:
                 record = self._unique(read)  # before the checkpoint: a resumed run knows the done lines' ids
                 if self.pusher.stopped is not None:
                     break
-                if self.skip_done_lines and self.checkpoint is not None and record.line in self.checkpoint.done:
+                done_before = self.checkpoint is not None and record.line in self.checkpoint.done
+                if self.skip_done_lines and done_before:
                     self.tally.already_done += 1
                     continue
                 if self.limit is not None and taken >= self.limit:
                     break
-                taken += 1
+                # A list read again (skip_done_lines off) sends its done positions for the ledger to judge;
+                # they do not count toward --limit, or a resumed trial would take the same first N for ever.
+                taken += not done_before
                 if record.content is None:
                     self.tally.problem(record)
                     self._progress()

@@ -15,7 +15,7 @@ from functools import lru_cache
 import httpx
 
 from shared.archive import EventArchive
-from shared.circuit import CircuitBreaker, Policy, TableCircuitStore
+from shared.circuit import CircuitBreaker, Policy, TableCircuitStore, probe_lease
 from shared.credentials import graph_credential, tls_options
 from shared.dedupe import TableDeliveryDedupe
 from shared.fetchback import LmsFetcher
@@ -90,9 +90,11 @@ def write_budgets() -> RateBudgets | None:
 def circuit_breaker() -> CircuitBreaker:
     """The Graph circuit, one row in the ledger table shared by every instance (``shared.circuit``)."""
     settings = get_settings()
+    push = push_timing(settings.graph_timeout_seconds, settings.graph_max_inline_retry_seconds)
     policy = Policy(
         failures_to_open=settings.graph_circuit_failures,
         first_cooldown=timedelta(seconds=settings.graph_circuit_cooldown_seconds),
+        probe=probe_lease(push.lease_seconds),
     )
     table = table_service(settings).get_table_client(settings.ledger_table_name)
     return CircuitBreaker(TableCircuitStore(table), policy=policy)

@@ -4,8 +4,9 @@ Without it, an outage longer than the queue's five attempts (about 2.5 minutes a
 visibility timeout) drains every command into the poison queue. With it, the worker counts Graph's
 server-side failures; after ``FAILURES_TO_OPEN`` in a row the circuit opens and every command waits
 in the queue, hidden for the rest of the cool-down, as a new message (so no delivery attempt is
-spent). When the cool-down ends one worker probes (its next command is let through); success closes
-the circuit, failure opens it again for twice as long, up to ``MAX_COOLDOWN``.
+spent). When the cool-down ends one worker probes (its next command is let through); any answer
+from Graph (a 4xx or 429 too) closes the circuit, no answer or a 5xx opens it again for twice as
+long, up to ``MAX_COOLDOWN``.
 
 The state is one Table storage row shared by every instance (ETag-guarded writes), because a scaled-
 out app has many workers and each must see the same outage. Each instance caches what it read for a
@@ -50,11 +51,13 @@ MAX_COOLDOWN = timedelta(minutes=15)
 # How long a probe owns the half-open state: longer than one push can take (the worker's lease is
 # longer still), so a crashed prober cannot keep the circuit half-open for ever.
 PROBE_SECONDS = timedelta(seconds=120)
-# How long the others wait while a probe is out: a push takes a second or two, so they look again soon
-# after it answered. Waiting out PROBE_SECONDS instead kept every command away for two minutes after
-# Graph was back, and, when the probe never called Graph (the ledger skipped its command), left no
-# command to take the probe over until they all came back (the fault run's 40-s outage did not drain
-# in 4 minutes). Each waiting command is sent back once per recheck while the probe is out.
+# How long the others wait while a probe is out, at first: a push takes a second or two, so they look
+# again soon after it answered. Waiting out PROBE_SECONDS instead kept every command away for two
+# minutes after Graph was back, and, when the probe never called Graph (the ledger skipped its
+# command), left no command to take the probe over until they all came back (the fault run's 40-s
+# outage did not drain in 4 minutes). A probe still out after that is hanging (Graph timing out, up to
+# the push's deadline): the wait then grows with the probe's age, so a 100-s hang sends each waiting
+# command back about 5 times, not 20.
 PROBE_RECHECK = timedelta(seconds=5)
 CACHE_SECONDS = 5.0  # how stale an instance's view may be; an outage is minutes, this is seconds
 
@@ -66,13 +69,18 @@ class Circuit:
     cooldown: timedelta = FIRST_COOLDOWN  # the next (or current) open period
     until: datetime | None = None  # open: when probing may start; half-open: when the probe expires
 
-    def waits(self, now: datetime, recheck: timedelta = PROBE_RECHECK) -> float:
+    def waits(self, now: datetime, policy: Policy | None = None) -> float:
         """Seconds a command must wait before it may call Graph (0: call now): the rest of the cool-down,
-        or, while a probe is out, until it may have answered (at most ``recheck``)."""
+        or, while a probe is out, until it may have answered: ``probe_recheck``, or the probe's age once
+        it is older (never past the probe's expiry)."""
         if self.state == "closed" or self.until is None or now >= self.until:
             return 0.0
         left = (self.until - now).total_seconds()
-        return min(left, recheck.total_seconds()) if self.state == "half-open" else left
+        if self.state != "half-open":
+            return left
+        policy = policy or DEFAULT_POLICY
+        age = (now - (self.until - policy.probe)).total_seconds()
+        return min(left, max(policy.probe_recheck.total_seconds(), age))
 
 
 @dataclass(frozen=True)
@@ -92,12 +100,19 @@ class Policy:
 DEFAULT_POLICY = Policy()
 
 
+def probe_lease(push_lease_seconds: float) -> timedelta:
+    """How long a probe owns the half-open state: ``PROBE_SECONDS``, or a push's whole item lease when
+    that is longer (130 s at the default GRAPH_TIMEOUT_SECONDS of 30), so a probe still pushing never loses the
+    probe to a second one."""
+    return max(PROBE_SECONDS, timedelta(seconds=push_lease_seconds))
+
+
 def admit(circuit: Circuit, now: datetime, policy: Policy = DEFAULT_POLICY) -> Circuit | None:
     """The state after letting one command through, or ``None`` when it must wait.
 
     Closed lets everything through. Open lets nothing through until its cool-down ends; then the
     first command becomes the probe (half-open, owned until ``PROBE_SECONDS``). While a probe is out,
-    others wait (``PROBE_RECHECK`` at a time); a probe that never reported (its worker died) expires
+    others wait (``PROBE_RECHECK``, longer as the probe ages); a probe that never reported (its worker died) expires
     and the next command probes.
     """
     if circuit.state == "closed":
@@ -215,7 +230,7 @@ class CircuitBreaker:
                 now = self._clock()
                 admitted = admit(circuit, now, self._policy)
                 if admitted is None:
-                    return max(1.0, circuit.waits(now, self._policy.probe_recheck))
+                    return max(1.0, circuit.waits(now, self._policy))
                 if admitted == circuit:
                     return 0.0
                 if self._store.write(admitted, etag):  # this command is the probe

@@ -178,12 +178,15 @@ class BudgetsPort(Protocol):
     def for_registration(self, tenant_id: str | None, registration_id: str) -> BudgetPort: ...
 
 
+CircuitEvent = Literal["success", "failure", "unused"]  # shared.circuit.Event
+
+
 class CircuitPort(Protocol):
     """The shared Graph circuit breaker (``shared.circuit.CircuitBreaker``); synchronous storage calls."""
 
     def wait_seconds(self) -> float: ...
 
-    def record(self, event: Literal["success", "failure", "unused"]) -> None: ...
+    def record(self, event: CircuitEvent) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,12 @@ async def process(body: bytes, info: MessageInfo, ports: WorkerPorts) -> Outcome
 
 async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts) -> Outcome:
     log_args = (command.op, command.external_id, command.registration_id, info.message_id, command.correlation_id)
+    # Once the circuit let this command through (perhaps as the half-open circuit's probe), every way
+    # out tells the breaker exactly once what Graph did: "unused" when Graph was not called (skipped,
+    # busy, budget, LMS trouble, a bug), "success" when Graph answered, even with a 4xx or a 429, and
+    # "failure" for no answer or a 5xx. A probe that ended any other way unreported would hold the
+    # circuit half-open for PROBE_SECONDS while every other command keeps coming back.
+    said: CircuitEvent | None = None
     try:
         if not await _enabled(ports.ledger, command.registration_id):
             await asyncio.to_thread(ports.queue.hold, command.to_json())
@@ -252,9 +261,9 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
             return Outcome.HELD
         if (waiting := await _circuit_wait(command, ports, log_args)) is not None:
             return waiting
+        said = "unused"
         budget = ports.budgets.for_registration(command.tenant_id, command.registration_id) if ports.budgets else None
         if budget is not None and (waiting := await _budget_wait(command, budget, ports, log_args)) is not None:
-            await _graph_unused(ports)
             return waiting
         # Fetch-back before the lease: the LMS call must not hold the item. What is parked or retried
         # later is the fetch command itself, so a replay asks the LMS again.
@@ -275,23 +284,27 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
             ) as push:
                 graph = ports.graph.with_budget(budget) if budget is not None else ports.graph
                 outcome = await _push(target, graph, push.deadline)
+                said = "success"
         except ItemBusy as busy:
-            await _graph_unused(ports)
             return await _wait_for_lease(command, busy, ports, log_args)
         except StaleEvent as stale:
-            await _graph_unused(ports)
             return _skipped(command, log_args, stale)
         except LeaseLost as lost:
             return _lease_lost(lost, log_args)
     except GraphTransientError as error:
         if error.code == RATE_BUDGET:  # not Graph failing: the shared budget said "later"
             return await _defer_for_budget(command, error.retry_after or 1.0, ports, log_args, error.message)
-        if _graph_is_failing(error) and ports.circuit is not None:
-            await asyncio.to_thread(ports.circuit.record, "failure")
-            if (waiting := await _circuit_wait(command, ports, log_args)) is not None:
-                return waiting  # the circuit opened: wait it out in the queue instead of spending attempts
+        if _graph_is_failing(error):
+            if ports.circuit is not None:
+                said = None  # told here, before the wait below reads the circuit
+                await asyncio.to_thread(ports.circuit.record, "failure")
+                if (waiting := await _circuit_wait(command, ports, log_args)) is not None:
+                    return waiting  # the circuit opened: wait it out in the queue instead of spending attempts
+        else:
+            said = "success"  # a 429: Graph answered, with its own Retry-After
         return await _retry_or_defer(command, info, ports, log_args, error, "Graph")
     except GraphPermanentError as error:
+        said = "success" if said is not None else None  # Graph answered: the item's problem, not Graph's
         return await _park(command, ports, log_args, error, error.message, f"http-{error.status}")
     except LmsTransientError as error:
         # The LMS's trouble, not Graph's: the circuit is left alone.
@@ -301,8 +314,9 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
         return await _park(command, ports, log_args, error, str(error)[:MAX_ERROR_MESSAGE], reason)
     except Exception as error:
         return await _retry_or_park(command, info, ports, log_args, error)
-    if ports.circuit is not None:
-        await asyncio.to_thread(ports.circuit.record, "success")
+    finally:
+        if said is not None and ports.circuit is not None:
+            await asyncio.to_thread(ports.circuit.record, said)
     telemetry.COMMANDS_APPLIED.add(1, {"vlsync.outcome": outcome.value})
     logger.info("%s %s reg=%s message=%s correlation=%s", outcome.value, *log_args[1:])
     return outcome
@@ -453,14 +467,6 @@ async def _wait_for_lease(
     logger.info("busy %s %s reg=%s message=%s correlation=%s: back in %.0fs (%s)", *log_args, delay, busy)
     telemetry.COMMANDS_RETRIED.add(1, {"vlsync.busy": True})
     return Outcome.DEFERRED
-
-
-async def _graph_unused(ports: WorkerPorts) -> None:
-    """The command passed the circuit but ends without calling Graph (skipped, or back to the queue to
-    wait). Were it the half-open circuit's probe, the probe would stay out until it expires (two
-    minutes) and every command wait that long; the breaker hands it back at once."""
-    if ports.circuit is not None:
-        await asyncio.to_thread(ports.circuit.record, "unused")
 
 
 async def _announce(command: ContentCommand, ports: WorkerPorts) -> None:

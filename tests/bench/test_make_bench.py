@@ -124,3 +124,4 @@ def test_make_bench_small_writes_every_scenarios_table(tmp_path: Path) -> None:
     backlog = tables["Azurite's CPU per queue operation, by backlog"]
     assert [row[0] for row in backlog] == ["50", "1,000"]
     assert all(re.fullmatch(r"\d+\.\d\d ms", cell) for row in backlog for cell in row[1:]), backlog
+    assert all(cell != "0.00 ms" for cell in backlog[1][1:]), backlog  # Azurite's CPU was found and read

@@ -4,8 +4,9 @@ into poison; commands wait in the queue without spending attempts, and one probe
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -119,3 +120,63 @@ async def test_a_probe_the_ledger_skips_hands_the_probe_to_the_next_command(
     assert breaker.view()["state"] == "open"  # the probe handed back, not held half-open
     assert await process(command("upsert", "cb-next", reg), MessageInfo("m-next", 1), ports) is Outcome.UPSERTED
     assert breaker.view()["state"] == "closed"
+
+
+async def open_circuit(graph_side: GraphSide, ports: WorkerPorts, prefix: str) -> None:
+    reg = graph_side.registration_id
+    graph_side.admin("PUT", "/faults", json={"serverErrorRatio": 1.0, "serverErrorStatus": 503}).raise_for_status()
+    for n in range(FAILURES_TO_OPEN - 1):
+        with pytest.raises(GraphTransientError):
+            await process(command("upsert", f"{prefix}-{n}", reg), MessageInfo(f"{prefix}-m{n}", 1), ports)
+    assert await process(command("upsert", f"{prefix}-4", reg), MessageInfo(f"{prefix}-m4", 1), ports) is (
+        Outcome.DEFERRED
+    )
+    graph_side.admin("DELETE", "/faults").raise_for_status()
+
+
+async def test_a_probe_graph_answers_with_a_4xx_or_a_429_closes_the_circuit(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, settings: Settings
+) -> None:
+    """Graph answering at all is what the probe asks. Reported by nobody, a probe parked for its own 404
+    or deferred by a 429 held the circuit half-open for the probe's whole lease (two minutes)."""
+    clock, breaker, ports = with_breaker(graph_side, http, queue, ledger, settings)
+    await open_circuit(graph_side, ports, "p4")
+    clock.now += FIRST_COOLDOWN
+    unknown = command("upsert", "cb-404", str(uuid.uuid4()))  # no such registration: Graph answers 404
+    assert await process(unknown, MessageInfo("m-404", 1), ports) is Outcome.PARKED
+    assert breaker.view()["state"] == "closed"
+
+    await open_circuit(graph_side, ports, "p9")
+    clock.now += FIRST_COOLDOWN
+    graph_side.admin("PUT", "/faults", json={"throttleRatio": 1.0, "retryAfterSeconds": 60}).raise_for_status()
+    try:
+        probe = command("upsert", "cb-429", graph_side.registration_id)
+        assert await process(probe, MessageInfo("m-429", 1), ports) is Outcome.DEFERRED
+    finally:
+        graph_side.admin("DELETE", "/faults")
+    assert breaker.view()["state"] == "closed"
+
+
+async def test_a_probe_that_fails_before_graph_hands_the_probe_back(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, settings: Settings
+) -> None:
+    """A probe whose command fails before any Graph call (here a bug: the ledger raises) says nothing
+    about Graph: the probe goes back at once and the next command probes."""
+    clock, breaker, ports = with_breaker(graph_side, http, queue, ledger, settings)
+    await open_circuit(graph_side, ports, "pb")
+    clock.now += FIRST_COOLDOWN
+
+    class BrokenPush:
+        """The ledger, except that taking the lease fails."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ledger, name)
+
+        def pushing(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug before the push")
+
+    broken = replace(ports, ledger=cast(Ledger, BrokenPush()))
+    with pytest.raises(RuntimeError):
+        await process(command("upsert", "cb-bug", graph_side.registration_id), MessageInfo("m-bug", 1), broken)
+    assert breaker.view()["state"] == "open"  # handed back, not held half-open
+    assert breaker.wait_seconds() == 0.0  # the next command probes now

@@ -123,6 +123,18 @@ def test_a_repeated_external_id_is_an_invalid_line_naming_the_first(ids: list[st
     ]
 
 
+def test_a_limited_run_over_a_list_read_again_moves_on_to_positions_not_done(tmp_path: Path) -> None:
+    """``vlsync backfill --source NAME --limit N`` started again: the LMS's list is read again and its
+    done positions go to the ledger (which judges them), but only the others count toward the limit."""
+    checkpoint = checkpoint_of(tmp_path)
+    ledger, writer = FakeLedger(), FakeWriter()
+    for _ in range(3):
+        run = backfill(ledger, writer, checkpoint, chunk_size=1)
+        run.limit, run.skip_done_lines = 2, False
+        asyncio.run(run.run(rows(["a", "b", "c", "d", "e"])))
+    assert sorted(set(writer.sent)) == ["a", "b", "c", "d", "e"]  # 2, then 2 more, then the last
+
+
 def test_a_resumed_run_still_knows_the_ids_of_the_done_lines(tmp_path: Path) -> None:
     checkpoint = checkpoint_of(tmp_path)
     checkpoint.done.add_range(1, 2)

@@ -14,9 +14,12 @@ from shared.circuit import (
     PROBE_RECHECK,
     PROBE_SECONDS,
     Circuit,
+    Policy,
     admit,
+    probe_lease,
     transition,
 )
+from shared.ledger import push_timing
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -49,9 +52,19 @@ def test_while_a_probe_is_out_the_others_look_again_soon_not_after_the_probe_lea
     probe = admit(Circuit("open", 0, FIRST_COOLDOWN, T0), T0)
     assert probe is not None
     assert probe.waits(T0) == PROBE_RECHECK.total_seconds() < PROBE_SECONDS.total_seconds()
+    # A probe still out is hanging (Graph timing out): the others back off with its age, so a long hang
+    # sends each of them back a few times, not once every PROBE_RECHECK.
+    assert probe.waits(T0 + timedelta(seconds=3)) == PROBE_RECHECK.total_seconds()
+    assert probe.waits(T0 + timedelta(seconds=20)) == 20.0
     near_expiry = T0 + PROBE_SECONDS - timedelta(seconds=2)
     assert probe.waits(near_expiry) == 2.0  # never past the probe's own expiry
-    assert probe.waits(T0, timedelta(seconds=1)) == 1.0  # Policy.probe_recheck
+    assert probe.waits(T0, Policy(probe_recheck=timedelta(seconds=1))) == 1.0
+
+
+def test_a_probe_owns_the_half_open_state_at_least_as_long_as_a_push_holds_its_item() -> None:
+    assert probe_lease(push_timing(10, 10).lease_seconds) == PROBE_SECONDS  # a 50-s lease: the probe keeps 120 s
+    long = push_timing(30, 10).lease_seconds  # the default GRAPH_TIMEOUT_SECONDS=30: a 130-s lease
+    assert probe_lease(long) == timedelta(seconds=long) > PROBE_SECONDS
 
 
 def test_a_late_answer_does_not_move_an_open_circuit() -> None:
@@ -84,7 +97,9 @@ def test_invariants_hold_for_any_history(steps: list[tuple[str, int]]) -> None:
                 assert circuit.state != "closed"
                 assert circuit.waits(now) > 0
                 if circuit.state == "half-open":  # the others look again soon while a probe is out
-                    assert circuit.waits(now) <= PROBE_RECHECK.total_seconds()
+                    assert circuit.until is not None
+                    age = (now - (circuit.until - PROBE_SECONDS)).total_seconds()
+                    assert circuit.waits(now) <= max(PROBE_RECHECK.total_seconds(), age)
             else:
                 circuit = admitted
             continue

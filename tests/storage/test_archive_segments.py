@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
-from azure.core.exceptions import HttpResponseError, ServiceRequestError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared import archive
@@ -244,6 +244,33 @@ def test_a_failed_segment_is_counted_and_logged_once_with_its_correlation_ids(
     assert "lost-0,lost-1" in logged.getMessage()
     assert "body-must-not-be-logged" not in logged.getMessage()
     assert ids(segmented.list(T0, T0 + timedelta(minutes=1))) == ["kept"]
+
+
+def test_a_segment_already_written_counts_as_written_and_any_other_409_as_failed(
+    container: ContainerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK retries an upload whose answer was lost; the retry's 409 BlobAlreadyExists means the first
+    try landed. Other 409s (a container being deleted) are refusals and must be counted, not taken as done."""
+    real_upload = container.upload_blob
+
+    def upload(name: str, data: Any, **kwargs: Any) -> Any:
+        if name.startswith("seg-twice/"):
+            real_upload(name, data, **kwargs)  # the first try landed; its answer was lost
+            return real_upload(name, data, **kwargs)  # the retry: 409 BlobAlreadyExists
+        if name.startswith("seg-refused/"):
+            refused = ResourceExistsError("The specified container is being deleted.")
+            refused.error_code = "ContainerBeingDeleted"
+            raise refused
+        return real_upload(name, data, **kwargs)
+
+    monkeypatch.setattr(container, "upload_blob", upload)
+    segmented = EventArchive(container, flush_seconds=1, monotonic=Clock(), background=False)
+    before = failed("seg-refused"), failed("seg-twice")
+    segmented.put(record("seg-twice", T0, "landed"))
+    segmented.put(record("seg-refused", T0, "refused"))
+    assert segmented.flush() == 1
+    assert (failed("seg-refused"), failed("seg-twice")) == (before[0] + 1, before[1])
+    assert ids(segmented.list(T0, T0 + timedelta(minutes=1))) == ["landed"]
 
 
 def test_storage_that_does_not_answer_fails_the_rest_of_the_batch_without_trying(

@@ -141,24 +141,10 @@ def queue_costs(connection_string: str, backlogs: tuple[int, ...], rounds: int =
         queue = SyncQueueClient.from_connection_string(connection_string, f"bench-backlog-{uuid.uuid4().hex[:8]}")
         with queue:
             queue.create_queue()
-            started = cpu_seconds()["Azurite"]
-            for _ in range(backlog):
-                queue.send_message("x" * 600)  # about the size of a content command
-            sent = cpu_seconds()["Azurite"]
-            receive = delete = 0.0
-            deleted = 0
-            for _ in range(rounds):
-                before = cpu_seconds()["Azurite"]
-                got = list(queue.receive_messages(messages_per_page=16, max_messages=16))
-                middle = cpu_seconds()["Azurite"]
-                for message in got:
-                    queue.delete_message(message)
-                receive += middle - before
-                delete += cpu_seconds()["Azurite"] - middle
-                deleted += len(got)
-                for _ in got:  # refill, outside the timed spans: the backlog stays what the row says
-                    queue.send_message("x" * 600)
-            queue.delete_queue()
+            try:
+                sent, started, receive, delete, deleted = _measure_queue(queue, backlog, rounds)
+            finally:
+                queue.delete_queue()
         costs.append(
             QueueCost(
                 backlog,
@@ -168,6 +154,29 @@ def queue_costs(connection_string: str, backlogs: tuple[int, ...], rounds: int =
             )
         )
     return costs
+
+
+def _measure_queue(queue: SyncQueueClient, backlog: int, rounds: int) -> tuple[float, float, float, float, int]:
+    """Azurite's CPU seconds: before and after filling the queue to ``backlog``, over the receives and
+    over the deletes; and how many messages were deleted."""
+    started = cpu_seconds()["Azurite"]
+    for _ in range(backlog):
+        queue.send_message("x" * 600)  # about the size of a content command
+    sent = cpu_seconds()["Azurite"]
+    receive = delete = 0.0
+    deleted = 0
+    for _ in range(rounds):
+        before = cpu_seconds()["Azurite"]
+        got = list(queue.receive_messages(messages_per_page=16, max_messages=16))
+        middle = cpu_seconds()["Azurite"]
+        for message in got:
+            queue.delete_message(message)
+        receive += middle - before
+        delete += cpu_seconds()["Azurite"] - middle
+        deleted += len(got)
+        for _ in got:  # refill, outside the timed spans: the backlog stays what the row says
+            queue.send_message("x" * 600)
+    return sent, started, receive, delete, deleted
 
 
 def webhook_plan(
@@ -537,7 +546,8 @@ def run(ctx: Context) -> list[Table]:
         [
             "Azurite's user + system CPU over each operation, on a queue of its own in the stack's Azurite "
             f"(messages of 600 bytes; {QUEUE_ROUNDS} receives of 16, each message deleted and replaced by a new one "
-            "outside the timed spans, so the backlog stays the row's). CPU time comes in 10-ms ticks, so each "
+            "outside the timed spans, so the backlog stays the row's; Send is per message while filling the queue "
+            "up to the backlog). CPU time comes in 10-ms ticks, so each "
             f"figure is a sum over {QUEUE_ROUNDS} receives or {QUEUE_ROUNDS * 16} deletes, divided.",
             "Azurite keeps queue metadata in LokiJS: a receive sorts the visible messages and a delete scans them, "
             "so both cost more as the backlog grows. Azure Queue Storage runs elsewhere and has no such cost on "
