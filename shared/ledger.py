@@ -84,6 +84,7 @@ MIN_LEASE_MARGIN_SECONDS = 5.0
 # Table storage's limit on an entity-group transaction: at most 100 operations, all in one partition
 # (learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions).
 MAX_TRANSACTION_OPERATIONS = 100
+SHOWN_IDS = 5  # items named in one log line about a batch; the count says how many more
 
 
 def _utc_now() -> datetime:
@@ -1015,12 +1016,18 @@ class Ledger:
         timing: PushTiming,
         clock: Callable[[], datetime],
     ) -> None:
-        await asyncio.gather(
-            *(
-                self._end_lease(registration_id, e, owner, _landing(c, deadlines[e], timing, clock), clock)
-                for e, c in claims.items()
-                if not c.stale
+        landings = {e: _landing(c, deadlines[e], timing, clock) for e, c in claims.items() if not c.stale}
+        now = clock()
+        kept = sorted(e for e, landing in landings.items() if landing is not None and landing > now)
+        if kept:  # one line for the batch: an interrupted backfill has up to in-flight x 20 of them
+            logger.warning(
+                "keeping the lease on %d item(s) (%s) until %s: a request of their push may still reach Graph",
+                len(kept),
+                ", ".join(kept[:SHOWN_IDS]) + (", ..." if len(kept) > SHOWN_IDS else ""),
+                max(at for at in landings.values() if at is not None),
             )
+        await asyncio.gather(
+            *(self._end_lease(registration_id, e, owner, at, clock, warn=False) for e, at in landings.items())
         )
 
     def _rows(self, registration_id: str, external_ids: list[str]) -> dict[str, _Row]:
@@ -1155,14 +1162,17 @@ class Ledger:
         owner: str,
         landing: datetime | None,
         clock: Callable[[], datetime],
+        *,
+        warn: bool = True,
     ) -> None:
         """Release the push's lease, or, while a request of it may still land, keep it until then."""
         if landing is None or landing <= clock():
             await asyncio.to_thread(self.release, registration_id, external_id, owner)
             return
-        logger.warning(
-            "keeping the lease on %s until %s: a request of the push may still reach Graph", external_id, landing
-        )
+        if warn:
+            logger.warning(
+                "keeping the lease on %s until %s: a request of the push may still reach Graph", external_id, landing
+            )
         await asyncio.to_thread(self.hold, registration_id, external_id, owner, landing)
 
     async def _lease_lost(self, entry: LedgerEntry) -> None:

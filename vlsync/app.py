@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -225,7 +226,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     from vlsync.storage import StorageFailure
 
     try:
-        return asyncio.run(coro)
+        return asyncio.run(_stopped_by_sigterm(coro))
     except GraphError as error:
         where = f" (request-id {error.request_id})" if error.request_id else ""
         gave_up = " - gave up retrying" if isinstance(error, GraphTransientError) else ""
@@ -254,6 +255,35 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise Failure(f"storage: {_first_line(error)}") from None
     except ValidationError as error:
         raise Failure(f"invalid values: {error.errors(include_url=False)}") from None
+
+
+async def _stopped_by_sigterm(coro: Coroutine[Any, Any, T]) -> T:
+    """``coro``, ended on SIGTERM as Ctrl-C ends it: the command's task is cancelled, so a backfill saves
+    its checkpoint and gives back the leases it can, and the CLI says "Aborted!" and exits 1. SIGTERM is
+    what ``kill``, ``timeout``, CI runners and container stops send; without this the interpreter died on
+    the spot and every item in flight stayed leased (busy) until its lease expired."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    terminated = False
+
+    def stop() -> None:
+        nonlocal terminated
+        terminated = True
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    except (NotImplementedError, RuntimeError, ValueError):  # no signal support here (Windows, a thread)
+        return await coro
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if terminated:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _first_line(error: BaseException) -> str:
