@@ -300,6 +300,9 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
                 await asyncio.to_thread(ports.circuit.record, "failure")
                 if (waiting := await _circuit_wait(command, ports, log_args)) is not None:
                     return waiting  # the circuit opened: wait it out in the queue instead of spending attempts
+                # Let through again, perhaps as the probe of a circuit another instance opened whose
+                # cool-down is over: this invocation calls Graph no more, so that probe goes back.
+                said = "unused"
         else:
             said = "success"  # a 429: Graph answered, with its own Retry-After
         return await _retry_or_defer(command, info, ports, log_args, error, "Graph")
@@ -307,7 +310,7 @@ async def _apply(command: ContentCommand, info: MessageInfo, ports: WorkerPorts)
         said = "success" if said is not None else None  # Graph answered: the item's problem, not Graph's
         return await _park(command, ports, log_args, error, error.message, f"http-{error.status}")
     except LmsTransientError as error:
-        # The LMS's trouble, not Graph's: the circuit is left alone.
+        # The LMS's trouble, not Graph's: the circuit hears "unused" (a probe goes back).
         return await _retry_or_defer(command, info, ports, log_args, error, "LMS")
     except (LmsPermanentError, FetchError) as error:
         reason = f"lms-{error.code}" if isinstance(error, LmsError) else error.code

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -268,22 +269,30 @@ async def _stopped_by_sigterm(coro: Coroutine[Any, Any, T]) -> T:
 
     def stop() -> None:
         nonlocal terminated
+        if terminated:  # a second SIGTERM while the first one's cleanup runs: exit at once, as asked
+            os._exit(128 + signal.SIGTERM)
         terminated = True
         if task is not None:
             task.cancel()
 
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         loop.add_signal_handler(signal.SIGTERM, stop)
     except (NotImplementedError, RuntimeError, ValueError):  # no signal support here (Windows, a thread)
         return await coro
     try:
-        return await coro
+        result = await coro
     except asyncio.CancelledError:
         if terminated:
             raise KeyboardInterrupt from None
         raise
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGTERM)  # which leaves SIG_DFL: put back what was there
+        if previous is not None:  # None: a handler not installed from Python, which SIG_DFL stands for
+            signal.signal(signal.SIGTERM, previous)
+    if terminated:  # the command took the cancellation and returned: still a stop, not a success
+        raise KeyboardInterrupt
+    return result
 
 
 def _first_line(error: BaseException) -> str:

@@ -180,3 +180,29 @@ async def test_a_probe_that_fails_before_graph_hands_the_probe_back(
         await process(command("upsert", "cb-bug", graph_side.registration_id), MessageInfo("m-bug", 1), broken)
     assert breaker.view()["state"] == "open"  # handed back, not held half-open
     assert breaker.wait_seconds() == 0.0  # the next command probes now
+
+
+async def test_a_failed_push_let_in_again_as_the_probe_hands_the_probe_back(
+    graph_side: GraphSide, http: httpx.AsyncClient, queue: StorageCommandQueue, ledger: Ledger, settings: Settings
+) -> None:
+    """Instance A still sees the circuit closed (its cache) when B opens it; after the cool-down, A's
+    failed push reads the row, finds it open and over, and is let in again, as the probe. It calls Graph
+    no more, so the probe goes back: left out, the circuit stayed half-open for the probe's lease."""
+    clock, b_breaker, b_ports = with_breaker(graph_side, http, queue, ledger, settings)
+    table = TableServiceClient.from_connection_string(settings.storage_connection_string or "").get_table_client(
+        settings.ledger_table_name
+    )
+    a_breaker = CircuitBreaker(TableCircuitStore(table), clock=clock, cache_seconds=3600)
+    assert a_breaker.wait_seconds() == 0.0  # A reads the row once: closed, and keeps that view
+    a_ports = replace(b_ports, circuit=a_breaker)
+    await open_circuit(graph_side, b_ports, "pa")  # B opens the circuit
+    clock.now += FIRST_COOLDOWN
+
+    graph_side.admin("PUT", "/faults", json={"serverErrorRatio": 1.0, "serverErrorStatus": 503}).raise_for_status()
+    try:
+        with pytest.raises(GraphTransientError):  # first attempt: back to the queue as a retry
+            await process(command("upsert", "cb-a", graph_side.registration_id), MessageInfo("m-a", 1), a_ports)
+    finally:
+        graph_side.admin("DELETE", "/faults")
+    assert b_breaker.view()["state"] == "open"  # handed back: the next command probes at once
+    assert b_breaker.wait_seconds() == 0.0

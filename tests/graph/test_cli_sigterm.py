@@ -58,5 +58,5 @@ def test_sigterm_stops_a_backfill_like_ctrl_c(cli_side: CliSide, tmp_path: Path)
     # Only the requests still out keep their items leased (they may yet land); every other item of the
     # chunks in flight was given back. --concurrency 2: at most two $batch requests of 20 are out.
     kept = [int(n) for n in re.findall(r"keeping the lease on (\d+) item\(s\)", stderr)]
-    assert 0 < sum(kept) <= 2 * 20, stderr
+    assert sum(kept) <= 2 * 20, stderr  # 0 when the signal came between two requests
     assert stderr.count("keeping the lease") == len(kept), "one line per chunk, not one per item"
