@@ -124,6 +124,17 @@ def graph_client(settings: Settings | None = None) -> GraphClient:
     return _graph
 
 
+async def aclose() -> None:
+    """Close the worker's Graph client on the loop it was built on, then ``reset()``: without it, a
+    host that ends its loop (the dev host in tests) leaves the credential's aiohttp session to be
+    collected open, and Python prints "Unclosed client session" at exit."""
+    global _graph
+    graph, _graph = _graph, None
+    if graph is not None:
+        await graph.aclose()
+    reset()
+
+
 def reset() -> None:
     """Forget the cached settings and clients, for a host that restarts its event loop (tests, tools)."""
     global _graph

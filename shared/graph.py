@@ -343,6 +343,14 @@ class GraphClient:
         self._learned = _Learned()
         self._tenant_clients: dict[str, GraphClient] = {}
 
+    async def aclose(self) -> None:
+        """Close the connections and the credential's own session (shared with every copy of this
+        client): for a host that ends its event loop while the process goes on (tests, tools)."""
+        await self._http.aclose()
+        close = getattr(self._credential, "close", None)  # every aio credential has it; the protocol omits it
+        if close is not None:
+            await close()
+
     @property
     def last_server_date(self) -> datetime | None:
         """Graph's clock: the Date header of its latest answer (errors included), so callers can take

@@ -13,10 +13,10 @@ import collections
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.functions.decorators.function_app import FunctionRegister
 
@@ -26,6 +26,8 @@ from .host_config import HostConfig, load_host_config
 from .indexing import IndexedFunction, index_app
 from .keys import HostKeys
 from .triggers import HostRuntime
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +106,11 @@ class DevHost:
             if self._thread.call(self._runtime.is_idle(), remaining):
                 return
             time.sleep(poll_interval)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run ``coro`` on the host's event loop (where the app's clients live) and return its result,
+        e.g. closing those clients before :meth:`stop` ends the loop."""
+        return self._thread.call(coro, timeout)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop polling, finish in-flight work, close the port and end the loop thread."""

@@ -204,3 +204,19 @@ def test_per_tenant_clients_share_what_the_client_learned_about_graph() -> None:
     assert client.for_tenant(None) is client
     a._remember_delete_form("plain", None)
     assert client._delete_form == client.for_tenant("t2")._delete_form == "plain"
+
+
+async def test_aclose_closes_the_connections_and_the_credential_shared_by_every_copy() -> None:
+    class ClosingCredential(StaticCredential):
+        closed = 0
+
+        async def close(self) -> None:
+            self.closed += 1
+
+    credential = ClosingCredential()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(204)))
+    graph = GraphClient(http, credential, root="https://graph.example/v1.0", scope="s/.default")
+    assert graph.for_tenant("other")._http is http  # copies share them: one close serves all
+    await graph.aclose()
+    assert http.is_closed
+    assert credential.closed == 1

@@ -104,4 +104,5 @@ def stack(azurite: Any, emulator: Any, identity_server: Any) -> Iterator[Stack]:
 
         with DevHost.start(function_app.app, host_json=host_json, port=0) as host:
             yield Stack(host, emulator.url, registration_id, queue_name, azurite.connection_string, identity_server)
+            host.run(bootstrap.aclose())  # the app's clients, closed on their own loop before it ends
         bootstrap.reset()

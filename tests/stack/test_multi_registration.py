@@ -112,6 +112,7 @@ def app(
     try:
         with DevHost.start(function_app.app, host_json=host_json, port=0) as host:
             yield App(host, vlsync, reg_a, reg_b, queue, azurite.connection_string)
+            host.run(bootstrap.aclose())  # the app's clients, closed on their own loop before it ends
     finally:
         bootstrap.reset()
         # get_functions() may run once per app object; leave it unindexed for later tests (contract tests).
