@@ -54,7 +54,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -597,8 +597,8 @@ def _give_up(segments: Sequence[list[_Record]]) -> None:
     records = [record for segment in segments for record in segment]
     if not records:
         return
-    for source in {record.source for record in records}:
-        FAILED.add(sum(record.source == source for record in records), {"vlsync.source": source})
+    for source, count in Counter(record.source for record in records).items():
+        FAILED.add(count, {"vlsync.source": source})
     logger.error(
         "archive: %d more record(s) of the batch not archived after a failed segment correlations=%s",
         len(records),

@@ -102,8 +102,8 @@ DEFAULT_POLICY = Policy()
 
 def probe_lease(push_lease_seconds: float) -> timedelta:
     """How long a probe owns the half-open state: ``PROBE_SECONDS``, or a push's whole item lease when
-    that is longer (130 s at the default GRAPH_TIMEOUT_SECONDS of 30), so a probe still pushing never loses the
-    probe to a second one."""
+    that is longer (130 s at the default GRAPH_TIMEOUT_SECONDS of 30), so a probe still pushing never
+    loses the probe to a second one."""
     return max(PROBE_SECONDS, timedelta(seconds=push_lease_seconds))
 
 
@@ -112,8 +112,8 @@ def admit(circuit: Circuit, now: datetime, policy: Policy = DEFAULT_POLICY) -> C
 
     Closed lets everything through. Open lets nothing through until its cool-down ends; then the
     first command becomes the probe (half-open, owned until ``PROBE_SECONDS``). While a probe is out,
-    others wait (``PROBE_RECHECK``, longer as the probe ages); a probe that never reported (its worker died) expires
-    and the next command probes.
+    others wait (``PROBE_RECHECK``, longer as the probe ages); a probe that never reported (its worker
+    died) expires and the next command probes.
     """
     if circuit.state == "closed":
         return circuit

@@ -142,23 +142,15 @@ def queue_costs(connection_string: str, backlogs: tuple[int, ...], rounds: int =
         with queue:
             queue.create_queue()
             try:
-                sent, started, receive, delete, deleted = _measure_queue(queue, backlog, rounds)
+                costs.append(_queue_cost(queue, backlog, rounds))
             finally:
                 queue.delete_queue()
-        costs.append(
-            QueueCost(
-                backlog,
-                1000 * (sent - started) / backlog,
-                1000 * receive / rounds,
-                1000 * delete / max(1, deleted),
-            )
-        )
     return costs
 
 
-def _measure_queue(queue: SyncQueueClient, backlog: int, rounds: int) -> tuple[float, float, float, float, int]:
-    """Azurite's CPU seconds: before and after filling the queue to ``backlog``, over the receives and
-    over the deletes; and how many messages were deleted."""
+def _queue_cost(queue: SyncQueueClient, backlog: int, rounds: int) -> QueueCost:
+    """Fill ``queue`` to ``backlog``, then ``rounds`` receives of 16 and their deletes, each timed in
+    Azurite's CPU; every message deleted is replaced outside the timed spans."""
     started = cpu_seconds()["Azurite"]
     for _ in range(backlog):
         queue.send_message("x" * 600)  # about the size of a content command
@@ -176,7 +168,8 @@ def _measure_queue(queue: SyncQueueClient, backlog: int, rounds: int) -> tuple[f
         deleted += len(got)
         for _ in got:  # refill, outside the timed spans: the backlog stays what the row says
             queue.send_message("x" * 600)
-    return sent, started, receive, delete, deleted
+    ms = 1000.0
+    return QueueCost(backlog, ms * (sent - started) / backlog, ms * receive / rounds, ms * delete / max(1, deleted))
 
 
 def webhook_plan(
